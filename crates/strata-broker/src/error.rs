@@ -1,0 +1,66 @@
+use thiserror::Error;
+
+/// Errors of the broker layer. Each maps to one Kafka error code in
+/// [`crate::error_codes`].
+#[derive(Debug, Error)]
+pub enum BrokerError {
+    /// A batch failed its CRC or size checks.
+    #[error("corrupt message: {0}")]
+    CorruptMessage(String),
+    /// A batch is not magic v2.
+    #[error("unsupported record batch magic {0}")]
+    UnsupportedMessageFormat(i8),
+    /// A batch is well-formed but not acceptable.
+    #[error("invalid record: {0}")]
+    InvalidRecord(String),
+    /// A batch exceeds the topic's `max.message.bytes`.
+    #[error("record batch of {size} bytes exceeds max.message.bytes {max}")]
+    MessageTooLarge {
+        /// The batch size.
+        size: usize,
+        /// The limit.
+        max: i64,
+    },
+    /// A record timestamp is outside the topic's allowed window.
+    #[error("invalid timestamp: {0}")]
+    InvalidTimestamp(String),
+    /// The topic or partition does not exist.
+    #[error("unknown topic or partition")]
+    UnknownTopicOrPartition,
+    /// No topic has that id.
+    #[error("unknown topic id")]
+    UnknownTopicId,
+    /// A topic name is not legal.
+    #[error("invalid topic name: {0}")]
+    InvalidTopic(String),
+    /// The topic exists already.
+    #[error("topic {0} already exists")]
+    TopicExists(String),
+    /// A partition count is not acceptable.
+    #[error("invalid partitions: {0}")]
+    InvalidPartitions(String),
+    /// A replication factor is not acceptable.
+    #[error("invalid replication factor: {0}")]
+    InvalidReplicationFactor(String),
+    /// A config name or value is not acceptable.
+    #[error("invalid config: {0}")]
+    InvalidConfig(String),
+    /// The request is malformed in a way the schema cannot express.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// The fetch offset is outside the log.
+    #[error("offset out of range")]
+    OffsetOutOfRange,
+    /// The client's leader epoch is newer than ours.
+    #[error("unknown leader epoch")]
+    UnknownLeaderEpoch,
+    /// The client's leader epoch is older than ours.
+    #[error("fenced leader epoch")]
+    FencedLeaderEpoch,
+    /// The storage layer failed.
+    #[error("storage: {0}")]
+    Storage(#[from] strata_stream::StreamError),
+    /// The metadata layer failed.
+    #[error("metadata: {0}")]
+    Cluster(#[from] strata_cluster::ClusterError),
+}

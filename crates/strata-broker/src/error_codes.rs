@@ -1,0 +1,56 @@
+//! The one place where Strata's errors become Kafka error codes.
+
+use kafka_protocol::ResponseError;
+use strata_cluster::ClusterError;
+use strata_meta::MetaError;
+use strata_stream::StreamError;
+
+use crate::BrokerError;
+
+/// The Kafka error for a broker error.
+pub fn response_error(err: &BrokerError) -> ResponseError {
+    match err {
+        BrokerError::CorruptMessage(_) => ResponseError::CorruptMessage,
+        BrokerError::UnsupportedMessageFormat(_) => ResponseError::UnsupportedForMessageFormat,
+        BrokerError::InvalidRecord(_) => ResponseError::InvalidRecord,
+        BrokerError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
+        BrokerError::InvalidTimestamp(_) => ResponseError::InvalidTimestamp,
+        BrokerError::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
+        BrokerError::UnknownTopicId => ResponseError::UnknownTopicId,
+        BrokerError::InvalidTopic(_) => ResponseError::InvalidTopicException,
+        BrokerError::TopicExists(_) => ResponseError::TopicAlreadyExists,
+        BrokerError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        BrokerError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+        BrokerError::InvalidConfig(_) => ResponseError::InvalidConfig,
+        BrokerError::InvalidRequest(_) => ResponseError::InvalidRequest,
+        BrokerError::OffsetOutOfRange => ResponseError::OffsetOutOfRange,
+        BrokerError::UnknownLeaderEpoch => ResponseError::UnknownLeaderEpoch,
+        BrokerError::FencedLeaderEpoch => ResponseError::FencedLeaderEpoch,
+        BrokerError::Storage(e) => match e {
+            StreamError::Closed(_) => ResponseError::UnknownTopicOrPartition,
+            StreamError::OutOfRange { .. } => ResponseError::OffsetOutOfRange,
+            StreamError::Io(_) | StreamError::Failed | StreamError::Corrupt { .. } => {
+                ResponseError::KafkaStorageError
+            }
+        },
+        BrokerError::Cluster(e) => match e {
+            ClusterError::TopicExists(_) => ResponseError::TopicAlreadyExists,
+            ClusterError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
+            ClusterError::InvalidPartitions { .. } => ResponseError::InvalidPartitions,
+            ClusterError::Contended => ResponseError::RequestTimedOut,
+            ClusterError::Corrupt { .. } => ResponseError::UnknownServerError,
+            ClusterError::Meta(MetaError::Fenced(_)) => ResponseError::NotController,
+            ClusterError::Meta(_) => ResponseError::KafkaStorageError,
+        },
+    }
+}
+
+/// The Kafka error code for a broker error.
+pub fn code(err: &BrokerError) -> i16 {
+    response_error(err).code()
+}
+
+/// The message to send alongside the code, where the API has a message field.
+pub fn message(err: &BrokerError) -> kafka_protocol::protocol::StrBytes {
+    kafka_protocol::protocol::StrBytes::from_string(err.to_string())
+}

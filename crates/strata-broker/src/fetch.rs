@@ -1,0 +1,150 @@
+//! Fetch: reads from partition streams with long polling (`max_wait_ms` and
+//! `min_bytes`, woken by every WAL commit), response and partition byte limits
+//! (the first batch of the response is whole however large, KIP-74), topic ids
+//! from v13, and no fetch sessions: every answer carries session id 0, so
+//! clients send full requests (KIP-227 allows the broker to decline sessions).
+
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse};
+
+use crate::broker::LEADER_EPOCH;
+use crate::error_codes::code;
+use crate::{Broker, BrokerError};
+
+/// Longest wait a client may ask for.
+const MAX_WAIT: Duration = Duration::from_secs(60);
+
+impl Broker {
+    /// Answers a fetch, waiting up to `max_wait_ms` for `min_bytes`.
+    pub async fn fetch(&self, req: FetchRequest, version: i16) -> FetchResponse {
+        if version >= 7 && req.session_id != 0 {
+            let mut resp = FetchResponse::default();
+            resp.error_code = ResponseError::FetchSessionIdNotFound.code();
+            return resp;
+        }
+        if version >= 7 && req.session_epoch != 0 && req.session_epoch != -1 {
+            let mut resp = FetchResponse::default();
+            resp.error_code = ResponseError::InvalidFetchSessionEpoch.code();
+            return resp;
+        }
+        let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT);
+        let deadline = Instant::now() + wait;
+        let mut commits = self.streams.commits();
+        loop {
+            commits.borrow_and_update();
+            let (resp, bytes, errors) = self.fetch_once(&req, version).await;
+            let now = Instant::now();
+            if errors || bytes >= req.min_bytes.max(0) as usize || now >= deadline {
+                return resp;
+            }
+            if tokio::time::timeout(deadline - now, commits.changed()).await.is_err() {
+                // Timed out: answer with what is there now.
+                return self.fetch_once(&req, version).await.0;
+            }
+        }
+    }
+
+    /// One pass over every asked partition; returns the response, the bytes in
+    /// it and whether any partition carries an error.
+    async fn fetch_once(&self, req: &FetchRequest, version: i16) -> (FetchResponse, usize, bool) {
+        let mut resp = FetchResponse::default();
+        let max_bytes = if req.max_bytes <= 0 { usize::MAX } else { req.max_bytes as usize };
+        let mut total = 0usize;
+        let mut errors = false;
+        for ft in &req.topics {
+            let mut tr = FetchableTopicResponse::default();
+            let topic = if version >= 13 {
+                tr.topic_id = ft.topic_id;
+                self.catalog.topic_by_id(ft.topic_id).ok_or(BrokerError::UnknownTopicId)
+            } else {
+                tr.topic = ft.topic.clone();
+                self.catalog.topic(ft.topic.as_str()).ok_or(BrokerError::UnknownTopicOrPartition)
+            };
+            for fp in &ft.partitions {
+                let mut pd = PartitionData::default();
+                pd.partition_index = fp.partition;
+                pd.high_watermark = -1;
+                pd.last_stable_offset = -1;
+                pd.log_start_offset = -1;
+                if req.isolation_level == 1 {
+                    pd.aborted_transactions = Some(Vec::new());
+                }
+                let stream = match &topic {
+                    Ok(t) => self.partition(t, fp.partition).ok_or(BrokerError::UnknownTopicOrPartition),
+                    Err(BrokerError::UnknownTopicId) => Err(BrokerError::UnknownTopicId),
+                    Err(_) => Err(BrokerError::UnknownTopicOrPartition),
+                };
+                let outcome = match stream {
+                    Err(e) => Err(e),
+                    Ok(stream) => {
+                        let (start, end) = stream.offsets();
+                        pd.high_watermark = end;
+                        pd.last_stable_offset = end;
+                        pd.log_start_offset = start;
+                        if version >= 9 && fp.current_leader_epoch > LEADER_EPOCH {
+                            Err(BrokerError::UnknownLeaderEpoch)
+                        } else if version >= 9
+                            && fp.current_leader_epoch >= 0
+                            && fp.current_leader_epoch < LEADER_EPOCH
+                        {
+                            Err(BrokerError::FencedLeaderEpoch)
+                        } else if fp.fetch_offset < start || fp.fetch_offset > end {
+                            Err(BrokerError::OffsetOutOfRange)
+                        } else if fp.fetch_offset == end || (total >= max_bytes) {
+                            Ok(None)
+                        } else {
+                            let limit = (fp.partition_max_bytes.max(0) as usize).min(max_bytes - total);
+                            let first_in_response = total == 0;
+                            match stream.read(fp.fetch_offset, limit.max(1)).await {
+                                Err(e) => Err(BrokerError::Storage(e)),
+                                Ok(batches) => {
+                                    let mut taken = Vec::new();
+                                    let mut size = 0usize;
+                                    for b in batches {
+                                        let len = b.data.len();
+                                        if size + len > limit && !(first_in_response && taken.is_empty()) {
+                                            break;
+                                        }
+                                        size += len;
+                                        taken.push(b.data);
+                                    }
+                                    Ok(Some((taken, size)))
+                                }
+                            }
+                        }
+                    }
+                };
+                match outcome {
+                    Ok(Some((batches, size))) => {
+                        total += size;
+                        pd.records = Some(concat(batches, size));
+                    }
+                    Ok(None) => pd.records = Some(Bytes::new()),
+                    Err(e) => {
+                        errors = true;
+                        pd.error_code = code(&e);
+                        pd.records = Some(Bytes::new());
+                    }
+                }
+                tr.partitions.push(pd);
+            }
+            resp.responses.push(tr);
+        }
+        (resp, total, errors)
+    }
+}
+
+fn concat(mut batches: Vec<Bytes>, size: usize) -> Bytes {
+    if batches.len() == 1 {
+        return batches.pop().unwrap_or_default();
+    }
+    let mut out = BytesMut::with_capacity(size);
+    for b in batches {
+        out.extend_from_slice(&b);
+    }
+    out.freeze()
+}

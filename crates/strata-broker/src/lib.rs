@@ -1,0 +1,19 @@
+//! Kafka semantics over Strata's stream and cluster layers: topics and
+//! partitions, produce and fetch, offsets and configs. Handlers take and return
+//! the `kafka-protocol` crate's request and response types; the wire itself
+//! (framing, headers, versions) belongs to the server crate.
+
+mod broker;
+mod configs;
+mod error;
+pub mod error_codes;
+mod fetch;
+mod list_offsets;
+mod produce;
+pub mod records;
+pub mod topic_config;
+mod topics;
+
+pub use broker::{Broker, BrokerConfig};
+pub use error::BrokerError;
+pub use produce::PendingProduce;

@@ -1,0 +1,220 @@
+//! Record batches (magic v2) as bytes: validation of what a producer sent and
+//! the in-place patches the broker makes before storing a batch. The batch stays
+//! the bytes the client sent; only fields outside the CRC (base offset, partition
+//! leader epoch) are rewritten, except for LogAppendTime topics where the
+//! timestamp type and max timestamp change and the CRC-32C is recomputed.
+//!
+//! Header layout (big-endian): baseOffset i64 @0, batchLength i32 @8,
+//! partitionLeaderEpoch i32 @12, magic i8 @16, crc u32 @17 (over bytes 21..),
+//! attributes i16 @21, lastOffsetDelta i32 @23, baseTimestamp i64 @27,
+//! maxTimestamp i64 @35, producerId i64 @43, producerEpoch i16 @51,
+//! baseSequence i32 @53, recordCount i32 @57, records @61.
+
+use bytes::{Bytes, BytesMut};
+
+use crate::BrokerError;
+
+/// Size of the v2 batch header.
+pub const HEADER_LEN: usize = 61;
+const CRC_START: usize = 21;
+const TIMESTAMP_TYPE_BIT: i16 = 0x08;
+
+fn i16_at(b: &[u8], at: usize) -> i16 {
+    i16::from_be_bytes([b[at], b[at + 1]])
+}
+fn i32_at(b: &[u8], at: usize) -> i32 {
+    i32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+fn i64_at(b: &[u8], at: usize) -> i64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    i64::from_be_bytes(a)
+}
+
+/// The header facts of a validated batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    /// Number of records (offsets) in the batch.
+    pub record_count: i32,
+    /// The batch's max timestamp as sent.
+    pub max_timestamp: i64,
+    /// The first record's timestamp as sent.
+    pub base_timestamp: i64,
+    /// Producer id (-1 when not idempotent).
+    pub producer_id: i64,
+    /// Producer epoch.
+    pub producer_epoch: i16,
+    /// First sequence number.
+    pub base_sequence: i32,
+    /// Attribute bits.
+    pub attributes: i16,
+}
+
+impl BatchHeader {
+    /// Whether the batch belongs to a transaction.
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & 0x10 != 0
+    }
+    /// Whether the batch is a control batch.
+    pub fn is_control(&self) -> bool {
+        self.attributes & 0x20 != 0
+    }
+}
+
+/// Parses the header of the batch in `data` without checking it.
+pub fn parse_header(data: &[u8]) -> Option<BatchHeader> {
+    if data.len() < HEADER_LEN {
+        return None;
+    }
+    Some(BatchHeader {
+        attributes: i16_at(data, 21),
+        base_timestamp: i64_at(data, 27),
+        max_timestamp: i64_at(data, 35),
+        producer_id: i64_at(data, 43),
+        producer_epoch: i16_at(data, 51),
+        base_sequence: i32_at(data, 53),
+        record_count: i32_at(data, 57),
+    })
+}
+
+/// Checks that `data` holds exactly one well-formed v2 batch: sizes, magic and
+/// CRC-32C, and a record count that matches the last offset delta.
+pub fn validate(data: &[u8]) -> Result<BatchHeader, BrokerError> {
+    if data.len() < HEADER_LEN {
+        return Err(BrokerError::CorruptMessage(format!(
+            "record batch of {} bytes is shorter than its {HEADER_LEN}-byte header",
+            data.len()
+        )));
+    }
+    let magic = data[16] as i8;
+    if magic != 2 {
+        return Err(BrokerError::UnsupportedMessageFormat(magic));
+    }
+    let batch_len = i32_at(data, 8);
+    if batch_len < (HEADER_LEN - 12) as i32 || batch_len as usize + 12 > data.len() {
+        return Err(BrokerError::CorruptMessage(format!(
+            "batch length {batch_len} does not fit the {} bytes sent",
+            data.len()
+        )));
+    }
+    if batch_len as usize + 12 != data.len() {
+        return Err(BrokerError::InvalidRecord(
+            "a produce request must carry exactly one record batch per partition".into(),
+        ));
+    }
+    let crc = u32::from_be_bytes([data[17], data[18], data[19], data[20]]);
+    if crc32c::crc32c(&data[CRC_START..]) != crc {
+        return Err(BrokerError::CorruptMessage("record batch CRC-32C mismatch".into()));
+    }
+    let header = parse_header(data)
+        .ok_or_else(|| BrokerError::CorruptMessage("record batch header truncated".into()))?;
+    let last_delta = i32_at(data, 23);
+    if header.record_count <= 0 || last_delta != header.record_count - 1 {
+        return Err(BrokerError::InvalidRecord(format!(
+            "record count {} does not match last offset delta {last_delta}",
+            header.record_count
+        )));
+    }
+    Ok(header)
+}
+
+/// Returns a copy of `data` with the base offset and partition leader epoch
+/// stamped in (both outside the CRC). When `log_append_time` is set, the
+/// timestamp type becomes LogAppendTime, the max timestamp becomes that time and
+/// the CRC is recomputed.
+pub fn stamp(data: &Bytes, base_offset: i64, leader_epoch: i32, log_append_time: Option<i64>) -> Bytes {
+    let mut b = BytesMut::from(&data[..]);
+    b[0..8].copy_from_slice(&base_offset.to_be_bytes());
+    b[12..16].copy_from_slice(&leader_epoch.to_be_bytes());
+    if let Some(now) = log_append_time {
+        let attrs = i16_at(&b, 21) | TIMESTAMP_TYPE_BIT;
+        b[21..23].copy_from_slice(&attrs.to_be_bytes());
+        b[35..43].copy_from_slice(&now.to_be_bytes());
+        let crc = crc32c::crc32c(&b[CRC_START..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+    }
+    b.freeze()
+}
+
+/// Whether the stored batch carries LogAppendTime.
+pub fn is_log_append_time(data: &[u8]) -> bool {
+    data.len() >= HEADER_LEN && i16_at(data, 21) & TIMESTAMP_TYPE_BIT != 0
+}
+
+/// Total length of the batch at the start of `data`, if its header is there.
+pub fn batch_len(data: &[u8]) -> Option<usize> {
+    if data.len() < 12 {
+        return None;
+    }
+    let len = i32_at(data, 8);
+    (len >= 0).then_some(len as usize + 12)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+
+    fn batch(n: i64) -> Bytes {
+        let records: Vec<Record> = (0..n)
+            .map(|i| Record {
+                transactional: false,
+                control: false,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i,
+                sequence: -1,
+                timestamp: 1000 + i,
+                key: Some(Bytes::from(format!("k{i}"))),
+                value: Some(Bytes::from(format!("v{i}"))),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            records.iter(),
+            &RecordEncodeOptions { version: 2, compression: Compression::None },
+        )
+        .expect("encode");
+        buf.freeze()
+    }
+
+    #[test]
+    fn validate_stamp_and_decode() {
+        let b = batch(3);
+        let h = validate(&b).expect("valid");
+        assert_eq!((h.record_count, h.max_timestamp), (3, 1002));
+        let stamped = stamp(&b, 500, 7, None);
+        validate(&stamped).expect("still valid: patched fields are outside the crc");
+        let mut cursor = stamped.clone();
+        let set = RecordBatchDecoder::decode(&mut cursor).expect("decode");
+        assert_eq!(set.records[2].offset, 502);
+        assert_eq!(set.records[0].partition_leader_epoch, 7);
+
+        let lat = stamp(&b, 0, 0, Some(99_999));
+        validate(&lat).expect("crc recomputed");
+        assert!(is_log_append_time(&lat));
+        let mut cursor = lat.clone();
+        let set = RecordBatchDecoder::decode(&mut cursor).expect("decode");
+        assert!(
+            set.records.iter().all(|r| r.timestamp == 99_999 && r.timestamp_type == TimestampType::LogAppend)
+        );
+
+        let mut bad = b.to_vec();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert!(matches!(validate(&bad), Err(BrokerError::CorruptMessage(_))));
+        assert!(validate(&b[..30]).is_err());
+        let mut two = b.to_vec();
+        two.extend_from_slice(&b);
+        assert!(matches!(validate(&two), Err(BrokerError::InvalidRecord(_))));
+        let mut magic1 = b.to_vec();
+        magic1[16] = 1;
+        assert!(matches!(validate(&magic1), Err(BrokerError::UnsupportedMessageFormat(1))));
+    }
+}

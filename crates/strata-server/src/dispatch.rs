@@ -1,0 +1,102 @@
+//! Decoding a request body, calling the broker, encoding the response.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use futures::future::BoxFuture;
+use kafka_protocol::messages::{ApiKey, ProduceRequest, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable};
+use strata_broker::Broker;
+
+use crate::ServerError;
+use crate::api_versions;
+
+/// What a request turns into.
+pub(crate) enum Reply {
+    /// A response frame, ready.
+    Now(Bytes),
+    /// A response frame once the future resolves (produce waiting on the WAL).
+    Later(BoxFuture<'static, Result<Bytes, ServerError>>),
+    /// No response at all (produce with acks=0).
+    Nothing,
+}
+
+/// Encodes a whole response frame: length, header, body.
+pub(crate) fn encode<R: Encodable>(
+    key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &R,
+) -> Result<Bytes, ServerError> {
+    let mut buf = BytesMut::with_capacity(64);
+    buf.put_i32(0);
+    let mut header = ResponseHeader::default();
+    header.correlation_id = correlation_id;
+    header
+        .encode(&mut buf, key.response_header_version(version))
+        .map_err(|e| ServerError::Encode(e.to_string()))?;
+    body.encode(&mut buf, version).map_err(|e| ServerError::Encode(format!("{key:?} v{version}: {e}")))?;
+    let len = (buf.len() - 4) as i32;
+    buf[0..4].copy_from_slice(&len.to_be_bytes());
+    Ok(buf.freeze())
+}
+
+/// Decodes a value, turning decoder errors and panics into a clean error.
+pub(crate) fn decode<T: Decodable>(buf: &mut Bytes, key: i16, version: i16) -> Result<T, ServerError> {
+    match catch_unwind(AssertUnwindSafe(|| T::decode(buf, version))) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(ServerError::Malformed { key, version, reason: e.to_string() }),
+        Err(_) => Err(ServerError::Malformed { key, version, reason: "decoder panicked".into() }),
+    }
+}
+
+/// Handles one decoded-header request.
+pub(crate) async fn handle(
+    broker: &Arc<Broker>,
+    key: ApiKey,
+    header: &RequestHeader,
+    mut body: Bytes,
+) -> Result<Reply, ServerError> {
+    let version = header.request_api_version;
+    let cid = header.correlation_id;
+    let k = key as i16;
+    macro_rules! reply {
+        ($resp:expr) => {
+            Ok(Reply::Now(encode(key, version, cid, &$resp)?))
+        };
+    }
+    match key {
+        ApiKey::ApiVersions => reply!(api_versions::response(false)),
+        ApiKey::Produce => {
+            let req: ProduceRequest = decode(&mut body, k, version)?;
+            let acks = req.acks;
+            let pending = broker.produce(req, version);
+            if acks == 0 {
+                // The client expects no answer; durability still completes.
+                tokio::spawn(pending.finish());
+                return Ok(Reply::Nothing);
+            }
+            Ok(Reply::Later(Box::pin(async move {
+                let resp = pending.finish().await;
+                encode(key, version, cid, &resp)
+            })))
+        }
+        ApiKey::Fetch => reply!(broker.fetch(decode(&mut body, k, version)?, version).await),
+        ApiKey::ListOffsets => reply!(broker.list_offsets(decode(&mut body, k, version)?, version).await),
+        ApiKey::Metadata => reply!(broker.metadata(decode(&mut body, k, version)?, version).await),
+        ApiKey::CreateTopics => reply!(broker.create_topics(decode(&mut body, k, version)?, version).await),
+        ApiKey::DeleteTopics => reply!(broker.delete_topics(decode(&mut body, k, version)?, version).await),
+        ApiKey::CreatePartitions => reply!(broker.create_partitions(decode(&mut body, k, version)?).await),
+        ApiKey::DescribeConfigs => reply!(broker.describe_configs(decode(&mut body, k, version)?, version)),
+        ApiKey::AlterConfigs => reply!(broker.alter_configs(decode(&mut body, k, version)?).await),
+        ApiKey::IncrementalAlterConfigs => {
+            reply!(broker.incremental_alter_configs(decode(&mut body, k, version)?).await)
+        }
+        ApiKey::DescribeCluster => reply!(broker.describe_cluster(decode(&mut body, k, version)?)),
+        ApiKey::DescribeTopicPartitions => {
+            reply!(broker.describe_topic_partitions(decode(&mut body, k, version)?))
+        }
+        _ => Err(ServerError::Unsupported { key: k, version }),
+    }
+}

@@ -1,0 +1,55 @@
+//! Command-line flags (each also read from a `STRATA_*` environment variable).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Strata: a Kafka-compatible streaming platform with stateless brokers.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a broker.
+    Serve(ServeArgs),
+}
+
+/// Flags of `strata serve`. Unset flags fall back to the environment, then the
+/// config file, then the defaults.
+#[derive(Debug, Args, Default)]
+pub struct ServeArgs {
+    /// TOML config file; its keys are the flag names with `_` for `-`.
+    #[arg(long, env = "STRATA_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Kafka listener address [default: 127.0.0.1:9092].
+    #[arg(long, env = "STRATA_LISTEN")]
+    pub listen: Option<String>,
+    /// Address advertised to clients [default: the listen address].
+    #[arg(long, env = "STRATA_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Directory of local state (the WAL) [default: ./data].
+    #[arg(long, env = "STRATA_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Object store URL: file:///path or s3://bucket/prefix [default: file://<data-dir>/objects].
+    #[arg(long, env = "STRATA_OBJECT_STORE")]
+    pub object_store: Option<String>,
+    /// This broker's node id [default: 0].
+    #[arg(long, env = "STRATA_NODE_ID")]
+    pub node_id: Option<i32>,
+    /// Cluster id recorded on first start [default: generated].
+    #[arg(long, env = "STRATA_CLUSTER_ID")]
+    pub cluster_id: Option<String>,
+    /// Kafka's auto.create.topics.enable [default: true].
+    #[arg(long, env = "STRATA_AUTO_CREATE_TOPICS")]
+    pub auto_create_topics: Option<bool>,
+    /// Kafka's num.partitions, for auto-created topics [default: 1].
+    #[arg(long, env = "STRATA_NUM_PARTITIONS")]
+    pub num_partitions: Option<i32>,
+    /// Kafka's socket.request.max.bytes [default: 104857600].
+    #[arg(long, env = "STRATA_SOCKET_REQUEST_MAX_BYTES")]
+    pub socket_request_max_bytes: Option<usize>,
+}

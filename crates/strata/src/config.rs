@@ -1,0 +1,87 @@
+//! Resolved settings: flags and environment over the TOML file over defaults.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::cli::ServeArgs;
+
+/// The TOML config file's keys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    advertise: Option<String>,
+    data_dir: Option<PathBuf>,
+    object_store: Option<String>,
+    node_id: Option<i32>,
+    cluster_id: Option<String>,
+    auto_create_topics: Option<bool>,
+    num_partitions: Option<i32>,
+    socket_request_max_bytes: Option<usize>,
+}
+
+/// Everything `strata serve` runs with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: String,
+    pub advertise: Option<String>,
+    pub data_dir: PathBuf,
+    pub object_store: Option<String>,
+    pub node_id: i32,
+    pub cluster_id: Option<String>,
+    pub auto_create_topics: bool,
+    pub num_partitions: i32,
+    pub socket_request_max_bytes: usize,
+}
+
+impl Settings {
+    /// Merges flags (and environment, which clap folds into them) over the
+    /// config file over defaults.
+    pub fn resolve(args: ServeArgs) -> anyhow::Result<Self> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
+                toml::from_str::<FileConfig>(&text)
+                    .map_err(|e| anyhow::anyhow!("invalid config file {}: {e}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let num_partitions = args.num_partitions.or(file.num_partitions).unwrap_or(1);
+        if num_partitions < 1 {
+            anyhow::bail!("num_partitions must be at least 1");
+        }
+        Ok(Settings {
+            listen: args.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:9092".into()),
+            advertise: args.advertise.or(file.advertise),
+            data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./data")),
+            object_store: args.object_store.or(file.object_store),
+            node_id: args.node_id.or(file.node_id).unwrap_or(0),
+            cluster_id: args.cluster_id.or(file.cluster_id),
+            auto_create_topics: args.auto_create_topics.or(file.auto_create_topics).unwrap_or(true),
+            num_partitions,
+            socket_request_max_bytes: args
+                .socket_request_max_bytes
+                .or(file.socket_request_max_bytes)
+                .unwrap_or(100 * 1024 * 1024),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_file_over_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("strata.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:1\"\nnode_id = 7\n").expect("write");
+        let args = ServeArgs { config: Some(path.clone()), node_id: Some(3), ..Default::default() };
+        let s = Settings::resolve(args).expect("resolve");
+        assert_eq!((s.listen.as_str(), s.node_id, s.num_partitions), ("127.0.0.1:1", 3, 1));
+        std::fs::write(&path, "bogus = 1\n").expect("write");
+        assert!(Settings::resolve(ServeArgs { config: Some(path), ..Default::default() }).is_err());
+    }
+}

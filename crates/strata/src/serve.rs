@@ -1,0 +1,119 @@
+//! `strata serve`: open the stores, start the listener, stop on a signal.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use base64::Engine;
+use object_store::ObjectStore;
+use object_store::local::LocalFileSystem;
+use strata_broker::{Broker, BrokerConfig};
+use strata_cluster::Catalog;
+use strata_meta::{EmbeddedStore, MetaStore};
+use strata_server::{Server, ServerConfig};
+use strata_stream::{StreamStore, StreamStoreConfig};
+
+use crate::config::Settings;
+
+/// Opens the object store named by `url`.
+fn open_object_store(url: &str) -> anyhow::Result<Arc<dyn ObjectStore>> {
+    if let Some(path) = url.strip_prefix("file://") {
+        std::fs::create_dir_all(path).with_context(|| format!("creating {path}"))?;
+        let fs = LocalFileSystem::new_with_prefix(path).with_context(|| format!("opening {path}"))?;
+        return Ok(Arc::new(fs));
+    }
+    if url.starts_with("s3://") {
+        let parsed = url::Url::parse(url).with_context(|| format!("parsing {url}"))?;
+        let bucket = parsed.host_str().context("s3 url needs a bucket")?;
+        let s3 = object_store::aws::AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .build()
+            .context("configuring S3 from the environment")?;
+        let prefix = parsed.path().trim_matches('/');
+        if prefix.is_empty() {
+            return Ok(Arc::new(s3));
+        }
+        return Ok(Arc::new(object_store::prefix::PrefixStore::new(s3, prefix)));
+    }
+    anyhow::bail!("unsupported object store url {url}: use file:///path or s3://bucket/prefix")
+}
+
+fn absolute(path: &Path) -> anyhow::Result<std::path::PathBuf> {
+    Ok(if path.is_absolute() { path.to_path_buf() } else { std::env::current_dir()?.join(path) })
+}
+
+/// Splits `host:port` for advertising.
+fn split_host_port(addr: &str) -> anyhow::Result<(String, i32)> {
+    let (host, port) = addr.rsplit_once(':').with_context(|| format!("{addr} is not host:port"))?;
+    let port: i32 = port.parse().with_context(|| format!("bad port in {addr}"))?;
+    Ok((host.trim_matches(['[', ']']).to_string(), port))
+}
+
+/// Runs the broker until SIGINT or SIGTERM.
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let data_dir = absolute(&settings.data_dir)?;
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    let object_url = settings
+        .object_store
+        .clone()
+        .unwrap_or_else(|| format!("file://{}", data_dir.join("objects").display()));
+    let objects = open_object_store(&object_url)?;
+    let meta: Arc<dyn MetaStore> =
+        Arc::new(EmbeddedStore::open(objects, "meta").await.context("opening the metadata store")?);
+    let proposed_id = settings.cluster_id.clone().unwrap_or_else(|| {
+        // Kafka's form: URL-safe base64 of a random UUID, without padding.
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes())
+    });
+    let catalog = Arc::new(Catalog::open(meta, &proposed_id).await.context("loading topics")?);
+    let streams =
+        Arc::new(StreamStore::open(StreamStoreConfig::new(data_dir.join("wal"))).context("opening the WAL")?);
+
+    let server_config = ServerConfig { max_request_bytes: settings.socket_request_max_bytes };
+    // Bind first so that port 0 resolves before we advertise.
+    let listener = tokio::net::TcpListener::bind(&settings.listen)
+        .await
+        .with_context(|| format!("binding {}", settings.listen))?;
+    let bound: SocketAddr = listener.local_addr()?;
+    drop(listener);
+    let advertise = match &settings.advertise {
+        Some(a) => a.clone(),
+        None if bound.ip().is_unspecified() => format!("127.0.0.1:{}", bound.port()),
+        None => bound.to_string(),
+    };
+    let (host, port) = split_host_port(&advertise)?;
+    let mut broker_config = BrokerConfig::new(settings.node_id, host, port);
+    broker_config.auto_create_topics = settings.auto_create_topics;
+    broker_config.num_partitions = settings.num_partitions;
+    let broker = Arc::new(Broker::new(broker_config, Arc::clone(&catalog), streams));
+    let server = Server::bind(&bound.to_string(), broker, server_config)
+        .await
+        .with_context(|| format!("binding {bound}"))?;
+    tracing::info!(
+        kafka = %server.local_addr()?,
+        advertised = %advertise,
+        data_dir = %data_dir.display(),
+        objects = %object_url,
+        cluster_id = %catalog.cluster_id(),
+        node_id = settings.node_id,
+        "strata listening"
+    );
+    server.run(shutdown_signal()).await;
+    tracing::info!("shutting down");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# Environment setup for Strata development and end-to-end client tests.
+#
+# Idempotent and fast when everything is already in place:
+#   * system tools: cmake, protoc, kcat, etcd (apt-get, only if one is missing)
+#   * Python venv (outside the clone) with the Kafka client libraries used by
+#     tests/e2e/*.py, at ${STRATA_VENV:-$HOME/.cache/strata-venv}
+#   * KafkaJS in ${STRATA_NODE_DIR:-$HOME/.cache/strata-node}
+#
+# The Rust e2e harness (crates/strata/tests/e2e_clients.rs) looks for the venv
+# and node dir at the same default paths (or the same env vars).
+set -euo pipefail
+
+STRATA_VENV="${STRATA_VENV:-$HOME/.cache/strata-venv}"
+STRATA_NODE_DIR="${STRATA_NODE_DIR:-$HOME/.cache/strata-node}"
+
+# Requirement sets (changing them invalidates the stamps below and triggers a
+# reinstall). Versions current when written: confluent-kafka 2.16.1 (bundled
+# librdkafka 2.16.x), kafka-python 3.0.12, aiokafka 0.14.0, kafkajs 2.2.4.
+PY_REQUIREMENTS=(
+  "confluent-kafka==2.16.*"
+  "kafka-python==3.0.*"
+  "aiokafka==0.14.*"
+)
+NODE_PACKAGES=("kafkajs@~2.2.4")
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+start_ts=$(date +%s)
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  SUDO="sudo"
+fi
+
+# ---------------------------------------------------------------- system tools
+missing=()
+for tool in cmake protoc kcat etcd; do
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    missing+=("$tool")
+  fi
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  log "missing tools: ${missing[*]}; installing via apt-get"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -q
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+    cmake protobuf-compiler kcat etcd-server
+else
+  log "system tools present: cmake protoc kcat etcd"
+fi
+
+# ------------------------------------------------------------------ python venv
+PYTHON="${PYTHON:-}"
+if [ -z "$PYTHON" ]; then
+  for cand in python3 python; do
+    if command -v "$cand" >/dev/null 2>&1; then PYTHON="$cand"; break; fi
+  done
+fi
+if [ -z "$PYTHON" ]; then
+  log "no python3 found"; exit 1
+fi
+
+if [ ! -x "$STRATA_VENV/bin/python" ]; then
+  log "creating venv at $STRATA_VENV"
+  mkdir -p "$(dirname "$STRATA_VENV")"
+  if ! "$PYTHON" -m venv "$STRATA_VENV"; then
+    # Debian's python3 needs python3-venv for ensurepip.
+    log "venv creation failed; installing python3-venv"
+    rm -rf "$STRATA_VENV"
+    $SUDO apt-get update -q
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv
+    "$PYTHON" -m venv "$STRATA_VENV"
+  fi
+fi
+
+py_stamp="$STRATA_VENV/.strata-requirements"
+py_want="$(printf '%s\n' "${PY_REQUIREMENTS[@]}")"
+if [ -f "$py_stamp" ] && [ "$(cat "$py_stamp")" = "$py_want" ]; then
+  log "python requirements already installed (stamp matches)"
+else
+  log "installing python packages: ${PY_REQUIREMENTS[*]}"
+  "$STRATA_VENV/bin/python" -m pip install -q --disable-pip-version-check \
+    "${PY_REQUIREMENTS[@]}"
+  # Sanity: the modules import.
+  "$STRATA_VENV/bin/python" -c 'import confluent_kafka, kafka, aiokafka'
+  printf '%s\n' "$py_want" >"$py_stamp"
+fi
+
+# ----------------------------------------------------------------- node (kafkajs)
+if ! command -v npm >/dev/null 2>&1 || ! command -v node >/dev/null 2>&1; then
+  log "node/npm missing; installing via apt-get"
+  $SUDO apt-get update -q
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm
+fi
+
+node_stamp="$STRATA_NODE_DIR/.strata-packages"
+node_want="$(printf '%s\n' "${NODE_PACKAGES[@]}")"
+if [ -f "$node_stamp" ] && [ "$(cat "$node_stamp")" = "$node_want" ] \
+   && [ -f "$STRATA_NODE_DIR/node_modules/kafkajs/package.json" ]; then
+  log "node packages already installed (stamp matches)"
+else
+  log "installing node packages into $STRATA_NODE_DIR: ${NODE_PACKAGES[*]}"
+  mkdir -p "$STRATA_NODE_DIR"
+  [ -f "$STRATA_NODE_DIR/package.json" ] || \
+    printf '{ "name": "strata-e2e-node", "private": true }\n' >"$STRATA_NODE_DIR/package.json"
+  npm install --prefix "$STRATA_NODE_DIR" --no-audit --no-fund --loglevel=error \
+    "${NODE_PACKAGES[@]}"
+  printf '%s\n' "$node_want" >"$node_stamp"
+fi
+
+# ---------------------------------------------------------------------- summary
+end_ts=$(date +%s)
+echo "strata setup done in $((end_ts - start_ts))s"
+echo "  python venv : $STRATA_VENV ($("$STRATA_VENV/bin/python" --version 2>&1))"
+"$STRATA_VENV/bin/python" - <<'EOF'
+import importlib.metadata as md
+for p in ("confluent-kafka", "kafka-python", "aiokafka"):
+    print(f"    {p}=={md.version(p)}")
+import confluent_kafka
+print(f"    librdkafka {confluent_kafka.libversion()[0]}")
+EOF
+echo "  node dir    : $STRATA_NODE_DIR (node $(node --version))"
+echo "    kafkajs@$(node -p "require('$STRATA_NODE_DIR/node_modules/kafkajs/package.json').version")"
+echo "  kcat        : $(command -v kcat) ($(kcat -V 2>&1 | grep -m1 '^Version' || true))"
