@@ -39,12 +39,16 @@ for tool in cmake protoc kcat etcd; do
     missing+=("$tool")
   fi
 done
+# librdkafka (built by the rdkafka crate's cmake-build) needs libcurl's headers.
+if [ ! -e /usr/include/curl/curl.h ] && [ ! -e "/usr/include/$(uname -m)-linux-gnu/curl/curl.h" ]; then
+  missing+=("libcurl-dev")
+fi
 if [ "${#missing[@]}" -gt 0 ]; then
   log "missing tools: ${missing[*]}; installing via apt-get"
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -q
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-    cmake protobuf-compiler kcat etcd-server
+    cmake protobuf-compiler kcat etcd-server libcurl4-openssl-dev libssl-dev pkg-config
 else
   log "system tools present: cmake protoc kcat etcd"
 fi

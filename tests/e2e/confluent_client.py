@@ -19,6 +19,7 @@ import threading
 import time
 import traceback
 import uuid
+import warnings
 
 from confluent_kafka import (
     OFFSET_END,
@@ -303,12 +304,24 @@ def test_admin(env):
     # Legacy (non-incremental) alter_configs
     res = ConfigResource(ResourceType.TOPIC, t_admin, set_config={"retention.ms": "3600000"})
     try:
-        env.admin.alter_configs([res], request_timeout=ADMIN_TIMEOUT)[res].result(
-            timeout=ADMIN_TIMEOUT)
+        with warnings.catch_warnings():  # deprecated in favour of the incremental API
+            warnings.simplefilter("ignore", DeprecationWarning)
+            futures = env.admin.alter_configs([res], request_timeout=ADMIN_TIMEOUT)
+        futures[res].result(timeout=ADMIN_TIMEOUT)
     except Exception as e:
         raise Failure(f"alter_configs failed: {e!r}")
     check_eq(env.describe(t_admin).get("retention.ms"), "3600000",
              "retention.ms after alter_configs")
+    # A bad value is refused with INVALID_CONFIG and changes nothing.
+    res = ConfigResource(ResourceType.TOPIC, t_admin, incremental_configs=[
+        ConfigEntry("retention.ms", "soon", incremental_operation=AlterConfigOpType.SET)])
+    try:
+        env.admin.incremental_alter_configs([res], request_timeout=ADMIN_TIMEOUT)[res].result(
+            timeout=ADMIN_TIMEOUT)
+        raise Failure("retention.ms=soon was accepted")
+    except KafkaException as e:
+        check_eq(e.args[0].code(), KafkaError.INVALID_CONFIG, "error for retention.ms=soon")
+    check_eq(env.describe(t_admin).get("retention.ms"), "3600000", "retention.ms after a refused alter")
     log("configs described/altered")
 
     # create_partitions 3 -> 5
@@ -500,9 +513,9 @@ def test_offsets_for_times(env):
         (base + 99_000, 99),
         (base + 200_000, -1),  # after the last message: no offset (-1)
     ]
-    res = consumer.offsets_for_times([TopicPartition(topic, 0, ts) for ts, _ in cases],
-                                     timeout=15)
-    for (ts, want), tp in zip(cases, res):
+    # One lookup per call: a request may name each partition only once.
+    for ts, want in cases:
+        tp = consumer.offsets_for_times([TopicPartition(topic, 0, ts)], timeout=15)[0]
         check(tp.error is None, f"offsets_for_times({ts}) error: {tp.error}")
         check_eq(tp.offset, want, f"offsets_for_times(base{ts - base:+d}ms)")
     consumer.close()

@@ -110,12 +110,13 @@ def test_admin(admin):
     log("delete_topics ok")
 
 
-def test_produce_consume(admin, bootstrap, count):
+def test_produce_consume(admin, bootstrap, count, idempotence=None):
     topic = topic_name("data")
     admin.create_topics({topic: {"num_partitions": 3, "replication_factor": 1}},
                         wait_for_metadata=True)
+    extra = {} if idempotence is None else {"enable_idempotence": idempotence}
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all",
-                             client_id=f"strata-e2e-{NAME}")
+                             client_id=f"strata-e2e-{NAME}", **extra)
     log(f"producer idempotence={producer.config['enable_idempotence']}, "
         f"api_version={producer.config['api_version']}")
     base_ts = (now_ms() // 1000) * 1000 - 3_600_000
@@ -219,6 +220,9 @@ def main():
     ap.add_argument("--messages", type=int, default=10_000)
     ap.add_argument("--timeout", type=float, default=600.0, help="whole-run watchdog (s)")
     ap.add_argument("--debug", action="store_true", help="kafka-python debug logging")
+    ap.add_argument("--no-idempotence", action="store_true",
+                    help="diagnosis only: producer with enable_idempotence=False "
+                         "(the default run keeps kafka-python's idempotent default)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -239,7 +243,8 @@ def main():
         section = "admin"
         test_admin(admin)
         section = "produce-consume"
-        test_produce_consume(admin, args.bootstrap, args.messages)
+        test_produce_consume(admin, args.bootstrap, args.messages,
+                             False if args.no_idempotence else None)
         admin.close()
     except Failure as e:
         print(f"FAIL {NAME} [{section}]: {e}", flush=True)

@@ -117,7 +117,9 @@ async function testAdmin (admin) {
   })
   check(created === true, `createTopics returned ${created}, expected true`)
 
-  // Creating an existing topic: KafkaJS returns false (TOPIC_ALREADY_EXISTS).
+  // Creating an existing topic: KafkaJS returns false (TOPIC_ALREADY_EXISTS),
+  // after logging an ERROR line "Response CreateTopics ... Topic creation errors".
+  log('re-creating an existing topic (expect one KafkaJS ERROR log line)')
   const again = await admin.createTopics({
     topics: [{ topic: tPlain, numPartitions: 3, replicationFactor: 1 }],
     waitForLeaders: false

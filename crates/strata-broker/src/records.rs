@@ -161,6 +161,7 @@ mod tests {
         let records: Vec<Record> = (0..n)
             .map(|i| Record {
                 transactional: false,
+                delete_horizon: false,
                 control: false,
                 partition_leader_epoch: 0,
                 producer_id: -1,
