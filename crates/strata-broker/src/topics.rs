@@ -135,7 +135,8 @@ impl Broker {
                 for want in list {
                     let mut t = MetadataResponseTopic::default();
                     t.topic_authorized_operations = OPS_OMITTED;
-                    match want.name {
+                    let by_name = if want.topic_id.is_nil() { want.name } else { None };
+                    match by_name {
                         Some(name) => {
                             let found = match self.catalog.topic(name.as_str()) {
                                 Some(topic) => Ok(topic),
