@@ -1,11 +1,16 @@
-//! The broker: shared state behind every handler.
+//! The broker: shared state behind every handler, and its background tasks
+//! (retention, producer-state snapshots).
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kafka_protocol::messages::BrokerId;
 use strata_cluster::{Catalog, TopicRecord};
+use strata_meta::MetaStore;
 use strata_stream::{Stream, StreamStore};
+
+use crate::BrokerError;
+use crate::producer_state::Producers;
 
 /// Broker settings that shape Kafka behaviour.
 #[derive(Debug, Clone)]
@@ -23,6 +28,10 @@ pub struct BrokerConfig {
     pub num_partitions: i32,
     /// Kafka's `default.replication.factor`.
     pub default_replication_factor: i16,
+    /// Kafka's `log.retention.check.interval.ms`.
+    pub retention_check_interval: Duration,
+    /// How often changed producer states are snapshotted.
+    pub producer_snapshot_interval: Duration,
 }
 
 impl BrokerConfig {
@@ -35,24 +44,59 @@ impl BrokerConfig {
             auto_create_topics: true,
             num_partitions: 1,
             default_replication_factor: 1,
+            retention_check_interval: Duration::from_secs(300),
+            producer_snapshot_interval: Duration::from_secs(10),
         }
     }
 }
-
-/// The leader epoch of every partition: a single node never changes leaders.
-pub(crate) const LEADER_EPOCH: i32 = 0;
 
 /// Everything a request handler needs.
 pub struct Broker {
     pub(crate) config: BrokerConfig,
     pub(crate) catalog: Arc<Catalog>,
     pub(crate) streams: Arc<StreamStore>,
+    pub(crate) producers: Producers,
 }
 
 impl Broker {
-    /// Builds the broker over an opened catalog and stream store.
-    pub fn new(config: BrokerConfig, catalog: Arc<Catalog>, streams: Arc<StreamStore>) -> Self {
-        Broker { config, catalog, streams }
+    /// Builds the broker over an opened catalog and stream store, takes the
+    /// next leader epoch of every partition, and starts the background tasks.
+    pub async fn start(
+        config: BrokerConfig,
+        catalog: Arc<Catalog>,
+        streams: Arc<StreamStore>,
+        meta: Arc<dyn MetaStore>,
+    ) -> Result<Arc<Self>, BrokerError> {
+        let ids: Vec<u64> = catalog.topics().iter().flat_map(|t| t.partition_streams.clone()).collect();
+        streams.acquire(&ids).await?;
+        let broker = Arc::new(Broker {
+            config,
+            catalog,
+            streams: Arc::clone(&streams),
+            producers: Producers::new(meta),
+        });
+        streams.start_background();
+        let weak = Arc::downgrade(&broker);
+        let every = broker.config.retention_check_interval;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(b) = weak.upgrade() else { return };
+                b.enforce_retention().await;
+            }
+        });
+        let weak = Arc::downgrade(&broker);
+        let every = broker.config.producer_snapshot_interval;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(b) = weak.upgrade() else { return };
+                if let Err(e) = b.producers.snapshot(&b.streams).await {
+                    tracing::warn!(error = %e, "producer state snapshot failed");
+                }
+            }
+        });
+        Ok(broker)
     }
 
     /// The broker's settings.
@@ -65,6 +109,11 @@ impl Broker {
         self.catalog.cluster_id()
     }
 
+    /// The stream store (for operational figures such as the upload backlog).
+    pub fn streams(&self) -> &Arc<StreamStore> {
+        &self.streams
+    }
+
     pub(crate) fn node(&self) -> BrokerId {
         BrokerId(self.config.node_id)
     }
@@ -73,6 +122,22 @@ impl Broker {
     pub(crate) fn partition(&self, topic: &TopicRecord, index: i32) -> Option<Arc<Stream>> {
         let id = *topic.partition_streams.get(usize::try_from(index).ok()?)?;
         Some(self.streams.open_stream(id))
+    }
+
+    /// The leader epoch of partition `index` of `topic` (-1 when absent).
+    pub(crate) fn leader_epoch(&self, topic: &TopicRecord, index: i32) -> i32 {
+        self.partition(topic, index).map(|s| s.epoch()).unwrap_or(-1)
+    }
+}
+
+/// Kafka's check of a client's `current_leader_epoch` against ours (-1: none).
+pub(crate) fn check_leader_epoch(current: i32, client: i32) -> Result<(), BrokerError> {
+    if client > current {
+        Err(BrokerError::UnknownLeaderEpoch)
+    } else if client >= 0 && client < current {
+        Err(BrokerError::FencedLeaderEpoch)
+    } else {
+        Ok(())
     }
 }
 

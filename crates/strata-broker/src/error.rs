@@ -57,6 +57,18 @@ pub enum BrokerError {
     /// The client's leader epoch is older than ours.
     #[error("fenced leader epoch")]
     FencedLeaderEpoch,
+    /// The producer id is not known (or its state expired).
+    #[error("unknown producer id: {0}")]
+    UnknownProducerId(String),
+    /// The producer's epoch is not its current one.
+    #[error("invalid producer epoch: {0}")]
+    InvalidProducerEpoch(String),
+    /// A sequence number does not follow the last one.
+    #[error("out of order sequence: {0}")]
+    OutOfOrderSequence(String),
+    /// Waiting for something took too long.
+    #[error("timed out: {0}")]
+    TimedOut(String),
     /// The storage layer failed.
     #[error("storage: {0}")]
     Storage(#[from] strata_stream::StreamError),

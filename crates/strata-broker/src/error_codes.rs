@@ -26,12 +26,20 @@ pub fn response_error(err: &BrokerError) -> ResponseError {
         BrokerError::OffsetOutOfRange => ResponseError::OffsetOutOfRange,
         BrokerError::UnknownLeaderEpoch => ResponseError::UnknownLeaderEpoch,
         BrokerError::FencedLeaderEpoch => ResponseError::FencedLeaderEpoch,
+        BrokerError::UnknownProducerId(_) => ResponseError::UnknownProducerId,
+        BrokerError::InvalidProducerEpoch(_) => ResponseError::InvalidProducerEpoch,
+        BrokerError::OutOfOrderSequence(_) => ResponseError::OutOfOrderSequenceNumber,
+        BrokerError::TimedOut(_) => ResponseError::RequestTimedOut,
         BrokerError::Storage(e) => match e {
             StreamError::Closed(_) => ResponseError::UnknownTopicOrPartition,
             StreamError::OutOfRange { .. } => ResponseError::OffsetOutOfRange,
-            StreamError::Io(_) | StreamError::Failed | StreamError::Corrupt { .. } => {
-                ResponseError::KafkaStorageError
-            }
+            StreamError::Io(_)
+            | StreamError::Failed
+            | StreamError::Corrupt { .. }
+            | StreamError::ObjectStore(_)
+            | StreamError::ShortObject(_)
+            | StreamError::Meta(_)
+            | StreamError::BadRecord { .. } => ResponseError::KafkaStorageError,
         },
         BrokerError::Cluster(e) => match e {
             ClusterError::TopicExists(_) => ResponseError::TopicAlreadyExists,

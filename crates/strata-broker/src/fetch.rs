@@ -11,7 +11,7 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
 
-use crate::broker::LEADER_EPOCH;
+use crate::broker::check_leader_epoch;
 use crate::error_codes::code;
 use crate::{Broker, BrokerError};
 
@@ -85,13 +85,13 @@ impl Broker {
                         pd.high_watermark = end;
                         pd.last_stable_offset = end;
                         pd.log_start_offset = start;
-                        if version >= 9 && fp.current_leader_epoch > LEADER_EPOCH {
-                            Err(BrokerError::UnknownLeaderEpoch)
-                        } else if version >= 9
-                            && fp.current_leader_epoch >= 0
-                            && fp.current_leader_epoch < LEADER_EPOCH
-                        {
-                            Err(BrokerError::FencedLeaderEpoch)
+                        let epoch_check = if version >= 9 {
+                            check_leader_epoch(stream.epoch(), fp.current_leader_epoch)
+                        } else {
+                            Ok(())
+                        };
+                        if let Err(e) = epoch_check {
+                            Err(e)
                         } else if fp.fetch_offset < start || fp.fetch_offset > end {
                             Err(BrokerError::OffsetOutOfRange)
                         } else if fp.fetch_offset == end || (total >= max_bytes) {

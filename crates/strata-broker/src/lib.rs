@@ -9,8 +9,11 @@ mod error;
 pub mod error_codes;
 mod fetch;
 mod list_offsets;
+mod offsets_admin;
 mod produce;
+mod producer_state;
 pub mod records;
+mod retention;
 pub mod topic_config;
 mod topics;
 

@@ -9,7 +9,7 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::records::RecordBatchDecoder;
 use strata_stream::{BatchInfo, Stream};
 
-use crate::broker::LEADER_EPOCH;
+use crate::broker::check_leader_epoch;
 use crate::error_codes::code;
 use crate::{Broker, BrokerError, records};
 
@@ -48,7 +48,7 @@ impl Broker {
             EARLIEST | EARLIEST_LOCAL => Ok((start, -1)),
             LATEST_TIERED => Ok((-1, -1)),
             MAX_TIMESTAMP => {
-                let Some(info) = stream.max_timestamp_batch() else { return Ok((-1, -1)) };
+                let Some(info) = stream.max_timestamp_batch().await? else { return Ok((-1, -1)) };
                 let target = info.meta.max_timestamp;
                 let found =
                     pick_record(stream, info, |pairs| pairs.iter().copied().find(|(_, ts)| *ts == target))
@@ -57,7 +57,7 @@ impl Broker {
             }
             ts if ts < 0 => Err(BrokerError::InvalidRequest(format!("unknown special timestamp {ts}"))),
             ts => {
-                let mut from = stream.find_by_timestamp(ts);
+                let mut from = stream.find_by_timestamp(ts, 0).await?;
                 // A batch's max timestamp may pass the target while none of its
                 // records at or after it come first; fall through to later ones.
                 while let Some(info) = from {
@@ -67,7 +67,7 @@ impl Broker {
                     if let Some(hit) = found {
                         return Ok(hit);
                     }
-                    from = stream.find_by_timestamp_after(ts, info.end_offset());
+                    from = stream.find_by_timestamp(ts, info.end_offset()).await?;
                 }
                 Ok((-1, -1))
             }
@@ -87,17 +87,14 @@ impl Broker {
                 pr.offset = -1;
                 pr.timestamp = -1;
                 let stream = topic.as_ref().and_then(|t| self.partition(t, p.partition_index));
+                let epoch = stream.as_ref().map(|s| s.epoch()).unwrap_or(-1);
                 let outcome = match stream {
                     None => Err(BrokerError::UnknownTopicOrPartition),
-                    Some(_) if version >= 4 && p.current_leader_epoch > LEADER_EPOCH => {
-                        Err(BrokerError::UnknownLeaderEpoch)
-                    }
-                    Some(_)
+                    Some(stream)
                         if version >= 4
-                            && p.current_leader_epoch >= 0
-                            && p.current_leader_epoch < LEADER_EPOCH =>
+                            && check_leader_epoch(stream.epoch(), p.current_leader_epoch).is_err() =>
                     {
-                        Err(BrokerError::FencedLeaderEpoch)
+                        check_leader_epoch(stream.epoch(), p.current_leader_epoch).map(|()| (-1, -1))
                     }
                     Some(stream) => self.list_one(&stream, p.timestamp).await,
                 };
@@ -106,7 +103,7 @@ impl Broker {
                         pr.offset = offset;
                         pr.timestamp = timestamp;
                         if version >= 4 && offset >= 0 {
-                            pr.leader_epoch = LEADER_EPOCH;
+                            pr.leader_epoch = epoch;
                         }
                     }
                     Err(e) => pr.error_code = code(&e),

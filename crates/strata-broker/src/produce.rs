@@ -1,35 +1,74 @@
-//! Produce: validate each partition's batch, stamp its offset and epoch, append
-//! it to the partition's stream, and answer once the WAL has made it durable.
+//! Produce: validate each partition's batch, check idempotent producers'
+//! sequences, stamp offset and epoch, append to the partition's stream, and
+//! answer once the WAL has made it durable.
 //!
 //! Handling is split in two so that a connection can pipeline: [`Broker::produce`]
-//! validates and appends synchronously, in request order, and returns a
-//! [`PendingProduce`] whose [`PendingProduce::finish`] waits for durability.
+//! validates and appends in request order, and returns a [`PendingProduce`]
+//! whose [`PendingProduce::finish`] waits for durability.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
-use strata_stream::{AppendMeta, Appended};
+use strata_stream::{Appended, Stream, StreamStore};
 
-use crate::broker::{LEADER_EPOCH, now_ms};
+use crate::broker::now_ms;
 use crate::error_codes::{code, message};
+use crate::producer_state::{SeqBatch, SeqCheck, last_seq};
 use crate::records;
 use crate::topic_config::TopicConfig;
 use crate::{Broker, BrokerError};
 
+/// How long a retried batch waits for its in-flight original to be durable.
+const DUPLICATE_WAIT: Duration = Duration::from_secs(30);
+
+/// What a partition's append turned into.
+enum Wait {
+    /// A new append: wait for it.
+    Appended(Appended),
+    /// A retry of a batch already appended: wait until it is durable.
+    Duplicate(Arc<Stream>, i64),
+}
+
 /// A produce whose batches are appended and whose answer waits for the WAL.
 pub struct PendingProduce {
     response: ProduceResponse,
-    /// (topic index, partition index, append) in response order.
-    waits: Vec<(usize, usize, Appended)>,
+    /// (topic index, partition index, wait) in response order.
+    waits: Vec<(usize, usize, Wait)>,
+    streams: Arc<StreamStore>,
+}
+
+async fn wait_durable(streams: &StreamStore, stream: &Stream, end: i64) -> Result<(), BrokerError> {
+    let mut commits = streams.commits();
+    let deadline = tokio::time::Instant::now() + DUPLICATE_WAIT;
+    loop {
+        commits.borrow_and_update();
+        if stream.offsets().1 >= end {
+            return Ok(());
+        }
+        if streams.is_failed() {
+            return Err(BrokerError::Storage(strata_stream::StreamError::Failed));
+        }
+        if tokio::time::timeout_at(deadline, commits.changed()).await.is_err() {
+            return Err(BrokerError::TimedOut("waiting for the original of a retried batch".into()));
+        }
+    }
 }
 
 impl PendingProduce {
     /// Waits for every append to be durable and returns the response.
     pub async fn finish(mut self) -> ProduceResponse {
-        for (t, p, appended) in self.waits {
-            let part = &mut self.response.responses[t].partition_responses[p];
-            if let Err(e) = appended.durable().await {
-                let e = BrokerError::Storage(e);
+        for (t, p, wait) in self.waits {
+            let outcome = match wait {
+                Wait::Appended(appended) => {
+                    appended.durable().await.map(|_| ()).map_err(BrokerError::Storage)
+                }
+                Wait::Duplicate(stream, end) => wait_durable(&self.streams, &stream, end).await,
+            };
+            if let Err(e) = outcome {
+                let part = &mut self.response.responses[t].partition_responses[p];
                 part.error_code = code(&e);
                 part.error_message = Some(message(&e));
                 part.base_offset = -1;
@@ -40,13 +79,13 @@ impl PendingProduce {
 }
 
 impl Broker {
-    fn append_one(
+    async fn append_one(
         &self,
         topic: &strata_cluster::TopicRecord,
         partition: i32,
         data: Option<&Bytes>,
         now: i64,
-    ) -> Result<(Appended, i64, bool), BrokerError> {
+    ) -> Result<(Wait, i64, i64, bool), BrokerError> {
         let stream = self.partition(topic, partition).ok_or(BrokerError::UnknownTopicOrPartition)?;
         let data = data.ok_or_else(|| BrokerError::InvalidRecord("null records".into()))?;
         let cfg = TopicConfig::from_explicit(&topic.configs);
@@ -69,19 +108,54 @@ impl Broker {
                 )));
             }
         }
+        if header.is_transactional() || header.is_control() {
+            return Err(BrokerError::InvalidRecord("transactional batches are not supported yet".into()));
+        }
         let append_time = cfg.log_append_time.then_some(now);
-        let meta = AppendMeta {
-            record_count: header.record_count as u32,
-            max_timestamp: append_time.unwrap_or(header.max_timestamp),
-            leader_epoch: LEADER_EPOCH,
-        };
+        let max_ts = append_time.unwrap_or(header.max_timestamp);
+        let build = |base: i64, epoch: i32| records::stamp(data, base, epoch, append_time);
         let (start, _) = stream.offsets();
-        let appended = stream.append(meta, |base| records::stamp(data, base, LEADER_EPOCH, append_time))?;
-        Ok((appended, start, cfg.log_append_time))
+        if header.producer_id < 0 {
+            let appended = stream.append(header.record_count as u32, max_ts, build)?;
+            let base = appended.base_offset;
+            return Ok((Wait::Appended(appended), base, start, cfg.log_append_time));
+        }
+        // Idempotent producer: check and append under the partition's producer lock.
+        let state = self.producers.partition(&stream).await?;
+        let (pid, epoch, first) = (header.producer_id, header.producer_epoch, header.base_sequence);
+        let last = last_seq(first, header.record_count);
+        let mut producers = state.lock();
+        match producers.check(pid, epoch, first, last)? {
+            SeqCheck::Duplicate(dup) => {
+                drop(producers);
+                tracing::debug!(
+                    pid,
+                    first,
+                    base = dup.base_offset,
+                    "duplicate batch answered with its offset"
+                );
+                Ok((Wait::Duplicate(Arc::clone(&stream), dup.last_offset + 1), dup.base_offset, start, false))
+            }
+            SeqCheck::Append => {
+                let appended = stream.append(header.record_count as u32, max_ts, build)?;
+                let base = appended.base_offset;
+                let seq = SeqBatch {
+                    first_seq: first,
+                    last_seq: last,
+                    base_offset: base,
+                    last_offset: base + i64::from(header.record_count) - 1,
+                };
+                producers.record(pid, epoch, seq);
+                drop(producers);
+                state.mark_dirty();
+                self.producers.observe(pid, epoch);
+                Ok((Wait::Appended(appended), base, start, cfg.log_append_time))
+            }
+        }
     }
 
     /// Validates and appends every partition's batch, in request order.
-    pub fn produce(&self, req: ProduceRequest, version: i16) -> PendingProduce {
+    pub async fn produce(&self, req: ProduceRequest, version: i16) -> PendingProduce {
         let mut response = ProduceResponse::default();
         let mut waits = Vec::new();
         let now = now_ms();
@@ -100,21 +174,19 @@ impl Broker {
                 pr.base_offset = -1;
                 pr.log_append_time_ms = -1;
                 pr.log_start_offset = -1;
-                let outcome = topic
-                    .as_ref()
-                    .map_err(|e| match e {
-                        BrokerError::UnknownTopicId => BrokerError::UnknownTopicId,
-                        _ => BrokerError::UnknownTopicOrPartition,
-                    })
-                    .and_then(|t| self.append_one(t, pd.index, pd.records.as_ref(), now));
+                let outcome = match &topic {
+                    Ok(t) => self.append_one(t, pd.index, pd.records.as_ref(), now).await,
+                    Err(BrokerError::UnknownTopicId) => Err(BrokerError::UnknownTopicId),
+                    Err(_) => Err(BrokerError::UnknownTopicOrPartition),
+                };
                 match outcome {
-                    Ok((appended, start, log_append)) => {
-                        pr.base_offset = appended.base_offset;
+                    Ok((wait, base, start, log_append)) => {
+                        pr.base_offset = base;
                         pr.log_start_offset = start;
                         if log_append {
                             pr.log_append_time_ms = now;
                         }
-                        waits.push((ti, pi, appended));
+                        waits.push((ti, pi, wait));
                     }
                     Err(e) => {
                         tracing::debug!(partition = pd.index, error = %e, "produce rejected");
@@ -126,6 +198,6 @@ impl Broker {
             }
             response.responses.push(tr);
         }
-        PendingProduce { response, waits }
+        PendingProduce { response, waits, streams: Arc::clone(&self.streams) }
     }
 }

@@ -24,7 +24,7 @@ use kafka_protocol::protocol::StrBytes;
 use strata_cluster::{ClusterError, TopicRecord};
 use uuid::Uuid;
 
-use crate::broker::{LEADER_EPOCH, now_ms};
+use crate::broker::now_ms;
 use crate::error_codes::{code, message};
 use crate::{Broker, BrokerError, topic_config};
 
@@ -76,7 +76,7 @@ impl Broker {
                 let mut p = MetadataResponsePartition::default();
                 p.partition_index = i;
                 p.leader_id = self.node();
-                p.leader_epoch = LEADER_EPOCH;
+                p.leader_epoch = self.leader_epoch(topic, i);
                 p.replica_nodes = vec![self.node()];
                 p.isr_nodes = vec![self.node()];
                 p
@@ -98,6 +98,7 @@ impl Broker {
         validate_topic_name(name)?;
         match self.catalog.create_topic(name, self.config.num_partitions, BTreeMap::new(), now_ms()).await {
             Ok(t) => {
+                self.streams.acquire(&t.partition_streams).await?;
                 tracing::info!(topic = name, partitions = t.partitions(), "auto-created topic");
                 Ok(t)
             }
@@ -282,6 +283,7 @@ impl Broker {
             .create_topic(name, partitions, configs.clone(), now_ms())
             .await
             .map_err(map_cluster)?;
+        self.streams.acquire(&record.partition_streams).await?;
         tracing::info!(topic = name, partitions, "created topic");
         Ok((Some(record), partitions, configs))
     }
@@ -306,12 +308,19 @@ impl Broker {
                 Ok(topic) => {
                     r.name = Some(TopicName(str(&topic.name)));
                     r.topic_id = topic.id;
-                    self.catalog.delete_topic(&topic.name).await.map_err(map_cluster).map(|t| {
-                        for stream in &t.partition_streams {
-                            self.streams.delete_stream(*stream);
+                    match self.catalog.delete_topic(&topic.name).await.map_err(map_cluster) {
+                        Ok(t) => {
+                            for stream in &t.partition_streams {
+                                if let Err(e) = self.streams.delete_stream(*stream).await {
+                                    tracing::warn!(stream, error = %e, "deleting a stream of a deleted topic failed");
+                                }
+                                self.producers.forget(*stream).await;
+                            }
+                            tracing::info!(topic = %t.name, "deleted topic");
+                            Ok(())
                         }
-                        tracing::info!(topic = %t.name, "deleted topic");
-                    })
+                        Err(e) => Err(e),
+                    }
                 }
                 Err(e) => Err(e),
             };
@@ -352,7 +361,10 @@ impl Broker {
                 if req.validate_only {
                     return Ok(());
                 }
-                self.catalog.add_partitions(t.name.as_str(), t.count).await.map_err(map_cluster)?;
+                let before = topic.partitions() as usize;
+                let grown =
+                    self.catalog.add_partitions(t.name.as_str(), t.count).await.map_err(map_cluster)?;
+                self.streams.acquire(&grown.partition_streams[before..]).await?;
                 tracing::info!(topic = %t.name.as_str(), partitions = t.count, "added partitions");
                 Ok(())
             }
@@ -436,7 +448,7 @@ impl Broker {
                 let mut p = DescribeTopicPartitionsResponsePartition::default();
                 p.partition_index = i;
                 p.leader_id = self.node();
-                p.leader_epoch = LEADER_EPOCH;
+                p.leader_epoch = self.leader_epoch(&topic, i);
                 p.replica_nodes = vec![self.node()];
                 p.isr_nodes = vec![self.node()];
                 p.eligible_leader_replicas = Some(vec![]);

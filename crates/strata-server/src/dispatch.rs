@@ -71,7 +71,7 @@ pub(crate) async fn handle(
         ApiKey::Produce => {
             let req: ProduceRequest = decode(&mut body, k, version)?;
             let acks = req.acks;
-            let pending = broker.produce(req, version);
+            let pending = broker.produce(req, version).await;
             if acks == 0 {
                 // The client expects no answer; durability still completes.
                 tokio::spawn(pending.finish());
@@ -94,6 +94,13 @@ pub(crate) async fn handle(
             reply!(broker.incremental_alter_configs(decode(&mut body, k, version)?).await)
         }
         ApiKey::DescribeCluster => reply!(broker.describe_cluster(decode(&mut body, k, version)?)),
+        ApiKey::InitProducerId => {
+            reply!(broker.init_producer_id(decode(&mut body, k, version)?, version).await)
+        }
+        ApiKey::DeleteRecords => reply!(broker.delete_records(decode(&mut body, k, version)?).await),
+        ApiKey::OffsetForLeaderEpoch => {
+            reply!(broker.offset_for_leader_epoch(decode(&mut body, k, version)?))
+        }
         ApiKey::DescribeTopicPartitions => {
             reply!(broker.describe_topic_partitions(decode(&mut body, k, version)?))
         }

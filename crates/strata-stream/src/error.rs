@@ -12,7 +12,7 @@ pub enum StreamError {
     /// The WAL holds bytes that do not decode (outside the torn tail).
     #[error("corrupt wal segment {segment}: {reason}")]
     Corrupt {
-        /// The segment file.
+        /// The segment file or object.
         segment: String,
         /// What is wrong.
         reason: String,
@@ -29,5 +29,22 @@ pub enum StreamError {
         start: i64,
         /// The end (next offset to be written and made durable).
         end: i64,
+    },
+    /// The object store failed.
+    #[error("object store: {0}")]
+    ObjectStore(#[from] object_store::Error),
+    /// An object is shorter than its index says.
+    #[error("object {0} is shorter than indexed")]
+    ShortObject(String),
+    /// The metadata store failed.
+    #[error("metadata: {0}")]
+    Meta(#[from] strata_meta::MetaError),
+    /// A metadata record does not decode.
+    #[error("corrupt metadata record {key}: {reason}")]
+    BadRecord {
+        /// The key.
+        key: String,
+        /// Why.
+        reason: String,
     },
 }

@@ -7,14 +7,23 @@
 //!
 //! Writes go to a write-ahead log ([`wal`]) with group commit: many appends, from
 //! any number of streams, share one write and one fsync, and an append's
-//! durability future resolves only once its bytes are on disk. On open, the WAL is
-//! replayed to rebuild every stream.
+//! durability future resolves only once its bytes are on disk. In the background
+//! the WAL tail moves into multi-stream objects ([`object_format`]) whose ranges
+//! are indexed in the metadata store ([`index`]); WAL segments are then deleted.
+//! Reads come from the tail (memory, else the WAL file) or from objects through
+//! a block cache. On open, the index is loaded and the WAL replayed from its
+//! checkpoint.
 
+mod block_cache;
 mod error;
+pub mod index;
+pub mod object_format;
+mod shared;
 mod store;
 mod stream;
 pub mod wal;
 
 pub use error::StreamError;
+pub use index::StreamMeta;
 pub use store::{StreamStore, StreamStoreConfig};
 pub use stream::{AppendMeta, Appended, BatchInfo, ReadBatch, Stream, StreamId};

@@ -1,14 +1,25 @@
-//! The stream store: every stream of a broker over one shared WAL.
+//! The stream store: every stream of a broker over one shared WAL, with data
+//! moved into objects in the background, an object index in the metadata
+//! store, trimming and garbage collection.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::watch;
+use bytes::Bytes;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use quick_cache::sync::Cache;
+use strata_meta::{Condition, MetaStore, Op, TxnOutcome};
+use tokio::sync::{Notify, watch};
 
-use crate::stream::BatchLoc;
+use crate::block_cache::BlockCache;
+use crate::index::{self, Checkpoint, GcEntry, RangeEntry, StreamMeta};
+use crate::object_format;
+use crate::shared::{Shared, TailBudget};
 use crate::wal::{Wal, WalConfig};
-use crate::{BatchInfo, Stream, StreamError, StreamId};
+use crate::{Stream, StreamError, StreamId};
 
 /// Settings of the stream store.
 #[derive(Debug, Clone)]
@@ -19,66 +30,459 @@ pub struct StreamStoreConfig {
     pub segment_bytes: u64,
     /// Largest group-commit write.
     pub max_write_bytes: usize,
+    /// How often the WAL tail is moved into an object.
+    pub upload_interval: Duration,
+    /// An upload starts early once this many bytes wait.
+    pub upload_bytes: usize,
+    /// Largest object written by one upload.
+    pub max_object_bytes: usize,
+    /// Memory for recent batches kept after their WAL write (tail cache).
+    pub tail_cache_bytes: usize,
+    /// Memory for object blocks (block cache).
+    pub block_cache_bytes: u64,
+    /// Block size of the block cache.
+    pub block_bytes: u64,
+    /// How long an unreferenced object stays before deletion.
+    pub gc_grace: Duration,
 }
 
 impl StreamStoreConfig {
     /// Defaults for a WAL in `wal_dir`.
     pub fn new(wal_dir: PathBuf) -> Self {
-        StreamStoreConfig { wal_dir, segment_bytes: 128 << 20, max_write_bytes: 8 << 20 }
+        StreamStoreConfig {
+            wal_dir,
+            segment_bytes: 128 << 20,
+            max_write_bytes: 8 << 20,
+            upload_interval: Duration::from_secs(2),
+            upload_bytes: 64 << 20,
+            max_object_bytes: 256 << 20,
+            tail_cache_bytes: 256 << 20,
+            block_cache_bytes: 256 << 20,
+            block_bytes: 1 << 20,
+            gc_grace: Duration::from_secs(60),
+        }
     }
 }
 
-/// All streams of one broker, sharing one WAL.
+/// All streams of one broker.
 pub struct StreamStore {
-    wal: Arc<Wal>,
+    config: StreamStoreConfig,
+    shared: Arc<Shared>,
     streams: Mutex<HashMap<StreamId, Arc<Stream>>>,
+    deleted: Mutex<HashSet<StreamId>>,
     generation: watch::Receiver<u64>,
+    upload_now: Notify,
+    /// Serialises uploads, trims and deletes (each changes ranges and refcounts).
+    changes: tokio::sync::Mutex<()>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn decode<T: serde::de::DeserializeOwned>(key: &str, value: &[u8]) -> Result<T, StreamError> {
+    serde_json::from_slice(value)
+        .map_err(|e| StreamError::BadRecord { key: key.to_string(), reason: e.to_string() })
 }
 
 impl StreamStore {
-    /// Opens the store: replays the WAL and rebuilds every stream it holds.
-    pub fn open(config: StreamStoreConfig) -> Result<Self, StreamError> {
+    /// Opens the store: loads the object index from the metadata store, replays
+    /// the WAL from the checkpoint and rebuilds every stream.
+    pub async fn open(
+        config: StreamStoreConfig,
+        objects: Arc<dyn ObjectStore>,
+        meta: Arc<dyn MetaStore>,
+    ) -> Result<Arc<Self>, StreamError> {
+        let checkpoint: Checkpoint = match meta.get(index::CHECKPOINT_KEY).await? {
+            Some(e) => decode(&e.key, &e.value)?,
+            None => Checkpoint::default(),
+        };
+        let mut metas: HashMap<StreamId, StreamMeta> = HashMap::new();
+        let mut ranges: BTreeMap<(StreamId, i64), RangeEntry> = BTreeMap::new();
+        for e in meta.list(index::STREAM_PREFIX).await? {
+            let Some(id) = index::stream_of(&e.key) else { continue };
+            if e.key.ends_with("/m") {
+                metas.insert(id, decode(&e.key, &e.value)?);
+            } else {
+                let r: RangeEntry = decode(&e.key, &e.value)?;
+                ranges.insert((id, r.start), r);
+            }
+        }
+        let deleted: HashSet<StreamId> =
+            meta.list(index::DELETED_PREFIX).await?.iter().filter_map(|e| index::stream_of(&e.key)).collect();
+
         let (gen_tx, gen_rx) = watch::channel(0u64);
         let (wal, replayed) = Wal::open(
             WalConfig {
-                dir: config.wal_dir,
+                dir: config.wal_dir.clone(),
                 segment_bytes: config.segment_bytes,
                 max_write_bytes: config.max_write_bytes,
             },
+            checkpoint.segment,
             gen_tx,
         )?;
+        let mut refcounts: HashMap<String, usize> = HashMap::new();
+        for r in ranges.values() {
+            *refcounts.entry(r.object.clone()).or_default() += 1;
+        }
+        let shared = Arc::new(Shared {
+            wal,
+            blocks: BlockCache::new(Arc::clone(&objects), config.block_bytes, config.block_cache_bytes),
+            index_cache: Cache::new(4096),
+            objects,
+            meta,
+            tail_budget: TailBudget::new(config.tail_cache_bytes),
+            refcounts: Mutex::new(refcounts),
+        });
         let mut streams: HashMap<StreamId, Arc<Stream>> = HashMap::new();
+        for (id, m) in &metas {
+            streams.insert(*id, Arc::new(Stream::new(*id, Arc::clone(&shared), m)));
+        }
+        for ((id, _), r) in ranges {
+            let stream = streams
+                .entry(id)
+                .or_insert_with(|| Arc::new(Stream::new(id, Arc::clone(&shared), &StreamMeta::default())));
+            stream.load_range(r);
+        }
         let count = replayed.len();
         for r in replayed {
+            let id = r.record.stream_id;
+            if deleted.contains(&id) {
+                continue;
+            }
             let stream = streams
-                .entry(r.record.stream_id)
-                .or_insert_with(|| Arc::new(Stream::new(r.record.stream_id, Arc::clone(&wal), 0)));
-            stream.on_durable(BatchLoc {
-                info: BatchInfo {
-                    base_offset: r.record.base_offset,
-                    meta: r.record.meta,
-                    size: r.record.payload.len() as u32,
-                },
-                segment: r.segment,
-                position: r.position,
-            });
+                .entry(id)
+                .or_insert_with(|| Arc::new(Stream::new(id, Arc::clone(&shared), &StreamMeta::default())));
+            let info = crate::BatchInfo {
+                base_offset: r.record.base_offset,
+                meta: r.record.meta,
+                size: r.record.payload.len() as u32,
+            };
+            stream.on_durable(info, r.segment, r.position, &r.record.payload);
         }
-        tracing::info!(batches = count, streams = streams.len(), "wal replayed");
-        Ok(StreamStore { wal, streams: Mutex::new(streams), generation: gen_rx })
+        tracing::info!(
+            wal_batches = count,
+            streams = streams.len(),
+            from_segment = checkpoint.segment,
+            "stream store opened"
+        );
+        let store = Arc::new(StreamStore {
+            config,
+            shared,
+            streams: Mutex::new(streams),
+            deleted: Mutex::new(deleted),
+            generation: gen_rx,
+            upload_now: Notify::new(),
+            changes: tokio::sync::Mutex::new(()),
+        });
+        Ok(store)
+    }
+
+    /// Starts the background uploader and garbage collector; they stop when
+    /// the store is dropped.
+    pub fn start_background(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        let interval = self.config.upload_interval;
+        tokio::spawn(async move {
+            loop {
+                let Some(store) = weak.upgrade() else { return };
+                let notified = store.upload_now.notified();
+                let _ = tokio::time::timeout(interval, notified).await;
+                if let Err(e) = store.upload_once().await {
+                    tracing::warn!(error = %e, "upload failed; retrying");
+                }
+            }
+        });
+        let weak = Arc::downgrade(self);
+        let every = (self.config.gc_grace / 4).clamp(Duration::from_millis(100), Duration::from_secs(10));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(store) = weak.upgrade() else { return };
+                if let Err(e) = store.collect_garbage().await {
+                    tracing::warn!(error = %e, "garbage collection failed");
+                }
+            }
+        });
+    }
+
+    fn lock_streams(&self) -> std::sync::MutexGuard<'_, HashMap<StreamId, Arc<Stream>>> {
+        self.streams.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Opens a stream, creating it empty when it does not exist yet.
     pub fn open_stream(&self, id: StreamId) -> Arc<Stream> {
-        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
-        Arc::clone(streams.entry(id).or_insert_with(|| Arc::new(Stream::new(id, Arc::clone(&self.wal), 0))))
+        let mut streams = self.lock_streams();
+        Arc::clone(
+            streams.entry(id).or_insert_with(|| {
+                Arc::new(Stream::new(id, Arc::clone(&self.shared), &StreamMeta::default()))
+            }),
+        )
     }
 
-    /// Closes and forgets a stream; later appends to it fail.
-    pub fn delete_stream(&self, id: StreamId) {
-        let removed = self.streams.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
-        if let Some(stream) = removed {
-            stream.close();
+    /// Takes ownership of `ids` for this process: each stream moves to its next
+    /// leader epoch, starting at its next offset, recorded in one metadata
+    /// commit. Returns the new epochs.
+    pub async fn acquire(&self, ids: &[StreamId]) -> Result<Vec<i32>, StreamError> {
+        let _guard = self.changes.lock().await;
+        let mut ops = Vec::new();
+        let mut plans = Vec::new();
+        for id in ids {
+            let stream = self.open_stream(*id);
+            let (epoch, next, mut meta) = {
+                let inner = stream.lock();
+                let epoch = if inner.epochs.is_empty() { 0 } else { inner.epoch() + 1 };
+                (epoch, inner.next_offset, inner.meta())
+            };
+            meta.epochs.push((epoch, next));
+            ops.push(Op::Put(index::meta_key(*id), index::encode(&meta)));
+            plans.push((stream, epoch, next));
         }
+        if ops.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.shared.meta.txn(vec![], ops).await?;
+        Ok(plans
+            .into_iter()
+            .map(|(stream, epoch, next)| {
+                stream.lock().epochs.push((epoch, next));
+                epoch
+            })
+            .collect())
+    }
+
+    /// Deletes a stream: its index entries go, its objects become garbage once
+    /// no other stream references them, and its WAL records are ignored.
+    pub async fn delete_stream(&self, id: StreamId) -> Result<(), StreamError> {
+        let _guard = self.changes.lock().await;
+        let stream = self.lock_streams().get(&id).cloned();
+        let mut ops =
+            vec![Op::Put(index::deleted_key(id), Bytes::from_static(b"{}")), Op::Delete(index::meta_key(id))];
+        let mut objects = Vec::new();
+        if let Some(s) = &stream {
+            for r in s.lock().ranges.values() {
+                ops.push(Op::Delete(index::range_key(id, r.entry.start)));
+                objects.push(r.entry.object.clone());
+            }
+        }
+        ops.extend(self.release_objects(&objects));
+        self.shared.meta.txn(vec![], ops).await?;
+        self.commit_release(&objects);
+        self.deleted.lock().unwrap_or_else(|e| e.into_inner()).insert(id);
+        if let Some(s) = self.lock_streams().remove(&id) {
+            s.close();
+        }
+        Ok(())
+    }
+
+    /// Ops that mark objects garbage when `objects` (one entry per dropped
+    /// range) were their last references.
+    fn release_objects(&self, objects: &[String]) -> Vec<Op> {
+        let refcounts = self.shared.refcounts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut drops: HashMap<&str, usize> = HashMap::new();
+        for o in objects {
+            *drops.entry(o.as_str()).or_default() += 1;
+        }
+        let deadline = now_ms() + self.config.gc_grace.as_millis() as i64;
+        drops
+            .into_iter()
+            .filter(|(o, n)| refcounts.get(*o).copied().unwrap_or(0) <= *n)
+            .map(|(o, _)| {
+                Op::Put(format!("{}{o}", index::GC_PREFIX), index::encode(&GcEntry { deadline_ms: deadline }))
+            })
+            .collect()
+    }
+
+    fn commit_release(&self, objects: &[String]) {
+        let mut refcounts = self.shared.refcounts.lock().unwrap_or_else(|e| e.into_inner());
+        for o in objects {
+            if let Some(n) = refcounts.get_mut(o) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    refcounts.remove(o);
+                }
+            }
+        }
+    }
+
+    /// Moves a stream's start offset forward to `new_start` (at most its end):
+    /// ranges wholly before it leave the index. Returns the start after the call.
+    pub async fn trim(&self, stream: &Arc<Stream>, new_start: i64) -> Result<i64, StreamError> {
+        let _guard = self.changes.lock().await;
+        let id = stream.id();
+        let (meta, dropped) = {
+            let inner = stream.lock();
+            if new_start > inner.durable_end {
+                return Err(StreamError::OutOfRange {
+                    offset: new_start,
+                    start: inner.start_offset,
+                    end: inner.durable_end,
+                });
+            }
+            if new_start <= inner.start_offset {
+                return Ok(inner.start_offset);
+            }
+            let mut meta = inner.meta();
+            meta.start = new_start;
+            let dropped: Vec<(i64, String)> = inner
+                .ranges
+                .values()
+                .filter(|r| r.entry.end <= new_start)
+                .map(|r| (r.entry.start, r.entry.object.clone()))
+                .collect();
+            (meta, dropped)
+        };
+        let objects: Vec<String> = dropped.iter().map(|(_, o)| o.clone()).collect();
+        let mut ops = vec![Op::Put(index::meta_key(id), index::encode(&meta))];
+        ops.extend(dropped.iter().map(|(start, _)| Op::Delete(index::range_key(id, *start))));
+        ops.extend(self.release_objects(&objects));
+        self.shared.meta.txn(vec![], ops).await?;
+        self.commit_release(&objects);
+        let mut inner = stream.lock();
+        inner.start_offset = inner.start_offset.max(new_start);
+        for (start, _) in &dropped {
+            inner.ranges.remove(start);
+        }
+        while inner.tail.front().is_some_and(|b| b.info.end_offset() <= new_start) {
+            if let Some(b) = inner.tail.pop_front()
+                && let Some(d) = &b.data
+            {
+                self.shared.tail_budget.release(d.len());
+            }
+        }
+        Ok(inner.start_offset)
+    }
+
+    /// Moves what waits in the WAL into one object, commits its index entries,
+    /// then advances the WAL checkpoint and deletes WAL segments before it.
+    pub async fn upload_once(&self) -> Result<usize, StreamError> {
+        let _guard = self.changes.lock().await;
+        // Read the durable segment before looking at tails (see `Wal`).
+        let durable_segment = self.shared.wal.durable_segment();
+        let mut streams: Vec<Arc<Stream>> = self.lock_streams().values().cloned().collect();
+        streams.sort_by_key(|s| s.id());
+        let mut budget = self.config.max_object_bytes;
+        let mut picked = Vec::new();
+        for s in &streams {
+            if budget == 0 {
+                break;
+            }
+            let candidates = s.upload_candidates(budget)?;
+            if candidates.is_empty() {
+                continue;
+            }
+            budget = budget.saturating_sub(candidates.iter().map(|(i, _)| i.size as usize).sum());
+            picked.push((Arc::clone(s), candidates));
+        }
+        let mut uploaded = 0usize;
+        if !picked.is_empty() {
+            let mut sections = Vec::with_capacity(picked.len());
+            for (s, candidates) in picked.iter_mut() {
+                let batches = crate::wal::read_sources(std::mem::take(candidates)).await?;
+                sections.push((s.id(), batches.into_iter().map(|b| (b.info, b.data)).collect::<Vec<_>>()));
+            }
+            let (data, secs) = object_format::build(&sections);
+            let name = format!("data/{}.obj", uuid::Uuid::new_v4().simple());
+            let size = data.len() as u64;
+            uploaded = data.len();
+            self.shared.objects.put(&Path::from(name.as_str()), PutPayload::from_bytes(data)).await?;
+            let entries: Vec<(StreamId, RangeEntry)> = secs
+                .iter()
+                .map(|s| {
+                    (
+                        s.stream,
+                        RangeEntry {
+                            object: name.clone(),
+                            start: s.start,
+                            end: s.end,
+                            max_ts: s.max_ts,
+                            bytes: s.bytes,
+                            object_size: size,
+                            index_pos: s.index_pos,
+                            index_len: s.index_len,
+                        },
+                    )
+                })
+                .collect();
+            // Streams deleted meanwhile must not get entries back.
+            let live: Vec<(StreamId, RangeEntry)> = {
+                let deleted = self.deleted.lock().unwrap_or_else(|e| e.into_inner());
+                entries.into_iter().filter(|(id, _)| !deleted.contains(id)).collect()
+            };
+            let ops: Vec<Op> = live
+                .iter()
+                .map(|(id, r)| Op::Put(index::range_key(*id, r.start), index::encode(r)))
+                .collect();
+            let conditions: Vec<Condition> = Vec::new();
+            if !ops.is_empty() {
+                if let TxnOutcome::Conflict = self.shared.meta.txn(conditions, ops).await? {
+                    return Err(StreamError::BadRecord {
+                        key: name,
+                        reason: "index commit conflicted".into(),
+                    });
+                }
+                self.shared
+                    .refcounts
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(name.clone(), live.len());
+                let by_id: HashMap<StreamId, Arc<Stream>> =
+                    picked.iter().map(|(s, _)| (s.id(), Arc::clone(s))).collect();
+                for (id, r) in live {
+                    if let Some(s) = by_id.get(&id) {
+                        s.on_uploaded(r);
+                    }
+                }
+            }
+            tracing::debug!(object = %name, bytes = size, streams = sections.len(), "uploaded wal tail");
+        }
+        // Advance the checkpoint to the oldest segment still needed.
+        let oldest = streams.iter().filter_map(|s| s.oldest_wal_segment()).min();
+        let segment = oldest.map_or(durable_segment, |o| o.min(durable_segment));
+        let current: Checkpoint = match self.shared.meta.get(index::CHECKPOINT_KEY).await? {
+            Some(e) => decode(&e.key, &e.value)?,
+            None => Checkpoint::default(),
+        };
+        if segment > current.segment {
+            let cp = Checkpoint { segment, position: 0 };
+            self.shared
+                .meta
+                .txn(vec![], vec![Op::Put(index::CHECKPOINT_KEY.into(), index::encode(&cp))])
+                .await?;
+            self.shared.wal.delete_before(segment);
+        }
+        Ok(uploaded)
+    }
+
+    /// Deletes objects whose grace period has passed.
+    pub async fn collect_garbage(&self) -> Result<usize, StreamError> {
+        let now = now_ms();
+        let mut deleted = 0;
+        for e in self.shared.meta.list(index::GC_PREFIX).await? {
+            let g: GcEntry = decode(&e.key, &e.value)?;
+            if g.deadline_ms > now {
+                continue;
+            }
+            let Some(object) = e.key.strip_prefix(index::GC_PREFIX) else { continue };
+            // Re-referenced since (cannot happen today; cheap to check).
+            if self.shared.refcounts.lock().unwrap_or_else(|e| e.into_inner()).contains_key(object) {
+                self.shared.meta.txn(vec![], vec![Op::Delete(e.key.clone())]).await?;
+                continue;
+            }
+            match self.shared.objects.delete(&Path::from(object)).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(err) => return Err(err.into()),
+            }
+            self.shared
+                .meta
+                .txn(vec![Condition::Version(e.key.clone(), e.mod_revision)], vec![Op::Delete(e.key)])
+                .await?;
+            deleted += 1;
+        }
+        if deleted > 0 {
+            tracing::debug!(objects = deleted, "garbage collected");
+        }
+        Ok(deleted)
     }
 
     /// A receiver whose value changes after every group commit: a cheap way for
@@ -89,56 +493,141 @@ impl StreamStore {
 
     /// Whether the WAL has failed (appends are refused).
     pub fn is_failed(&self) -> bool {
-        self.wal.is_failed()
+        self.shared.wal.is_failed()
+    }
+
+    /// Bytes of WAL segments on disk: the upload backlog plus the open segment.
+    pub fn wal_disk_bytes(&self) -> u64 {
+        self.shared.wal.disk_bytes()
+    }
+
+    /// Bytes held by the tail cache and the block cache.
+    pub fn cache_bytes(&self) -> (usize, u64) {
+        (self.shared.tail_budget.used(), self.shared.blocks.weight())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::AppendMeta;
-    use bytes::Bytes;
+    use object_store::memory::InMemory;
+    use strata_meta::EmbeddedStore;
 
-    fn meta(n: u32) -> AppendMeta {
-        AppendMeta { record_count: n, max_timestamp: i64::from(n) * 10, leader_epoch: 0 }
+    struct Env {
+        dir: tempfile::TempDir,
+        objects: Arc<dyn ObjectStore>,
+    }
+
+    impl Env {
+        fn new() -> Self {
+            Env { dir: tempfile::tempdir().expect("tempdir"), objects: Arc::new(InMemory::new()) }
+        }
+        async fn open(&self, tweak: impl Fn(&mut StreamStoreConfig)) -> Arc<StreamStore> {
+            let meta: Arc<dyn MetaStore> =
+                Arc::new(EmbeddedStore::open(Arc::clone(&self.objects), "meta").await.expect("meta"));
+            let mut cfg = StreamStoreConfig::new(self.dir.path().join("wal"));
+            cfg.segment_bytes = 300;
+            cfg.gc_grace = Duration::from_millis(0);
+            tweak(&mut cfg);
+            StreamStore::open(cfg, Arc::clone(&self.objects), meta).await.expect("open")
+        }
+    }
+
+    async fn append(s: &Arc<Stream>, i: u32) -> i64 {
+        let n = i % 3 + 1;
+        s.append(n, i64::from(i) * 10, |off, epoch| Bytes::from(format!("b{i}@{off}e{epoch}")))
+            .expect("append")
+            .durable()
+            .await
+            .expect("durable")
+    }
+
+    async fn texts(s: &Stream, from: i64) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut at = from;
+        loop {
+            let batches = s.read(at, 64).await.expect("read");
+            if batches.is_empty() {
+                return out;
+            }
+            for b in batches {
+                at = b.info.end_offset();
+                out.push(String::from_utf8(b.data.to_vec()).expect("utf8"));
+            }
+        }
     }
 
     #[tokio::test]
-    async fn append_read_replay() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut cfg = StreamStoreConfig::new(dir.path().join("wal"));
-        cfg.segment_bytes = 200; // force rolling
-        {
-            let store = StreamStore::open(cfg.clone()).expect("open");
-            let a = store.open_stream(1);
-            let b = store.open_stream(2);
-            let mut pending = Vec::new();
-            for i in 0..20u32 {
-                let s = if i % 2 == 0 { &a } else { &b };
-                let app = s
-                    .append(meta(i % 3 + 1), |off| Bytes::from(format!("batch-{i}-at-{off}")))
-                    .expect("append");
-                pending.push(app);
-            }
-            for p in pending {
-                p.durable().await.expect("durable");
-            }
-            let (start, end) = a.offsets();
-            assert_eq!(start, 0);
-            let all = a.read(0, usize::MAX).await.expect("read");
-            assert_eq!(all.len(), 10);
-            assert_eq!(all.last().map(|b| b.info.end_offset()), Some(end));
-            // Read from the middle of a batch starts at that batch; max_bytes limits
-            // but the first batch always comes whole.
-            let multi = all.iter().find(|b| b.info.meta.record_count > 1).expect("a multi-record batch");
-            let one = a.read(multi.info.base_offset + 1, 1).await.expect("read");
-            assert_eq!(one.len(), 1);
-            assert_eq!(one[0].data, multi.data);
-            assert!(a.read(end, 100).await.expect("read at end").is_empty());
-            assert!(a.read(end + 1, 100).await.is_err());
+    async fn wal_to_objects_replay_trim_and_gc() {
+        let env = Env::new();
+        let store = env.open(|_| {}).await;
+        assert_eq!(store.acquire(&[1, 2]).await.expect("acquire"), vec![0, 0]);
+        let (a, b) = (store.open_stream(1), store.open_stream(2));
+        for i in 0..30 {
+            append(if i % 2 == 0 { &a } else { &b }, i).await;
         }
-        // Torn tail: garbage appended to the last segment is cut on replay.
-        let mut segs: Vec<_> = std::fs::read_dir(dir.path().join("wal"))
+        let before = texts(&a, 0).await;
+        assert_eq!(before.len(), 15);
+        assert!(store.upload_once().await.expect("upload") > 0);
+        // Everything now reads from the object, identically, and the WAL shrank.
+        assert!(a.lock().tail.is_empty());
+        assert_eq!(texts(&a, 0).await, before);
+        let mid = a.read(0, 1).await.expect("read")[0].info.end_offset();
+        assert_eq!(texts(&a, mid).await, before[1..].to_vec());
+        // More appends stay in the tail; reads cross from the object to the tail.
+        for i in 30..34 {
+            append(&a, i).await;
+        }
+        assert_eq!(texts(&a, 0).await.len(), 19);
+        let found = a.find_by_timestamp(300, 0).await.expect("find").expect("batch");
+        assert!(found.meta.max_timestamp >= 300);
+        drop((a, b));
+        drop(store);
+
+        // Reopen: index from metadata, tail from the WAL, next epoch on acquire.
+        let store = env.open(|_| {}).await;
+        let a = store.open_stream(1);
+        assert_eq!(texts(&a, 0).await.len(), 19);
+        assert_eq!(store.acquire(&[1]).await.expect("acquire"), vec![1]);
+        let (_, end) = a.offsets();
+        assert_eq!(a.epoch_end(0), Some((0, end)));
+        let off = append(&a, 99).await;
+        assert_eq!(off, end);
+        assert_eq!(a.epoch_end(0), Some((0, end)));
+        assert_eq!(a.epoch_end(1).map(|(e, _)| e), Some(1));
+        assert!(texts(&a, off).await[0].ends_with("e1"));
+
+        // Trim past the object: its range leaves the index; once stream 2 is
+        // deleted too, the object is unreferenced and collected.
+        store.upload_once().await.expect("upload");
+        let ranges = a.ranges();
+        let first_end = ranges[0].1;
+        assert_eq!(store.trim(&a, first_end).await.expect("trim"), first_end);
+        assert!(a.read(0, 10).await.is_err());
+        assert_eq!(a.ranges().len(), ranges.len() - 1);
+        store.delete_stream(2).await.expect("delete");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(store.collect_garbage().await.expect("gc") >= 1);
+        assert!(!texts(&a, first_end).await.is_empty());
+        drop(a);
+        drop(store);
+        let store = env.open(|_| {}).await;
+        let a = store.open_stream(1);
+        assert_eq!(a.offsets().0, first_end);
+        assert!(store.open_stream(2).offsets() == (0, 0), "deleted stream stays empty");
+    }
+
+    #[tokio::test]
+    async fn torn_wal_tail_is_cut_on_replay() {
+        let env = Env::new();
+        let store = env.open(|c| c.segment_bytes = 1 << 20).await;
+        let a = store.open_stream(7);
+        for i in 0..5 {
+            append(&a, i).await;
+        }
+        drop(a);
+        drop(store);
+        let mut segs: Vec<_> = std::fs::read_dir(env.dir.path().join("wal"))
             .expect("dir")
             .filter_map(|e| e.ok().map(|e| e.path()))
             .collect();
@@ -147,18 +636,22 @@ mod tests {
         let mut data = std::fs::read(&last).expect("read seg");
         data.extend_from_slice(&[0, 0, 1, 0, 9, 9, 9]);
         std::fs::write(&last, data).expect("write");
-        let store = StreamStore::open(cfg).expect("reopen");
-        let a = store.open_stream(1);
-        let batches = a.read(0, usize::MAX).await.expect("read");
-        assert_eq!(batches.len(), 10);
-        for (i, b) in batches.iter().enumerate() {
-            let text = String::from_utf8(b.data.to_vec()).expect("utf8");
-            assert_eq!(text, format!("batch-{}-at-{}", i * 2, b.info.base_offset));
+        let store = env.open(|c| c.segment_bytes = 1 << 20).await;
+        let a = store.open_stream(7);
+        assert_eq!(texts(&a, 0).await.len(), 5);
+        let end = a.offsets().1;
+        assert_eq!(append(&a, 5).await, end);
+    }
+
+    #[tokio::test]
+    async fn tail_cache_budget_falls_back_to_the_wal_file() {
+        let env = Env::new();
+        let store = env.open(|c| c.tail_cache_bytes = 10).await;
+        let a = store.open_stream(3);
+        for i in 0..10 {
+            append(&a, i).await;
         }
-        // Appends continue after the replayed end.
-        let (_, end) = a.offsets();
-        let app = a.append(meta(1), |_| Bytes::from_static(b"x")).expect("append");
-        assert_eq!(app.durable().await.expect("durable"), end);
-        assert_eq!(a.find_by_timestamp(25).map(|b| b.meta.max_timestamp >= 25), Some(true));
+        assert!(store.cache_bytes().0 <= 10);
+        assert_eq!(texts(&a, 0).await.len(), 10);
     }
 }

@@ -1,12 +1,18 @@
-//! One stream: its offsets, the location of each durable batch, and reads.
+//! One stream: its offsets, leader epochs, where each batch lives (the WAL tail
+//! or an object range) and reads.
 
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::File;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::oneshot;
 
-use crate::StreamError;
-use crate::wal::{Wal, WalEntry};
+use crate::index::RangeEntry;
+use crate::object_format::{self, ObjectBatch};
+use crate::shared::Shared;
+use crate::wal::WalEntry;
+use crate::{StreamError, StreamMeta};
 
 /// A stream's identifier, unique for the life of the store (never reused).
 pub type StreamId = u64;
@@ -36,7 +42,7 @@ pub struct BatchInfo {
 impl BatchInfo {
     /// The offset after the batch's last one.
     pub fn end_offset(&self) -> i64 {
-        self.base_offset + i64::from(self.meta.record_count)
+        self.base_offset + i64::from(self.meta.record_count.max(1))
     }
 }
 
@@ -49,30 +55,62 @@ pub struct ReadBatch {
     pub data: Bytes,
 }
 
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct BatchLoc {
+/// A durable batch still in the WAL (not yet in an object).
+#[derive(Debug, Clone)]
+pub(crate) struct TailBatch {
     pub info: BatchInfo,
     pub segment: u64,
     pub position: u64,
+    /// The bytes, when the tail cache admitted them.
+    pub data: Option<Bytes>,
+}
+
+/// Where a tail batch's bytes come from at upload or read time.
+pub(crate) enum Source {
+    Memory(Bytes),
+    File(Arc<File>, u64),
+}
+
+/// One object range of the stream, as the metadata index holds it.
+#[derive(Debug)]
+pub(crate) struct ObjRange {
+    pub entry: RangeEntry,
+    pub object: Arc<str>,
 }
 
 pub(crate) struct Inner {
     /// The offset the next append gets.
-    next_offset: i64,
+    pub next_offset: i64,
     /// The first readable offset.
-    start_offset: i64,
+    pub start_offset: i64,
     /// Every offset below this is durable and readable.
-    durable_end: i64,
-    /// Durable batches in offset order.
-    batches: Vec<BatchLoc>,
-    closed: bool,
+    pub durable_end: i64,
+    /// The current leader epoch and the history `(epoch, start offset)`.
+    pub epochs: Vec<(i32, i64)>,
+    /// Object ranges by start offset.
+    pub ranges: BTreeMap<i64, Arc<ObjRange>>,
+    /// Durable batches not yet in objects, in offset order.
+    pub tail: VecDeque<TailBatch>,
+    pub closed: bool,
+}
+
+impl Inner {
+    pub fn epoch(&self) -> i32 {
+        self.epochs.last().map(|(e, _)| *e).unwrap_or(0)
+    }
+    pub fn objects_end(&self) -> Option<i64> {
+        self.ranges.values().next_back().map(|r| r.entry.end)
+    }
+    pub fn meta(&self) -> StreamMeta {
+        StreamMeta { start: self.start_offset, epochs: self.epochs.clone() }
+    }
 }
 
 /// An append-only stream of opaque batches. Cheap to share behind an `Arc`.
 pub struct Stream {
     id: StreamId,
     inner: Mutex<Inner>,
-    wal: Arc<Wal>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 /// The outcome of an accepted append: its offset, and a future that resolves
@@ -95,23 +133,25 @@ impl Appended {
 }
 
 impl Stream {
-    pub(crate) fn new(id: StreamId, wal: Arc<Wal>, start_offset: i64) -> Self {
+    pub(crate) fn new(id: StreamId, shared: Arc<Shared>, meta: &StreamMeta) -> Self {
         Stream {
             id,
             inner: Mutex::new(Inner {
-                next_offset: start_offset,
-                start_offset,
-                durable_end: start_offset,
-                batches: Vec::new(),
+                next_offset: meta.start,
+                start_offset: meta.start,
+                durable_end: meta.start,
+                epochs: meta.epochs.clone(),
+                ranges: BTreeMap::new(),
+                tail: VecDeque::new(),
                 closed: false,
             }),
-            wal,
+            shared,
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        // A poisoned lock means a panic while holding it; the data is still
-        // consistent (every mutation is a single push or assignment).
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A poisoned lock means a panic while holding it; every mutation keeps
+        // the state consistent, so go on.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -120,40 +160,80 @@ impl Stream {
         self.id
     }
 
-    /// Appends a batch at the next offset. `build` receives that offset and
-    /// returns the bytes to store (so a caller can stamp the offset into them);
-    /// appends to one stream are ordered exactly as the calls are.
+    /// The current leader epoch.
+    pub fn epoch(&self) -> i32 {
+        self.lock().epoch()
+    }
+
+    /// For `epoch`, the largest known epoch at or below it and the offset where
+    /// that epoch ended (the start of the next one, or the end of the stream).
+    /// `None` when `epoch` is older than every known epoch.
+    pub fn epoch_end(&self, epoch: i32) -> Option<(i32, i64)> {
+        let inner = self.lock();
+        let idx = inner.epochs.iter().rposition(|(e, _)| *e <= epoch)?;
+        let end = inner.epochs.get(idx + 1).map(|(_, start)| *start).unwrap_or(inner.durable_end);
+        Some((inner.epochs[idx].0, end))
+    }
+
+    /// Appends a batch at the next offset. `build` receives that offset and the
+    /// current epoch and returns the bytes to store (so a caller can stamp them
+    /// in); appends to one stream are ordered exactly as the calls are.
     pub fn append(
         self: &Arc<Self>,
-        meta: AppendMeta,
-        build: impl FnOnce(i64) -> Bytes,
+        record_count: u32,
+        max_timestamp: i64,
+        build: impl FnOnce(i64, i32) -> Bytes,
     ) -> Result<Appended, StreamError> {
         let mut inner = self.lock();
         if inner.closed {
             return Err(StreamError::Closed(self.id));
         }
         let base_offset = inner.next_offset;
-        let payload = build(base_offset);
+        let epoch = inner.epoch();
+        let payload = build(base_offset, epoch);
+        let meta = AppendMeta { record_count: record_count.max(1), max_timestamp, leader_epoch: epoch };
         let (tx, rx) = oneshot::channel();
-        self.wal.submit(WalEntry { stream: Arc::clone(self), base_offset, meta, payload, done: Some(tx) })?;
-        inner.next_offset += i64::from(meta.record_count.max(1));
+        self.shared.wal.submit(WalEntry {
+            stream: Arc::clone(self),
+            base_offset,
+            meta,
+            payload,
+            done: Some(tx),
+        })?;
+        inner.next_offset += i64::from(meta.record_count);
         Ok(Appended { base_offset, durable: rx })
     }
 
-    /// Records a batch that reached the WAL's disk (called by the WAL writer and
-    /// by replay, in offset order).
-    pub(crate) fn on_durable(&self, loc: BatchLoc) {
+    /// Records a batch that reached the WAL's disk (the WAL writer and replay
+    /// call this in offset order).
+    pub(crate) fn on_durable(&self, info: BatchInfo, segment: u64, position: u64, payload: &Bytes) {
         let mut inner = self.lock();
-        let end = loc.info.end_offset();
-        if replaying_gap(&inner, &loc) {
+        if inner.closed {
+            return;
+        }
+        let end = info.end_offset();
+        if let Some(objects_end) = inner.objects_end()
+            && end <= objects_end
+        {
+            return; // replayed record already in an object
+        }
+        if end <= inner.start_offset {
+            return; // replayed record already trimmed away
+        }
+        if inner.tail.is_empty() && inner.ranges.is_empty() && inner.durable_end < info.base_offset {
+            // First batch of a stream whose earlier data was trimmed away.
+            inner.durable_end = info.base_offset;
+        }
+        if info.base_offset != inner.durable_end {
             tracing::warn!(
                 stream = self.id,
                 expected = inner.durable_end,
-                got = loc.info.base_offset,
-                "wal replay found a gap in stream offsets; continuing from the batch"
+                got = info.base_offset,
+                "gap in stream offsets; continuing from the batch"
             );
         }
-        inner.batches.push(loc);
+        let data = self.shared.tail_budget.try_admit(payload.len()).then(|| payload.clone());
+        inner.tail.push_back(TailBatch { info, segment, position, data });
         inner.durable_end = end;
         if inner.next_offset < end {
             inner.next_offset = end;
@@ -161,7 +241,14 @@ impl Stream {
     }
 
     pub(crate) fn close(&self) {
-        self.lock().closed = true;
+        let mut inner = self.lock();
+        inner.closed = true;
+        for b in inner.tail.drain(..) {
+            if let Some(d) = &b.data {
+                self.shared.tail_budget.release(d.len());
+            }
+        }
+        inner.ranges.clear();
     }
 
     /// `(start, end)`: the first readable offset and the offset after the last
@@ -171,36 +258,126 @@ impl Stream {
         (inner.start_offset, inner.durable_end)
     }
 
-    /// The first durable batch that holds a timestamp at or after `timestamp`.
-    pub fn find_by_timestamp(&self, timestamp: i64) -> Option<BatchInfo> {
-        let inner = self.lock();
-        inner.batches.iter().find(|b| b.info.meta.max_timestamp >= timestamp).map(|b| b.info)
+    /// The offset the next append will get.
+    pub fn next_offset(&self) -> i64 {
+        self.lock().next_offset
     }
 
-    /// Like [`Stream::find_by_timestamp`], among batches from offset `from` on.
-    pub fn find_by_timestamp_after(&self, timestamp: i64, from: i64) -> Option<BatchInfo> {
+    /// Bytes held by the stream in objects and the WAL tail.
+    pub fn size_bytes(&self) -> u64 {
         let inner = self.lock();
-        let first = inner.batches.partition_point(|b| b.info.end_offset() <= from);
-        inner.batches[first..].iter().find(|b| b.info.meta.max_timestamp >= timestamp).map(|b| b.info)
+        inner.ranges.values().map(|r| r.entry.bytes).sum::<u64>()
+            + inner.tail.iter().map(|b| u64::from(b.info.size)).sum::<u64>()
     }
 
-    /// The first durable batch holding the stream's largest timestamp.
-    pub fn max_timestamp_batch(&self) -> Option<BatchInfo> {
+    /// Object ranges, oldest first, as `(start, end, max timestamp, bytes)`:
+    /// what retention decides on.
+    pub fn ranges(&self) -> Vec<(i64, i64, i64, u64)> {
         let inner = self.lock();
-        let mut best: Option<BatchInfo> = None;
-        for b in &inner.batches {
-            if best.is_none_or(|x| b.info.meta.max_timestamp > x.meta.max_timestamp) {
-                best = Some(b.info);
+        inner.ranges.values().map(|r| (r.entry.start, r.entry.end, r.entry.max_ts, r.entry.bytes)).collect()
+    }
+
+    async fn range_index(&self, range: &ObjRange) -> Result<Arc<Vec<ObjectBatch>>, StreamError> {
+        let key = (Arc::clone(&range.object), self.id);
+        let entry = &range.entry;
+        self.shared
+            .index_cache
+            .get_or_insert_async(&key, async {
+                let data = self
+                    .shared
+                    .blocks
+                    .read(
+                        &range.object,
+                        entry.object_size,
+                        entry.index_pos,
+                        entry.index_pos + u64::from(entry.index_len),
+                    )
+                    .await?;
+                object_format::parse_index(data)
+                    .map(Arc::new)
+                    .map_err(|reason| StreamError::Corrupt { segment: entry.object.clone(), reason })
+            })
+            .await
+    }
+
+    /// The first batch at or after offset `from` holding a timestamp at or after
+    /// `timestamp`.
+    pub async fn find_by_timestamp(
+        &self,
+        timestamp: i64,
+        from: i64,
+    ) -> Result<Option<BatchInfo>, StreamError> {
+        let (ranges, tail): (Vec<Arc<ObjRange>>, Vec<BatchInfo>) = {
+            let inner = self.lock();
+            let from = from.max(inner.start_offset);
+            (
+                inner
+                    .ranges
+                    .values()
+                    .filter(|r| r.entry.end > from && r.entry.max_ts >= timestamp)
+                    .cloned()
+                    .collect(),
+                inner.tail.iter().filter(|b| b.info.end_offset() > from).map(|b| b.info).collect(),
+            )
+        };
+        for r in ranges {
+            let index = self.range_index(&r).await?;
+            if let Some(b) =
+                index.iter().find(|b| b.info.end_offset() > from && b.info.meta.max_timestamp >= timestamp)
+            {
+                return Ok(Some(b.info));
             }
         }
-        best
+        Ok(tail.into_iter().find(|b| b.meta.max_timestamp >= timestamp))
+    }
+
+    /// The first batch holding the stream's largest timestamp.
+    pub async fn max_timestamp_batch(&self) -> Result<Option<BatchInfo>, StreamError> {
+        let (best_range, best_tail, start) = {
+            let inner = self.lock();
+            let start = inner.start_offset;
+            let mut best_range: Option<Arc<ObjRange>> = None;
+            for r in inner.ranges.values().filter(|r| r.entry.end > start) {
+                if best_range.as_ref().is_none_or(|b| r.entry.max_ts > b.entry.max_ts) {
+                    best_range = Some(Arc::clone(r));
+                }
+            }
+            let mut best_tail: Option<BatchInfo> = None;
+            for b in inner.tail.iter().filter(|b| b.info.end_offset() > start) {
+                if best_tail.is_none_or(|x| b.info.meta.max_timestamp > x.meta.max_timestamp) {
+                    best_tail = Some(b.info);
+                }
+            }
+            (best_range, best_tail, start)
+        };
+        let from_range = match &best_range {
+            Some(r) => {
+                let index = self.range_index(r).await?;
+                let mut best: Option<BatchInfo> = None;
+                for b in index.iter().filter(|b| b.info.end_offset() > start) {
+                    if best.is_none_or(|x| b.info.meta.max_timestamp > x.meta.max_timestamp) {
+                        best = Some(b.info);
+                    }
+                }
+                best
+            }
+            None => None,
+        };
+        Ok(match (from_range, best_tail) {
+            (Some(a), Some(b)) => Some(if b.meta.max_timestamp > a.meta.max_timestamp { b } else { a }),
+            (a, b) => a.or(b),
+        })
     }
 
     /// Reads durable batches from the one holding `offset`, up to `max_bytes` in
     /// all, except that the first batch is returned whole however large it is.
     /// Reading at the end returns nothing.
     pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<Vec<ReadBatch>, StreamError> {
-        let locs: Vec<BatchLoc> = {
+        enum Plan {
+            Tail(Vec<(BatchInfo, Source)>),
+            Object(Arc<ObjRange>),
+        }
+        let plan = {
             let inner = self.lock();
             if offset < inner.start_offset || offset > inner.durable_end {
                 return Err(StreamError::OutOfRange {
@@ -209,29 +386,143 @@ impl Stream {
                     end: inner.durable_end,
                 });
             }
-            let first = inner.batches.partition_point(|b| b.info.end_offset() <= offset);
-            let mut total = 0usize;
-            let mut out = Vec::new();
-            for b in &inner.batches[first..] {
-                let size = b.info.size as usize;
-                if !out.is_empty() && total + size > max_bytes {
-                    break;
-                }
-                total += size;
-                out.push(*b);
-                if total >= max_bytes {
-                    break;
-                }
+            if offset == inner.durable_end {
+                return Ok(Vec::new());
             }
-            out
+            match inner.tail.front() {
+                Some(front) if offset >= front.info.base_offset => {
+                    let first = inner.tail.partition_point(|b| b.info.end_offset() <= offset);
+                    let mut total = 0usize;
+                    let mut out = Vec::new();
+                    for b in inner.tail.range(first..) {
+                        let size = b.info.size as usize;
+                        if !out.is_empty() && total + size > max_bytes {
+                            break;
+                        }
+                        total += size;
+                        let source = match &b.data {
+                            Some(d) => Source::Memory(d.clone()),
+                            None => Source::File(self.shared.wal.segment(b.segment)?, b.position),
+                        };
+                        out.push((b.info, source));
+                        if total >= max_bytes {
+                            break;
+                        }
+                    }
+                    Plan::Tail(out)
+                }
+                _ => match inner.ranges.range(..=offset).next_back() {
+                    Some((_, r)) if offset < r.entry.end => Plan::Object(Arc::clone(r)),
+                    _ => {
+                        return Err(StreamError::Corrupt {
+                            segment: format!("stream {}", self.id),
+                            reason: format!("no object or wal batch holds offset {offset}"),
+                        });
+                    }
+                },
+            }
         };
-        if locs.is_empty() {
-            return Ok(Vec::new());
+        match plan {
+            Plan::Tail(sources) => crate::wal::read_sources(sources).await,
+            Plan::Object(range) => {
+                let index = self.range_index(&range).await?;
+                let first = index.partition_point(|b| b.info.end_offset() <= offset);
+                let mut total = 0usize;
+                let mut chosen: Vec<ObjectBatch> = Vec::new();
+                for b in &index[first..] {
+                    let size = b.info.size as usize;
+                    if !chosen.is_empty() && total + size > max_bytes {
+                        break;
+                    }
+                    total += size;
+                    chosen.push(*b);
+                    if total >= max_bytes {
+                        break;
+                    }
+                }
+                let (Some(first), Some(last)) = (chosen.first(), chosen.last()) else {
+                    return Ok(Vec::new());
+                };
+                let from = first.position;
+                let to = last.position + u64::from(last.info.size);
+                let data = self.shared.blocks.read(&range.object, range.entry.object_size, from, to).await?;
+                let mut out = Vec::with_capacity(chosen.len());
+                for b in chosen {
+                    let at = (b.position - from) as usize;
+                    let end = at + b.info.size as usize;
+                    if end > data.len() {
+                        return Err(StreamError::ShortObject(range.entry.object.clone()));
+                    }
+                    out.push(ReadBatch { info: b.info, data: data.slice(at..end) });
+                }
+                Ok(out)
+            }
         }
-        self.wal.read(locs).await
     }
-}
 
-fn replaying_gap(inner: &Inner, loc: &BatchLoc) -> bool {
-    !inner.batches.is_empty() && loc.info.base_offset != inner.durable_end
+    /// Tail batches to upload, at most `max_bytes` (at least one if any).
+    pub(crate) fn upload_candidates(
+        &self,
+        max_bytes: usize,
+    ) -> Result<Vec<(BatchInfo, Source)>, StreamError> {
+        let inner = self.lock();
+        let mut out = Vec::new();
+        let mut total = 0usize;
+        for b in inner.tail.iter().filter(|b| b.info.end_offset() > inner.start_offset) {
+            if !out.is_empty() && total + b.info.size as usize > max_bytes {
+                break;
+            }
+            total += b.info.size as usize;
+            let source = match &b.data {
+                Some(d) => Source::Memory(d.clone()),
+                None => Source::File(self.shared.wal.segment(b.segment)?, b.position),
+            };
+            out.push((b.info, source));
+        }
+        Ok(out)
+    }
+
+    /// Makes an uploaded range visible and drops the tail batches it covers.
+    pub(crate) fn on_uploaded(&self, entry: RangeEntry) {
+        let mut inner = self.lock();
+        if inner.closed {
+            return;
+        }
+        let end = entry.end;
+        let object: Arc<str> = Arc::from(entry.object.as_str());
+        inner.ranges.insert(entry.start, Arc::new(ObjRange { entry, object }));
+        while inner.tail.front().is_some_and(|b| b.info.end_offset() <= end) {
+            if let Some(b) = inner.tail.pop_front()
+                && let Some(d) = &b.data
+            {
+                self.shared.tail_budget.release(d.len());
+            }
+        }
+    }
+
+    /// The WAL segment of the oldest batch not yet in an object.
+    pub(crate) fn oldest_wal_segment(&self) -> Option<u64> {
+        self.lock().tail.front().map(|b| b.segment)
+    }
+
+    /// Adds a range while loading the store.
+    pub(crate) fn load_range(&self, entry: RangeEntry) {
+        let mut inner = self.lock();
+        let end = entry.end;
+        let object: Arc<str> = Arc::from(entry.object.as_str());
+        inner.ranges.insert(entry.start, Arc::new(ObjRange { entry, object }));
+        if inner.durable_end < end {
+            inner.durable_end = end;
+            inner.next_offset = end;
+        }
+    }
+
+    /// Concatenates read batches (for callers that want one buffer).
+    pub fn concat(batches: &[ReadBatch]) -> Bytes {
+        let mut out = BytesMut::with_capacity(batches.iter().map(|b| b.data.len()).sum());
+        for b in batches {
+            out.extend_from_slice(&b.data);
+        }
+        out.freeze()
+    }
 }

@@ -52,4 +52,19 @@ pub struct ServeArgs {
     /// Kafka's socket.request.max.bytes [default: 104857600].
     #[arg(long, env = "STRATA_SOCKET_REQUEST_MAX_BYTES")]
     pub socket_request_max_bytes: Option<usize>,
+    /// Kafka's log.retention.check.interval.ms [default: 300000].
+    #[arg(long, env = "STRATA_RETENTION_CHECK_INTERVAL_MS")]
+    pub retention_check_interval_ms: Option<u64>,
+    /// How often the WAL tail is moved into an object, in ms [default: 2000].
+    #[arg(long, env = "STRATA_UPLOAD_INTERVAL_MS")]
+    pub upload_interval_ms: Option<u64>,
+    /// Grace period before an unreferenced object is deleted, in ms [default: 60000].
+    #[arg(long, env = "STRATA_GC_GRACE_MS")]
+    pub gc_grace_ms: Option<u64>,
+    /// Memory for recently written batches (tail cache), bytes [default: 268435456].
+    #[arg(long, env = "STRATA_TAIL_CACHE_BYTES")]
+    pub tail_cache_bytes: Option<usize>,
+    /// Memory for object blocks (block cache), bytes [default: 268435456].
+    #[arg(long, env = "STRATA_BLOCK_CACHE_BYTES")]
+    pub block_cache_bytes: Option<u64>,
 }

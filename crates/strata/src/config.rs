@@ -19,6 +19,11 @@ struct FileConfig {
     auto_create_topics: Option<bool>,
     num_partitions: Option<i32>,
     socket_request_max_bytes: Option<usize>,
+    retention_check_interval_ms: Option<u64>,
+    upload_interval_ms: Option<u64>,
+    gc_grace_ms: Option<u64>,
+    tail_cache_bytes: Option<usize>,
+    block_cache_bytes: Option<u64>,
 }
 
 /// Everything `strata serve` runs with.
@@ -33,6 +38,11 @@ pub struct Settings {
     pub auto_create_topics: bool,
     pub num_partitions: i32,
     pub socket_request_max_bytes: usize,
+    pub retention_check_interval_ms: u64,
+    pub upload_interval_ms: u64,
+    pub gc_grace_ms: u64,
+    pub tail_cache_bytes: usize,
+    pub block_cache_bytes: u64,
 }
 
 impl Settings {
@@ -65,6 +75,14 @@ impl Settings {
                 .socket_request_max_bytes
                 .or(file.socket_request_max_bytes)
                 .unwrap_or(100 * 1024 * 1024),
+            retention_check_interval_ms: args
+                .retention_check_interval_ms
+                .or(file.retention_check_interval_ms)
+                .unwrap_or(300_000),
+            upload_interval_ms: args.upload_interval_ms.or(file.upload_interval_ms).unwrap_or(2000),
+            gc_grace_ms: args.gc_grace_ms.or(file.gc_grace_ms).unwrap_or(60_000),
+            tail_cache_bytes: args.tail_cache_bytes.or(file.tail_cache_bytes).unwrap_or(256 << 20),
+            block_cache_bytes: args.block_cache_bytes.or(file.block_cache_bytes).unwrap_or(256 << 20),
         })
     }
 }

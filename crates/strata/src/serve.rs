@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use base64::Engine;
@@ -59,15 +60,22 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| format!("file://{}", data_dir.join("objects").display()));
     let objects = open_object_store(&object_url)?;
-    let meta: Arc<dyn MetaStore> =
-        Arc::new(EmbeddedStore::open(objects, "meta").await.context("opening the metadata store")?);
+    let meta: Arc<dyn MetaStore> = Arc::new(
+        EmbeddedStore::open(Arc::clone(&objects), "meta").await.context("opening the metadata store")?,
+    );
     let proposed_id = settings.cluster_id.clone().unwrap_or_else(|| {
         // Kafka's form: URL-safe base64 of a random UUID, without padding.
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes())
     });
-    let catalog = Arc::new(Catalog::open(meta, &proposed_id).await.context("loading topics")?);
-    let streams =
-        Arc::new(StreamStore::open(StreamStoreConfig::new(data_dir.join("wal"))).context("opening the WAL")?);
+    let catalog = Arc::new(Catalog::open(Arc::clone(&meta), &proposed_id).await.context("loading topics")?);
+    let mut stream_config = StreamStoreConfig::new(data_dir.join("wal"));
+    stream_config.upload_interval = Duration::from_millis(settings.upload_interval_ms.max(10));
+    stream_config.gc_grace = Duration::from_millis(settings.gc_grace_ms);
+    stream_config.tail_cache_bytes = settings.tail_cache_bytes;
+    stream_config.block_cache_bytes = settings.block_cache_bytes;
+    let streams = StreamStore::open(stream_config, objects, Arc::clone(&meta))
+        .await
+        .context("opening the stream store")?;
 
     let server_config = ServerConfig { max_request_bytes: settings.socket_request_max_bytes };
     // Bind first so that port 0 resolves before we advertise.
@@ -85,7 +93,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let mut broker_config = BrokerConfig::new(settings.node_id, host, port);
     broker_config.auto_create_topics = settings.auto_create_topics;
     broker_config.num_partitions = settings.num_partitions;
-    let broker = Arc::new(Broker::new(broker_config, Arc::clone(&catalog), streams));
+    broker_config.retention_check_interval =
+        Duration::from_millis(settings.retention_check_interval_ms.max(10));
+    let broker = Broker::start(broker_config, Arc::clone(&catalog), streams, meta)
+        .await
+        .context("starting the broker")?;
     let server = Server::bind(&bound.to_string(), broker, server_config)
         .await
         .with_context(|| format!("binding {bound}"))?;

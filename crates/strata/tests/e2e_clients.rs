@@ -60,9 +60,8 @@ fn confluent_kafka() {
 #[test]
 fn kafka_python() {
     let broker = BrokerProcess::start();
-    // kafka-python 3 makes producers idempotent by default, which needs
-    // InitProducerId: that arrives with the idempotent producer (issue 3).
-    run(&python(), "kafka_python_client.py", &broker, &["--no-idempotence"]);
+    // kafka-python 3 makes producers idempotent by default (InitProducerId).
+    run(&python(), "kafka_python_client.py", &broker, &[]);
 }
 
 #[test]

@@ -9,13 +9,13 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::stream::{BatchLoc, ReadBatch};
+use crate::stream::{ReadBatch, Source};
 use crate::{AppendMeta, BatchInfo, Stream, StreamError};
 use record::{Decoded, WalRecord};
 
@@ -51,6 +51,10 @@ pub struct Wal {
     tx: mpsc::UnboundedSender<WalEntry>,
     segments: Arc<Segments>,
     failed: Arc<AtomicBool>,
+    /// The segment the writer last synced to, published after the synced
+    /// batches reached their streams.
+    durable_segment: Arc<AtomicU64>,
+    dir: PathBuf,
 }
 
 #[derive(Default)]
@@ -64,6 +68,14 @@ impl Segments {
     }
     fn insert(&self, id: u64, file: Arc<File>) {
         self.files.write().unwrap_or_else(|e| e.into_inner()).insert(id, file);
+    }
+    fn remove_before(&self, id: u64) -> Vec<u64> {
+        let mut files = self.files.write().unwrap_or_else(|e| e.into_inner());
+        let old: Vec<u64> = files.range(..id).map(|(k, _)| *k).collect();
+        for k in &old {
+            files.remove(k);
+        }
+        old
     }
 }
 
@@ -82,6 +94,7 @@ impl Wal {
     /// group commit.
     pub(crate) fn open(
         config: WalConfig,
+        from_segment: u64,
         generation: watch::Sender<u64>,
     ) -> Result<(Arc<Wal>, Vec<Replayed>), StreamError> {
         std::fs::create_dir_all(&config.dir)?;
@@ -93,6 +106,11 @@ impl Wal {
             })
             .collect();
         ids.sort_unstable();
+        // Segments before the checkpoint are entirely in objects.
+        for id in ids.iter().filter(|id| **id < from_segment) {
+            let _ = std::fs::remove_file(segment_path(&config.dir, *id));
+        }
+        ids.retain(|id| *id >= from_segment);
         let segments = Arc::new(Segments::default());
         let mut replayed = Vec::new();
         let mut tail: Option<(u64, u64)> = None; // (segment id, valid length)
@@ -132,17 +150,20 @@ impl Wal {
         let (seg_id, seg_len) = match tail {
             Some(t) => t,
             None => {
-                let path = segment_path(&config.dir, 0);
+                let path = segment_path(&config.dir, from_segment);
                 File::create(&path)?.sync_all()?;
                 sync_dir(&config.dir)?;
-                segments.insert(0, Arc::new(File::open(&path)?));
-                (0, 0)
+                segments.insert(from_segment, Arc::new(File::open(&path)?));
+                (from_segment, 0)
             }
         };
         let file = OpenOptions::new().append(true).open(segment_path(&config.dir, seg_id))?;
         let (tx, rx) = mpsc::unbounded_channel();
         let failed = Arc::new(AtomicBool::new(false));
+        let durable_segment = Arc::new(AtomicU64::new(seg_id));
+        let dir = config.dir.clone();
         let writer = Writer {
+            durable_segment: Arc::clone(&durable_segment),
             config,
             rx,
             file,
@@ -153,7 +174,7 @@ impl Wal {
             generation,
         };
         std::thread::Builder::new().name("strata-wal".into()).spawn(move || writer.run())?;
-        Ok((Arc::new(Wal { tx, segments, failed }), replayed))
+        Ok((Arc::new(Wal { tx, segments, failed, durable_segment, dir }), replayed))
     }
 
     /// Queues an entry for the writer.
@@ -169,24 +190,64 @@ impl Wal {
         self.failed.load(Ordering::Acquire)
     }
 
-    /// Reads batches from their segments.
-    pub(crate) async fn read(&self, locs: Vec<BatchLoc>) -> Result<Vec<ReadBatch>, StreamError> {
-        let segments = Arc::clone(&self.segments);
-        let task = tokio::task::spawn_blocking(move || {
-            let mut out = Vec::with_capacity(locs.len());
-            for loc in locs {
-                let file = segments.get(loc.segment).ok_or_else(|| StreamError::Corrupt {
-                    segment: loc.segment.to_string(),
-                    reason: "segment missing".into(),
-                })?;
-                let mut buf = vec![0u8; loc.info.size as usize];
-                file.read_exact_at(&mut buf, loc.position)?;
-                out.push(ReadBatch { info: loc.info, data: Bytes::from(buf) });
-            }
-            Ok(out)
-        });
-        task.await.map_err(|e| StreamError::Io(std::io::Error::other(e)))?
+    /// A read handle on a segment.
+    pub(crate) fn segment(&self, id: u64) -> Result<Arc<File>, StreamError> {
+        self.segments.get(id).ok_or_else(|| StreamError::Corrupt {
+            segment: segment_path(&self.dir, id).display().to_string(),
+            reason: "segment already deleted".into(),
+        })
     }
+
+    /// The segment the writer has synced up to.
+    pub(crate) fn durable_segment(&self) -> u64 {
+        self.durable_segment.load(Ordering::Acquire)
+    }
+
+    /// Deletes every segment before `id` (their batches are all in objects).
+    pub(crate) fn delete_before(&self, id: u64) {
+        for old in self.segments.remove_before(id) {
+            let path = segment_path(&self.dir, old);
+            match std::fs::remove_file(&path) {
+                Ok(()) => tracing::debug!(segment = %path.display(), "wal segment reclaimed"),
+                Err(e) => tracing::warn!(segment = %path.display(), error = %e, "cannot delete wal segment"),
+            }
+        }
+    }
+
+    /// Bytes of WAL segments on disk.
+    pub fn disk_bytes(&self) -> u64 {
+        let files = self.segments.files.read().unwrap_or_else(|e| e.into_inner());
+        files.values().filter_map(|f| f.metadata().ok()).map(|m| m.len()).sum()
+    }
+}
+
+/// Reads batches from memory or WAL segments.
+pub(crate) async fn read_sources(sources: Vec<(BatchInfo, Source)>) -> Result<Vec<ReadBatch>, StreamError> {
+    if sources.iter().all(|(_, s)| matches!(s, Source::Memory(_))) {
+        return Ok(sources
+            .into_iter()
+            .filter_map(|(info, s)| match s {
+                Source::Memory(data) => Some(ReadBatch { info, data }),
+                Source::File(..) => None,
+            })
+            .collect());
+    }
+    let task = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::with_capacity(sources.len());
+        for (info, source) in sources {
+            let data = match source {
+                Source::Memory(d) => d,
+                Source::File(file, position) => {
+                    let mut buf = vec![0u8; info.size as usize];
+                    file.read_exact_at(&mut buf, position)?;
+                    Bytes::from(buf)
+                }
+            };
+            out.push(ReadBatch { info, data });
+        }
+        Ok(out)
+    });
+    task.await.map_err(|e| StreamError::Io(std::io::Error::other(e)))?
 }
 
 /// The writer thread's state.
@@ -199,6 +260,7 @@ struct Writer {
     segments: Arc<Segments>,
     failed: Arc<AtomicBool>,
     generation: watch::Sender<u64>,
+    durable_segment: Arc<AtomicU64>,
 }
 
 impl Writer {
@@ -228,19 +290,17 @@ impl Writer {
                 Ok(()) => {
                     self.seg_len += buf.len() as u64;
                     for (entry, position) in group.drain(..) {
-                        entry.stream.on_durable(BatchLoc {
-                            info: BatchInfo {
-                                base_offset: entry.base_offset,
-                                meta: entry.meta,
-                                size: entry.payload.len() as u32,
-                            },
-                            segment: self.seg_id,
-                            position,
-                        });
+                        let info = BatchInfo {
+                            base_offset: entry.base_offset,
+                            meta: entry.meta,
+                            size: entry.payload.len() as u32,
+                        };
+                        entry.stream.on_durable(info, self.seg_id, position, &entry.payload);
                         if let Some(done) = entry.done {
                             let _ = done.send(Ok(()));
                         }
                     }
+                    self.durable_segment.store(self.seg_id, Ordering::Release);
                     self.generation.send_modify(|g| *g += 1);
                     if self.seg_len >= self.config.segment_bytes
                         && let Err(e) = self.roll()

@@ -1,0 +1,374 @@
+//! Idempotent producers: producer-id allocation (InitProducerId) and, per
+//! partition, each producer's epoch and last five batches, so that a retried
+//! batch is answered with its original offset instead of being written twice.
+//!
+//! Persistence: ids are allocated in blocks whose upper bound is committed to
+//! the metadata store before use (`ids/next-producer`), so an id is never handed
+//! out twice, even across restarts. A partition's producer state is
+//! snapshotted to `p/<stream>` (only batches already durable, with the offset
+//! the snapshot covers) and rebuilt on first use by replaying the batch headers
+//! written after that offset.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use strata_meta::{Condition, MetaStore, Op, TxnOutcome};
+use strata_stream::Stream;
+use tokio::sync::OnceCell;
+
+use crate::{BrokerError, records};
+
+/// Kafka keeps this many batches per producer for duplicate detection.
+const CACHED_BATCHES: usize = 5;
+const ID_BLOCK: i64 = 1000;
+const NEXT_PRODUCER_KEY: &str = "ids/next-producer";
+
+/// One batch remembered for duplicate detection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SeqBatch {
+    pub first_seq: i32,
+    pub last_seq: i32,
+    pub base_offset: i64,
+    pub last_offset: i64,
+}
+
+/// A producer's state in one partition.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ProducerEntry {
+    pub epoch: i16,
+    pub batches: VecDeque<SeqBatch>,
+}
+
+/// What to do with an idempotent batch.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum SeqCheck {
+    /// Next in sequence: append it.
+    Append,
+    /// Already written: answer with this batch's offsets.
+    Duplicate(SeqBatch),
+}
+
+fn next_seq(seq: i32) -> i32 {
+    if seq == i32::MAX { 0 } else { seq + 1 }
+}
+
+/// The last sequence of a batch starting at `first` with `count` records.
+pub(crate) fn last_seq(first: i32, count: i32) -> i32 {
+    ((i64::from(first) + i64::from(count) - 1) % (i64::from(i32::MAX) + 1)) as i32
+}
+
+/// Producers of one partition.
+#[derive(Debug, Default)]
+pub(crate) struct PartitionProducers {
+    pub producers: HashMap<i64, ProducerEntry>,
+}
+
+impl PartitionProducers {
+    /// Decides on a batch from `pid` at `epoch` with sequences `[first, last]`.
+    pub fn check(&self, pid: i64, epoch: i16, first: i32, last: i32) -> Result<SeqCheck, BrokerError> {
+        let Some(entry) = self.producers.get(&pid) else {
+            return if first == 0 {
+                Ok(SeqCheck::Append)
+            } else {
+                Err(BrokerError::UnknownProducerId(format!(
+                    "no state for producer {pid} in this partition and sequence {first} is not 0"
+                )))
+            };
+        };
+        if epoch < entry.epoch {
+            return Err(BrokerError::InvalidProducerEpoch(format!(
+                "producer {pid} epoch {epoch} is older than {}",
+                entry.epoch
+            )));
+        }
+        if epoch > entry.epoch {
+            return if first == 0 {
+                Ok(SeqCheck::Append)
+            } else {
+                Err(BrokerError::OutOfOrderSequence(format!(
+                    "producer {pid} starts epoch {epoch} at sequence {first}, not 0"
+                )))
+            };
+        }
+        if let Some(dup) = entry.batches.iter().find(|b| b.first_seq == first && b.last_seq == last) {
+            return Ok(SeqCheck::Duplicate(*dup));
+        }
+        let expected = entry.batches.back().map(|b| next_seq(b.last_seq)).unwrap_or(0);
+        if first == expected {
+            Ok(SeqCheck::Append)
+        } else {
+            Err(BrokerError::OutOfOrderSequence(format!(
+                "producer {pid} sent sequence {first}, expected {expected}"
+            )))
+        }
+    }
+
+    /// Records an appended (or replayed) batch.
+    pub fn record(&mut self, pid: i64, epoch: i16, batch: SeqBatch) {
+        let entry = self.producers.entry(pid).or_default();
+        if entry.batches.is_empty() || epoch > entry.epoch {
+            entry.batches.clear();
+            entry.epoch = epoch;
+        }
+        entry.batches.push_back(batch);
+        while entry.batches.len() > CACHED_BATCHES {
+            entry.batches.pop_front();
+        }
+    }
+}
+
+/// The persisted form of a partition's producers.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Snapshot {
+    /// Every batch below this offset is reflected.
+    offset: i64,
+    producers: Vec<(i64, ProducerEntry)>,
+}
+
+/// A partition's producer state and whether it was loaded and changed.
+#[derive(Default)]
+pub(crate) struct PartitionState {
+    pub producers: Mutex<PartitionProducers>,
+    loaded: OnceCell<()>,
+    dirty: AtomicBool,
+}
+
+impl PartitionState {
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, PartitionProducers> {
+        self.producers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    pub fn mark_dirty(&self) {
+        self.dirty.store(true, Ordering::Release);
+    }
+}
+
+fn snapshot_key(stream: u64) -> String {
+    format!("p/{stream:020}")
+}
+
+/// Producer ids and per-partition producer states.
+pub(crate) struct Producers {
+    meta: Arc<dyn MetaStore>,
+    ids: tokio::sync::Mutex<(i64, i64)>,
+    /// The latest epoch handed out per producer id, for KIP-360 bumps.
+    epochs: Mutex<HashMap<i64, i16>>,
+    partitions: Mutex<HashMap<u64, Arc<PartitionState>>>,
+}
+
+impl Producers {
+    pub fn new(meta: Arc<dyn MetaStore>) -> Self {
+        Producers {
+            meta,
+            ids: tokio::sync::Mutex::new((0, 0)),
+            epochs: Mutex::new(HashMap::new()),
+            partitions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A fresh producer id, never handed out before.
+    async fn allocate(&self) -> Result<i64, BrokerError> {
+        let mut ids = self.ids.lock().await;
+        if ids.0 >= ids.1 {
+            for _ in 0..16 {
+                let current =
+                    self.meta.get(NEXT_PRODUCER_KEY).await.map_err(strata_cluster::ClusterError::from)?;
+                let (next, cond) = match &current {
+                    Some(e) => (
+                        String::from_utf8_lossy(&e.value).parse::<i64>().map_err(|err| {
+                            BrokerError::Cluster(strata_cluster::ClusterError::Corrupt {
+                                key: NEXT_PRODUCER_KEY.into(),
+                                reason: err.to_string(),
+                            })
+                        })?,
+                        Condition::Version(NEXT_PRODUCER_KEY.into(), e.mod_revision),
+                    ),
+                    None => (0, Condition::Absent(NEXT_PRODUCER_KEY.into())),
+                };
+                let limit = next + ID_BLOCK;
+                let outcome = self
+                    .meta
+                    .txn(vec![cond], vec![Op::Put(NEXT_PRODUCER_KEY.into(), Bytes::from(limit.to_string()))])
+                    .await
+                    .map_err(strata_cluster::ClusterError::from)?;
+                if let TxnOutcome::Committed(_) = outcome {
+                    *ids = (next, limit);
+                    break;
+                }
+            }
+            if ids.0 >= ids.1 {
+                return Err(BrokerError::Cluster(strata_cluster::ClusterError::Contended));
+            }
+        }
+        let id = ids.0;
+        ids.0 += 1;
+        Ok(id)
+    }
+
+    /// InitProducerId for an idempotent producer. With the producer's current
+    /// id and epoch (v3+, KIP-360) the epoch is bumped; otherwise a new id.
+    pub async fn init(&self, current: Option<(i64, i16)>) -> Result<(i64, i16), BrokerError> {
+        if let Some((pid, epoch)) = current {
+            let known = self.epochs.lock().unwrap_or_else(|e| e.into_inner()).get(&pid).copied();
+            if known.is_none_or(|k| k == epoch) && epoch < i16::MAX - 1 {
+                let next = epoch + 1;
+                self.epochs.lock().unwrap_or_else(|e| e.into_inner()).insert(pid, next);
+                return Ok((pid, next));
+            }
+            if known.is_some_and(|k| k != epoch) {
+                return Err(BrokerError::InvalidProducerEpoch(format!(
+                    "producer {pid} epoch {epoch} is not its current epoch"
+                )));
+            }
+        }
+        let pid = self.allocate().await?;
+        self.epochs.lock().unwrap_or_else(|e| e.into_inner()).insert(pid, 0);
+        Ok((pid, 0))
+    }
+
+    /// Notes the epoch a producer uses (from produce).
+    pub fn observe(&self, pid: i64, epoch: i16) {
+        let mut epochs = self.epochs.lock().unwrap_or_else(|e| e.into_inner());
+        let e = epochs.entry(pid).or_insert(epoch);
+        *e = (*e).max(epoch);
+    }
+
+    /// The loaded producer state of a partition's stream.
+    pub async fn partition(&self, stream: &Stream) -> Result<Arc<PartitionState>, BrokerError> {
+        let state = {
+            let mut map = self.partitions.lock().unwrap_or_else(|e| e.into_inner());
+            Arc::clone(map.entry(stream.id()).or_default())
+        };
+        state.loaded.get_or_try_init(|| self.load(stream, &state)).await?;
+        Ok(state)
+    }
+
+    /// Loads the snapshot and replays batch headers written after it.
+    async fn load(&self, stream: &Stream, state: &PartitionState) -> Result<(), BrokerError> {
+        let snapshot: Snapshot = match self
+            .meta
+            .get(&snapshot_key(stream.id()))
+            .await
+            .map_err(strata_cluster::ClusterError::from)?
+        {
+            Some(e) => serde_json::from_slice(&e.value).map_err(|err| {
+                BrokerError::Cluster(strata_cluster::ClusterError::Corrupt {
+                    key: e.key.clone(),
+                    reason: err.to_string(),
+                })
+            })?,
+            None => Snapshot::default(),
+        };
+        let (start, end) = stream.offsets();
+        let mut producers = PartitionProducers { producers: snapshot.producers.into_iter().collect() };
+        let mut at = snapshot.offset.max(start);
+        let mut replayed = 0usize;
+        while at < end {
+            let batches = stream.read(at, 8 << 20).await?;
+            if batches.is_empty() {
+                break;
+            }
+            for b in batches {
+                at = b.info.end_offset();
+                let Some(h) = records::parse_header(&b.data) else { continue };
+                if h.producer_id < 0 {
+                    continue;
+                }
+                let seq = SeqBatch {
+                    first_seq: h.base_sequence,
+                    last_seq: last_seq(h.base_sequence, h.record_count),
+                    base_offset: b.info.base_offset,
+                    last_offset: b.info.end_offset() - 1,
+                };
+                producers.record(h.producer_id, h.producer_epoch, seq);
+                replayed += 1;
+            }
+        }
+        for (pid, entry) in &producers.producers {
+            self.observe(*pid, entry.epoch);
+        }
+        if replayed > 0 {
+            tracing::debug!(stream = stream.id(), replayed, "producer state rebuilt");
+            state.mark_dirty();
+        }
+        *state.lock() = producers;
+        Ok(())
+    }
+
+    /// Snapshots every changed partition (only its durable batches).
+    pub async fn snapshot(&self, streams: &strata_stream::StreamStore) -> Result<usize, BrokerError> {
+        let states: Vec<(u64, Arc<PartitionState>)> = {
+            let map = self.partitions.lock().unwrap_or_else(|e| e.into_inner());
+            map.iter().map(|(k, v)| (*k, Arc::clone(v))).collect()
+        };
+        let mut ops = Vec::new();
+        for (id, state) in states {
+            if !state.dirty.swap(false, Ordering::AcqRel) {
+                continue;
+            }
+            let durable_end = streams.open_stream(id).offsets().1;
+            let producers: Vec<(i64, ProducerEntry)> = state
+                .lock()
+                .producers
+                .iter()
+                .filter_map(|(pid, e)| {
+                    let batches: VecDeque<SeqBatch> =
+                        e.batches.iter().filter(|b| b.last_offset < durable_end).copied().collect();
+                    (!batches.is_empty()).then_some((*pid, ProducerEntry { epoch: e.epoch, batches }))
+                })
+                .collect();
+            let snap = Snapshot { offset: durable_end, producers };
+            ops.push(Op::Put(snapshot_key(id), Bytes::from(serde_json::to_vec(&snap).unwrap_or_default())));
+        }
+        let n = ops.len();
+        if n > 0 {
+            self.meta.txn(vec![], ops).await.map_err(strata_cluster::ClusterError::from)?;
+        }
+        Ok(n)
+    }
+
+    /// Forgets a deleted partition.
+    pub async fn forget(&self, stream: u64) {
+        self.partitions.lock().unwrap_or_else(|e| e.into_inner()).remove(&stream);
+        let _ = self.meta.txn(vec![], vec![Op::Delete(snapshot_key(stream))]).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(first: i32, last: i32, base: i64) -> SeqBatch {
+        SeqBatch {
+            first_seq: first,
+            last_seq: last,
+            base_offset: base,
+            last_offset: base + i64::from(last - first),
+        }
+    }
+
+    #[test]
+    fn sequence_rules() {
+        let mut p = PartitionProducers::default();
+        assert_eq!(p.check(7, 0, 0, 4).expect("first"), SeqCheck::Append);
+        assert!(matches!(p.check(7, 0, 3, 4), Err(BrokerError::UnknownProducerId(_))));
+        p.record(7, 0, b(0, 4, 100));
+        assert_eq!(p.check(7, 0, 0, 4).expect("dup"), SeqCheck::Duplicate(b(0, 4, 100)));
+        assert_eq!(p.check(7, 0, 5, 9).expect("next"), SeqCheck::Append);
+        assert!(matches!(p.check(7, 0, 6, 9), Err(BrokerError::OutOfOrderSequence(_))));
+        for i in 1..=6 {
+            p.record(7, 0, b(i * 5, i * 5 + 4, 100 + i64::from(i) * 5));
+        }
+        // Only the last five batches are remembered.
+        assert!(matches!(p.check(7, 0, 0, 4), Err(BrokerError::OutOfOrderSequence(_))));
+        assert_eq!(p.check(7, 0, 30, 34).expect("dup"), SeqCheck::Duplicate(b(30, 34, 130)));
+        assert!(matches!(p.check(7, -1, 35, 35).err(), Some(BrokerError::InvalidProducerEpoch(_))));
+        assert!(matches!(p.check(7, 1, 35, 35), Err(BrokerError::OutOfOrderSequence(_))));
+        assert_eq!(p.check(7, 1, 0, 0).expect("new epoch"), SeqCheck::Append);
+        p.record(7, 1, b(0, 0, 200));
+        assert!(matches!(p.check(7, 0, 35, 35), Err(BrokerError::InvalidProducerEpoch(_))));
+        assert_eq!(last_seq(i32::MAX, 2), 0);
+    }
+}

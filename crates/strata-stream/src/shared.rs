@@ -1,0 +1,56 @@
+//! State shared by every stream of a store: the WAL, the caches, the stores.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use object_store::ObjectStore;
+use quick_cache::sync::Cache;
+use strata_meta::MetaStore;
+
+use crate::StreamId;
+use crate::block_cache::BlockCache;
+use crate::object_format::ObjectBatch;
+use crate::wal::Wal;
+
+/// The tail cache's budget: batch bytes kept in memory after their WAL write,
+/// admitted while under budget and released when the batch reaches an object.
+pub(crate) struct TailBudget {
+    used: AtomicUsize,
+    limit: usize,
+}
+
+impl TailBudget {
+    pub fn new(limit: usize) -> Self {
+        TailBudget { used: AtomicUsize::new(0), limit }
+    }
+    pub fn try_admit(&self, n: usize) -> bool {
+        let mut cur = self.used.load(Ordering::Relaxed);
+        loop {
+            if cur + n > self.limit {
+                return false;
+            }
+            match self.used.compare_exchange_weak(cur, cur + n, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => return true,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+    pub fn release(&self, n: usize) {
+        self.used.fetch_sub(n, Ordering::AcqRel);
+    }
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+}
+
+pub(crate) struct Shared {
+    pub wal: Arc<Wal>,
+    pub objects: Arc<dyn ObjectStore>,
+    pub meta: Arc<dyn MetaStore>,
+    pub blocks: BlockCache,
+    pub index_cache: Cache<(Arc<str>, StreamId), Arc<Vec<ObjectBatch>>>,
+    pub tail_budget: TailBudget,
+    /// How many range entries reference each object.
+    pub refcounts: Mutex<HashMap<String, usize>>,
+}
