@@ -115,7 +115,45 @@ pub fn validate(data: &[u8]) -> Result<BatchHeader, BrokerError> {
             header.record_count
         )));
     }
+    if header.attributes & 0x07 == 0 {
+        // Uncompressed: the records are right there; count them as Kafka does.
+        let found = count_records(&data[HEADER_LEN..])?;
+        if found != i64::from(header.record_count) {
+            return Err(BrokerError::InvalidRecord(format!(
+                "batch header says {} records but holds {found}",
+                header.record_count
+            )));
+        }
+    }
     Ok(header)
+}
+
+/// Reads a zigzag varint (Kafka's record-level integers).
+fn varint(body: &mut &[u8]) -> Option<i64> {
+    let mut value: u64 = 0;
+    for shift in (0..64).step_by(7) {
+        let (&b, rest) = body.split_first()?;
+        *body = rest;
+        value |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Some((value >> 1) as i64 ^ -((value & 1) as i64));
+        }
+    }
+    None
+}
+
+/// Counts the length-prefixed records of an uncompressed batch body.
+fn count_records(mut body: &[u8]) -> Result<i64, BrokerError> {
+    let mut count = 0i64;
+    while !body.is_empty() {
+        let len = varint(&mut body).ok_or_else(|| BrokerError::CorruptMessage("bad record length".into()))?;
+        if len < 0 || len as usize > body.len() {
+            return Err(BrokerError::CorruptMessage(format!("record of {len} bytes overruns its batch")));
+        }
+        body = &body[len as usize..];
+        count += 1;
+    }
+    Ok(count)
 }
 
 /// Returns a copy of `data` with the base offset and partition leader epoch

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use kafka_protocol::messages::{ApiKey, RequestHeader};
 use strata_broker::Broker;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
@@ -74,9 +74,14 @@ async fn read_loop(
         if len < 8 || len as usize > config.max_request_bytes {
             return Err(ServerError::FrameLength { len: i64::from(len), limit: config.max_request_bytes });
         }
-        let mut frame = BytesMut::zeroed(len as usize);
-        reader.read_exact(&mut frame).await?;
-        let reply = handle_frame(broker, frame.freeze()).await?;
+        // Grow the buffer as bytes arrive rather than trusting the length up
+        // front: a client that announces 100 MiB and sends nothing holds little.
+        let mut frame = Vec::with_capacity((len as usize).min(64 * 1024));
+        let read = (&mut *reader).take(len as u64).read_to_end(&mut frame).await?;
+        if read != len as usize {
+            return Err(ServerError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+        let reply = handle_frame(broker, Bytes::from(frame)).await?;
         if tx.send(reply).await.is_err() {
             return Ok(()); // the writer stopped: the peer is gone
         }
