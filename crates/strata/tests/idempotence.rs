@@ -1,0 +1,172 @@
+//! The idempotent producer (librdkafka with `enable.idempotence=true`) through
+//! a TCP proxy that is the broker's advertised address: connections cut
+//! mid-flight, and the broker killed with SIGKILL and restarted. Every message
+//! must be stored exactly once, in order.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::proxy::Proxy;
+use common::{BrokerProcess, topic};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+const PARTITIONS: i32 = 3;
+
+async fn create_topic(addr: &str, name: &str) {
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", addr).create().expect("admin");
+    let res = admin
+        .create_topics(&[NewTopic::new(name, PARTITIONS, TopicReplication::Fixed(1))], &AdminOptions::new())
+        .await
+        .expect("create");
+    res[0].as_ref().expect("created");
+}
+
+fn idempotent_producer(addr: &str) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "2")
+        .set("batch.num.messages", "200")
+        .set("message.timeout.ms", "120000")
+        .set("socket.timeout.ms", "5000")
+        .set("reconnect.backoff.ms", "50")
+        .set("reconnect.backoff.max.ms", "500")
+        .create()
+        .expect("producer")
+}
+
+/// Sends `count` messages: message `i` goes to partition `i % 3` carrying `i`,
+/// 500 at a time every 25 ms (so that faults land mid-load), counting them in
+/// `sent`. Returns once every delivery is reported, with the failures.
+async fn send_all(p: &FutureProducer, name: &str, count: u64, sent: &AtomicU64) -> Vec<String> {
+    let mut futures = Vec::with_capacity(count as usize);
+    for i in 0..count {
+        if i % 500 == 0 {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        sent.store(i, Ordering::Relaxed);
+        let v = i.to_string();
+        let rec = FutureRecord::<(), _>::to(name).partition((i % PARTITIONS as u64) as i32).payload(&v);
+        futures.push(p.send_result(rec).map_err(|(e, _)| e).expect("enqueue"));
+    }
+    let mut failures = Vec::new();
+    for f in futures {
+        match f.await {
+            Ok(Ok(_)) => {}
+            Ok(Err((e, _))) => failures.push(e.to_string()),
+            Err(_) => failures.push("delivery future cancelled".into()),
+        }
+    }
+    failures
+}
+
+/// Reads every partition to its end and checks that partition `p` holds
+/// exactly the messages `i` with `i % 3 == p`, in increasing order, once each.
+fn assert_exactly_once_in_order(addr: &str, name: &str, count: u64) {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .set("group.id", "strata-tests")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = HashMap::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(name, p, Offset::Beginning).expect("tpl");
+        ends.insert(p, c.fetch_watermarks(name, p, Duration::from_secs(10)).expect("watermarks").1);
+    }
+    let total: i64 = ends.values().sum();
+    c.assign(&tpl).expect("assign");
+    let mut next: HashMap<i32, u64> = (0..PARTITIONS).map(|p| (p, p as u64)).collect();
+    let mut got = 0i64;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while got < total {
+        assert!(Instant::now() < deadline, "read {got} of {total}");
+        let Some(m) = c.poll(Duration::from_millis(200)) else { continue };
+        let m = m.expect("consume");
+        let v: u64 =
+            std::str::from_utf8(m.payload().expect("payload")).expect("utf8").parse().expect("number");
+        let want = next.get_mut(&m.partition()).expect("partition");
+        assert_eq!(v, *want, "partition {} offset {}: duplicate or gap", m.partition(), m.offset());
+        *want += PARTITIONS as u64;
+        got += 1;
+    }
+    assert_eq!(total as u64, count, "stored {total} messages for {count} sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_cut_mid_flight_store_each_message_once() {
+    let proxy = Proxy::start().await;
+    let broker = BrokerProcess::start_with(&["--advertise", &proxy.addr]);
+    proxy.set_target(&broker.addr);
+    let name = topic("idem-cut");
+    create_topic(&proxy.addr, &name).await;
+    let p = idempotent_producer(&proxy.addr);
+    let stop = Arc::new(AtomicBool::new(false));
+    let cutter = {
+        let stop = Arc::clone(&stop);
+        let proxy_cuts = proxy_cut_handle(&proxy);
+        tokio::spawn(async move {
+            let mut cuts = 0;
+            while !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                proxy_cuts();
+                cuts += 1;
+            }
+            cuts
+        })
+    };
+    let count = 30_000;
+    let failures = send_all(&p, &name, count, &AtomicU64::new(0)).await;
+    stop.store(true, Ordering::Relaxed);
+    let cuts = cutter.await.expect("cutter");
+    assert!(cuts >= 3, "only {cuts} cuts happened while producing");
+    assert!(failures.is_empty(), "{} deliveries failed, first: {:?}", failures.len(), failures.first());
+    assert_exactly_once_in_order(&proxy.addr, &name, count);
+}
+
+fn proxy_cut_handle(proxy: &Proxy) -> impl Fn() + Send + 'static {
+    let cuts = proxy.cutter();
+    move || cuts.send_modify(|g| *g += 1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_killed_and_restarted_stores_each_message_once() {
+    let proxy = Proxy::start().await;
+    let mut broker = BrokerProcess::start_with(&["--advertise", &proxy.addr]);
+    proxy.set_target(&broker.addr);
+    let name = topic("idem-kill");
+    create_topic(&proxy.addr, &name).await;
+    let p = idempotent_producer(&proxy.addr);
+    let count = 30_000;
+    let name2 = name.clone();
+    let sent = Arc::new(AtomicU64::new(0));
+    let sent2 = Arc::clone(&sent);
+    let sending = tokio::spawn(async move {
+        let failures = send_all(&p, &name2, count, &sent2).await;
+        (p, failures)
+    });
+    // Let some of it through, then kill the broker mid-load and bring it back.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    broker.kill9();
+    let at_kill = sent.load(Ordering::Relaxed);
+    assert!(at_kill > 0 && at_kill < count - 1000, "the kill should land mid-load ({at_kill} sent)");
+    proxy.cut_all();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    broker.restart();
+    proxy.set_target(&broker.addr);
+    let (_p, failures) = sending.await.expect("sender");
+    assert!(failures.is_empty(), "{} deliveries failed, first: {:?}", failures.len(), failures.first());
+    assert_exactly_once_in_order(&proxy.addr, &name, count);
+}
