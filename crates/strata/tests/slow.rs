@@ -1,0 +1,122 @@
+//! Slow tier (`scripts/test.sh --slow`): kill loops. Each test's name starts
+//! with `slow_` so that the fast tier skips it.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::proxy::Proxy;
+use common::{BrokerProcess, topic};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+const PARTITIONS: i32 = 4;
+const KILLS: usize = 20;
+
+/// An idempotent producer writes continuously through a proxy while the broker
+/// is killed with SIGKILL at random moments and restarted, `KILLS` times, with
+/// uploads to objects every 100 ms so kills also land mid-upload. Afterwards
+/// every partition holds each message exactly once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_idempotent_producer_survives_twenty_kills() {
+    let proxy = Proxy::start().await;
+    let mut broker = BrokerProcess::start_with(&["--advertise", &proxy.addr, "--upload-interval-ms", "100"]);
+    proxy.set_target(&broker.addr);
+    let name = topic("slow-kills");
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", &proxy.addr).create().expect("admin");
+    admin
+        .create_topics(&[NewTopic::new(&name, PARTITIONS, TopicReplication::Fixed(1))], &AdminOptions::new())
+        .await
+        .expect("create")[0]
+        .as_ref()
+        .expect("created");
+    let p: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &proxy.addr)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "2")
+        .set("message.timeout.ms", "300000")
+        .set("reconnect.backoff.ms", "50")
+        .set("reconnect.backoff.max.ms", "500")
+        .create()
+        .expect("producer");
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let (stop2, sent2, name2) = (Arc::clone(&stop), Arc::clone(&sent), name.clone());
+    let sender = tokio::spawn(async move {
+        let mut futures = Vec::new();
+        let mut i = 0u64;
+        while !stop2.load(Ordering::Relaxed) {
+            for _ in 0..200 {
+                let v = i.to_string();
+                let rec =
+                    FutureRecord::<(), _>::to(&name2).partition((i % PARTITIONS as u64) as i32).payload(&v);
+                futures.push(p.send_result(rec).map_err(|(e, _)| e).expect("enqueue"));
+                i += 1;
+            }
+            sent2.store(i, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut failures = 0;
+        for f in futures {
+            if !matches!(f.await, Ok(Ok(_))) {
+                failures += 1;
+            }
+        }
+        (i, failures)
+    });
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    for kill in 0..KILLS {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        tokio::time::sleep(Duration::from_millis(300 + seed % 1500)).await;
+        broker.kill9();
+        proxy.cut_all();
+        broker.restart();
+        proxy.set_target(&broker.addr);
+        println!("kill {} after {} messages sent", kill + 1, sent.load(Ordering::Relaxed));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (count, failures) = sender.await.expect("sender");
+    assert_eq!(failures, 0, "deliveries failed");
+
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &proxy.addr)
+        .set("group.id", "strata-tests")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    let mut total = 0;
+    for part in 0..PARTITIONS {
+        tpl.add_partition_offset(&name, part, Offset::Beginning).expect("tpl");
+        total += c.fetch_watermarks(&name, part, Duration::from_secs(10)).expect("watermarks").1;
+    }
+    assert_eq!(total as u64, count, "stored {total} for {count} sent");
+    c.assign(&tpl).expect("assign");
+    let mut next: HashMap<i32, u64> = (0..PARTITIONS).map(|p| (p, p as u64)).collect();
+    let mut got = 0;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while got < total {
+        assert!(Instant::now() < deadline, "read {got} of {total}");
+        let Some(m) = c.poll(Duration::from_millis(200)) else { continue };
+        let m = m.expect("consume");
+        let v: u64 =
+            std::str::from_utf8(m.payload().expect("payload")).expect("utf8").parse().expect("number");
+        let want = next.get_mut(&m.partition()).expect("partition");
+        assert_eq!(v, *want, "partition {} offset {}", m.partition(), m.offset());
+        *want += PARTITIONS as u64;
+        got += 1;
+    }
+    println!("{KILLS} kills: {count} messages, each stored exactly once in order");
+}
