@@ -53,7 +53,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-STRATA_LOG="${STRATA_LOG:-info}" "$bin/strata" serve --listen 127.0.0.1:0 --data-dir "$tmp/data" \
+# STRATA_BENCH_BROKER_ARGS adds flags to `strata serve` (e.g. cache budgets).
+# shellcheck disable=SC2086
+STRATA_LOG="${STRATA_LOG:-info}" "$bin/strata" serve --listen 127.0.0.1:0 --data-dir "$tmp/data" ${STRATA_BENCH_BROKER_ARGS:-} \
   2>"$tmp/broker.log" >/dev/null &
 pid=$!
 

@@ -18,6 +18,7 @@ mod block_cache;
 mod error;
 pub mod index;
 pub mod object_format;
+pub mod object_stores;
 mod shared;
 mod store;
 mod stream;

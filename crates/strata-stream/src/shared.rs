@@ -53,4 +53,27 @@ pub(crate) struct Shared {
     pub tail_budget: TailBudget,
     /// How many range entries reference each object.
     pub refcounts: Mutex<HashMap<String, usize>>,
+    /// Bytes durable in the WAL and not yet in objects (all streams).
+    pub pending_upload: AtomicUsize,
+    /// Wakes the uploader before its interval once `upload_bytes` wait.
+    pub upload_now: tokio::sync::Notify,
+    /// The `upload_bytes` threshold.
+    pub upload_bytes: usize,
+}
+
+impl Shared {
+    /// Counts bytes that reached the WAL; wakes the uploader past the threshold.
+    pub fn add_pending(&self, n: usize) {
+        let before = self.pending_upload.fetch_add(n, Ordering::AcqRel);
+        if before < self.upload_bytes && before + n >= self.upload_bytes {
+            self.upload_now.notify_one();
+        }
+    }
+
+    /// Counts bytes that left the WAL tail.
+    pub fn sub_pending(&self, n: usize) {
+        let _ = self
+            .pending_upload
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| Some(v.saturating_sub(n)));
+    }
 }

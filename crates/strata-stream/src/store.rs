@@ -30,6 +30,8 @@ pub struct StreamStoreConfig {
     pub segment_bytes: u64,
     /// Largest group-commit write.
     pub max_write_bytes: usize,
+    /// Zero-fill WAL segments ahead of use.
+    pub wal_preallocate: bool,
     /// How often the WAL tail is moved into an object.
     pub upload_interval: Duration,
     /// An upload starts early once this many bytes wait.
@@ -53,6 +55,7 @@ impl StreamStoreConfig {
             wal_dir,
             segment_bytes: 128 << 20,
             max_write_bytes: 8 << 20,
+            wal_preallocate: false,
             upload_interval: Duration::from_secs(2),
             upload_bytes: 64 << 20,
             max_object_bytes: 256 << 20,
@@ -71,7 +74,6 @@ pub struct StreamStore {
     streams: Mutex<HashMap<StreamId, Arc<Stream>>>,
     deleted: Mutex<HashSet<StreamId>>,
     generation: watch::Receiver<u64>,
-    upload_now: Notify,
     /// Serialises uploads, trims and deletes (each changes ranges and refcounts).
     changes: tokio::sync::Mutex<()>,
 }
@@ -117,6 +119,7 @@ impl StreamStore {
                 dir: config.wal_dir.clone(),
                 segment_bytes: config.segment_bytes,
                 max_write_bytes: config.max_write_bytes,
+                preallocate: config.wal_preallocate,
             },
             checkpoint.segment,
             gen_tx,
@@ -133,6 +136,9 @@ impl StreamStore {
             meta,
             tail_budget: TailBudget::new(config.tail_cache_bytes),
             refcounts: Mutex::new(refcounts),
+            pending_upload: std::sync::atomic::AtomicUsize::new(0),
+            upload_now: Notify::new(),
+            upload_bytes: config.upload_bytes,
         });
         let mut streams: HashMap<StreamId, Arc<Stream>> = HashMap::new();
         for (id, m) in &metas {
@@ -172,7 +178,6 @@ impl StreamStore {
             streams: Mutex::new(streams),
             deleted: Mutex::new(deleted),
             generation: gen_rx,
-            upload_now: Notify::new(),
             changes: tokio::sync::Mutex::new(()),
         });
         Ok(store)
@@ -183,13 +188,23 @@ impl StreamStore {
     pub fn start_background(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
         let interval = self.config.upload_interval;
+        let shared = Arc::clone(&self.shared);
+        let full = self.config.max_object_bytes / 2;
         tokio::spawn(async move {
+            let mut more = false;
             loop {
+                if !more {
+                    // Every interval, or early once `upload_bytes` wait.
+                    let _ = tokio::time::timeout(interval, shared.upload_now.notified()).await;
+                }
                 let Some(store) = weak.upgrade() else { return };
-                let notified = store.upload_now.notified();
-                let _ = tokio::time::timeout(interval, notified).await;
-                if let Err(e) = store.upload_once().await {
-                    tracing::warn!(error = %e, "upload failed; retrying");
+                match store.upload_once().await {
+                    // A large upload means more may be waiting: go again at once.
+                    Ok(n) => more = n >= full,
+                    Err(e) => {
+                        more = false;
+                        tracing::warn!(error = %e, "upload failed; retrying");
+                    }
                 }
             }
         });
@@ -344,10 +359,11 @@ impl StreamStore {
             inner.ranges.remove(start);
         }
         while inner.tail.front().is_some_and(|b| b.info.end_offset() <= new_start) {
-            if let Some(b) = inner.tail.pop_front()
-                && let Some(d) = &b.data
-            {
-                self.shared.tail_budget.release(d.len());
+            if let Some(b) = inner.tail.pop_front() {
+                self.shared.sub_pending(b.info.size as usize);
+                if let Some(d) = &b.data {
+                    self.shared.tail_budget.release(d.len());
+                }
             }
         }
         Ok(inner.start_offset)
@@ -381,7 +397,13 @@ impl StreamStore {
                 let batches = crate::wal::read_sources(std::mem::take(candidates)).await?;
                 sections.push((s.id(), batches.into_iter().map(|b| (b.info, b.data)).collect::<Vec<_>>()));
             }
-            let (data, secs) = object_format::build(&sections);
+            // Building copies every byte: keep it off the async workers.
+            let (sections, data, secs) = tokio::task::spawn_blocking(move || {
+                let (data, secs) = object_format::build(&sections);
+                (sections, data, secs)
+            })
+            .await
+            .map_err(|e| StreamError::Io(std::io::Error::other(e)))?;
             let name = format!("data/{}.obj", uuid::Uuid::new_v4().simple());
             let size = data.len() as u64;
             uploaded = data.len();
@@ -499,6 +521,11 @@ impl StreamStore {
     /// Bytes of WAL segments on disk: the upload backlog plus the open segment.
     pub fn wal_disk_bytes(&self) -> u64 {
         self.shared.wal.disk_bytes()
+    }
+
+    /// Bytes durable in the WAL and not yet in objects: the upload backlog.
+    pub fn upload_backlog(&self) -> usize {
+        self.shared.pending_upload.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Bytes held by the tail cache and the block cache.
@@ -641,6 +668,48 @@ mod tests {
         assert_eq!(texts(&a, 0).await.len(), 5);
         let end = a.offsets().1;
         assert_eq!(append(&a, 5).await, end);
+    }
+
+    #[tokio::test]
+    async fn preallocated_segments_replay_and_continue() {
+        let env = Env::new();
+        // Small segments so that several are zero-filled ahead and rolled into.
+        let store = env
+            .open(|c| {
+                c.segment_bytes = 4096;
+                c.wal_preallocate = true;
+            })
+            .await;
+        let a = store.open_stream(5);
+        for i in 0..400 {
+            append(&a, i).await;
+        }
+        let wal = env.dir.path().join("wal");
+        let zero_tailed = std::fs::read_dir(&wal)
+            .expect("dir")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".wal"))
+            .filter(|e| std::fs::read(e.path()).map(|d| d.last() == Some(&0)).unwrap_or(false))
+            .count();
+        assert!(zero_tailed > 0, "some segments were preallocated with zeros");
+        let before = texts(&a, 0).await;
+        drop(a);
+        drop(store);
+        // Replay reads through zero tails of sealed and open segments alike.
+        let store = env
+            .open(|c| {
+                c.segment_bytes = 4096;
+                c.wal_preallocate = true;
+            })
+            .await;
+        let a = store.open_stream(5);
+        assert_eq!(texts(&a, 0).await, before);
+        let end = a.offsets().1;
+        assert_eq!(append(&a, 7).await, end);
+        drop(a);
+        drop(store);
+        let store = env.open(|c| c.segment_bytes = 4096).await;
+        assert_eq!(store.open_stream(5).offsets().1, end + 2);
     }
 
     #[tokio::test]

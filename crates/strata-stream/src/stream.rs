@@ -233,6 +233,7 @@ impl Stream {
             );
         }
         let data = self.shared.tail_budget.try_admit(payload.len()).then(|| payload.clone());
+        self.shared.add_pending(payload.len());
         inner.tail.push_back(TailBatch { info, segment, position, data });
         inner.durable_end = end;
         if inner.next_offset < end {
@@ -244,6 +245,7 @@ impl Stream {
         let mut inner = self.lock();
         inner.closed = true;
         for b in inner.tail.drain(..) {
+            self.shared.sub_pending(b.info.size as usize);
             if let Some(d) = &b.data {
                 self.shared.tail_budget.release(d.len());
             }
@@ -492,10 +494,11 @@ impl Stream {
         let object: Arc<str> = Arc::from(entry.object.as_str());
         inner.ranges.insert(entry.start, Arc::new(ObjRange { entry, object }));
         while inner.tail.front().is_some_and(|b| b.info.end_offset() <= end) {
-            if let Some(b) = inner.tail.pop_front()
-                && let Some(d) = &b.data
-            {
-                self.shared.tail_budget.release(d.len());
+            if let Some(b) = inner.tail.pop_front() {
+                self.shared.sub_pending(b.info.size as usize);
+                if let Some(d) = &b.data {
+                    self.shared.tail_budget.release(d.len());
+                }
             }
         }
     }

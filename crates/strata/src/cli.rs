@@ -64,6 +64,9 @@ pub struct ServeArgs {
     /// Memory for recently written batches (tail cache), bytes [default: 268435456].
     #[arg(long, env = "STRATA_TAIL_CACHE_BYTES")]
     pub tail_cache_bytes: Option<usize>,
+    /// Zero-fill WAL segments ahead of use, so fsyncs need no metadata commit [default: false].
+    #[arg(long, env = "STRATA_WAL_PREALLOCATE")]
+    pub wal_preallocate: Option<bool>,
     /// Memory for object blocks (block cache), bytes [default: 268435456].
     #[arg(long, env = "STRATA_BLOCK_CACHE_BYTES")]
     pub block_cache_bytes: Option<u64>,

@@ -24,6 +24,7 @@ struct FileConfig {
     gc_grace_ms: Option<u64>,
     tail_cache_bytes: Option<usize>,
     block_cache_bytes: Option<u64>,
+    wal_preallocate: Option<bool>,
 }
 
 /// Everything `strata serve` runs with.
@@ -43,6 +44,7 @@ pub struct Settings {
     pub gc_grace_ms: u64,
     pub tail_cache_bytes: usize,
     pub block_cache_bytes: u64,
+    pub wal_preallocate: bool,
 }
 
 impl Settings {
@@ -83,6 +85,7 @@ impl Settings {
             gc_grace_ms: args.gc_grace_ms.or(file.gc_grace_ms).unwrap_or(60_000),
             tail_cache_bytes: args.tail_cache_bytes.or(file.tail_cache_bytes).unwrap_or(256 << 20),
             block_cache_bytes: args.block_cache_bytes.or(file.block_cache_bytes).unwrap_or(256 << 20),
+            wal_preallocate: args.wal_preallocate.or(file.wal_preallocate).unwrap_or(false),
         })
     }
 }

@@ -13,6 +13,7 @@ use strata_broker::{Broker, BrokerConfig};
 use strata_cluster::Catalog;
 use strata_meta::{EmbeddedStore, MetaStore};
 use strata_server::{Server, ServerConfig};
+use strata_stream::object_stores::DurableLocalStore;
 use strata_stream::{StreamStore, StreamStoreConfig};
 
 use crate::config::Settings;
@@ -22,7 +23,7 @@ fn open_object_store(url: &str) -> anyhow::Result<Arc<dyn ObjectStore>> {
     if let Some(path) = url.strip_prefix("file://") {
         std::fs::create_dir_all(path).with_context(|| format!("creating {path}"))?;
         let fs = LocalFileSystem::new_with_prefix(path).with_context(|| format!("opening {path}"))?;
-        return Ok(Arc::new(fs));
+        return Ok(Arc::new(DurableLocalStore::new(fs)));
     }
     if url.starts_with("s3://") {
         let parsed = url::Url::parse(url).with_context(|| format!("parsing {url}"))?;
@@ -73,6 +74,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     stream_config.gc_grace = Duration::from_millis(settings.gc_grace_ms);
     stream_config.tail_cache_bytes = settings.tail_cache_bytes;
     stream_config.block_cache_bytes = settings.block_cache_bytes;
+    stream_config.wal_preallocate = settings.wal_preallocate;
     let streams = StreamStore::open(stream_config, objects, Arc::clone(&meta))
         .await
         .context("opening the stream store")?;
