@@ -17,7 +17,7 @@ use crate::dispatch::{self, Reply};
 use crate::{ServerConfig, ServerError};
 
 /// Responses that may be queued behind a slow one before the reader pauses.
-const MAX_IN_FLIGHT: usize = 128;
+const MAX_IN_FLIGHT: usize = 32;
 
 /// Serves one connection until the peer closes it or sends something we refuse.
 pub(crate) async fn serve(

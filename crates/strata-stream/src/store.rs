@@ -58,7 +58,7 @@ impl StreamStoreConfig {
             wal_preallocate: false,
             upload_interval: Duration::from_secs(2),
             upload_bytes: 64 << 20,
-            max_object_bytes: 256 << 20,
+            max_object_bytes: 64 << 20,
             tail_cache_bytes: 256 << 20,
             block_cache_bytes: 256 << 20,
             block_bytes: 1 << 20,

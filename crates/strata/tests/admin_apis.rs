@@ -1,6 +1,7 @@
 //! APIs that none of the installable clients send in the form under test
 //! (DescribeTopicPartitions with paging, DescribeCluster, DeleteTopics by id,
-//! Metadata by topic id), driven over TCP with requests encoded by the test.
+//! Metadata by topic id, fetch sessions, ListOffsets for the max timestamp,
+//! Produce with acks=0), driven over TCP with requests encoded by the test.
 
 mod common;
 
@@ -13,12 +14,15 @@ use common::{BrokerProcess, topic};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_topic_partitions_request::{Cursor, TopicRequest};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiKey, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
     DescribeClusterRequest, DescribeClusterResponse, DescribeTopicPartitionsRequest,
-    DescribeTopicPartitionsResponse, MetadataRequest, MetadataResponse, RequestHeader, ResponseHeader,
-    TopicName,
+    DescribeTopicPartitionsResponse, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse,
+    MetadataRequest, MetadataResponse, ProduceRequest, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
@@ -28,6 +32,22 @@ struct Conn {
 }
 
 impl Conn {
+    /// Sends a request that gets no response (Produce with acks=0).
+    fn send_only<Req: Encodable>(&mut self, key: ApiKey, version: i16, req: &Req) {
+        let mut header = RequestHeader::default();
+        header.request_api_key = key as i16;
+        header.request_api_version = version;
+        header.correlation_id = self.next_id;
+        self.next_id += 1;
+        let mut body = BytesMut::new();
+        header.encode(&mut body, key.request_header_version(version)).expect("header");
+        req.encode(&mut body, version).expect("body");
+        let mut frame = BytesMut::new();
+        frame.put_i32(body.len() as i32);
+        frame.extend_from_slice(&body);
+        self.stream.write_all(&frame).expect("write");
+    }
+
     fn open(addr: &str) -> Self {
         let stream = TcpStream::connect(addr).expect("connect");
         stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
@@ -199,4 +219,125 @@ fn topics_by_id_in_metadata_and_delete() {
     let resp: MetadataResponse = conn.call(ApiKey::Metadata, 12, &req);
     assert_eq!(resp.topics[0].error_code, 3, "UNKNOWN_TOPIC_OR_PARTITION");
     assert_eq!(resp.topics[1].error_code, 17, "INVALID_TOPIC_EXCEPTION");
+}
+
+/// A record batch of `n` records with timestamps `ts(i)`, built by the crate's encoder.
+fn batch(n: i64, ts: impl Fn(i64) -> i64) -> Bytes {
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    let records: Vec<Record> = (0..n)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i,
+            sequence: i as i32,
+            timestamp: ts(i),
+            key: None,
+            value: Some(Bytes::from(format!("v{i}"))),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        records.iter(),
+        &RecordEncodeOptions { version: 2, compression: Compression::None },
+    )
+    .expect("encode");
+    buf.freeze()
+}
+
+fn produce_request(topic: &str, acks: i16, records: Bytes) -> ProduceRequest {
+    let mut pd = PartitionProduceData::default();
+    pd.index = 0;
+    pd.records = Some(records);
+    let mut td = TopicProduceData::default();
+    td.name = name(topic);
+    td.partition_data = vec![pd];
+    let mut req = ProduceRequest::default();
+    req.acks = acks;
+    req.timeout_ms = 5000;
+    req.topic_data = vec![td];
+    req
+}
+
+fn list_offset(conn: &mut Conn, topic: &str, timestamp: i64) -> (i16, i64, i64) {
+    let mut p = ListOffsetsPartition::default();
+    p.partition_index = 0;
+    p.current_leader_epoch = -1;
+    p.timestamp = timestamp;
+    let mut t = ListOffsetsTopic::default();
+    t.name = name(topic);
+    t.partitions = vec![p];
+    let mut req = ListOffsetsRequest::default();
+    req.replica_id = (-1).into();
+    req.topics = vec![t];
+    let resp: ListOffsetsResponse = conn.call(ApiKey::ListOffsets, 8, &req);
+    let p = &resp.topics[0].partitions[0];
+    (p.error_code, p.offset, p.timestamp)
+}
+
+#[test]
+fn acks_zero_max_timestamp_and_fetch_sessions() {
+    let broker = BrokerProcess::start();
+    let mut conn = Conn::open(&broker.addr);
+    let t = topic("acks0");
+    create(&mut conn, &t, 1);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    // acks=0: no response, but the data is written. Timestamps peak at record 2.
+    conn.send_only(
+        ApiKey::Produce,
+        9,
+        &produce_request(&t, 0, batch(4, |i| now - 1000 + if i == 2 { 900 } else { i })),
+    );
+    conn.send_only(ApiKey::Produce, 9, &produce_request(&t, 0, batch(3, |i| now - 500 + i)));
+    // The next answered request on the connection proves nothing was answered
+    // for the acks=0 ones (the correlation id is checked).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while list_offset(&mut conn, &t, -1).1 < 7 {
+        assert!(std::time::Instant::now() < deadline, "acks=0 data never arrived");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(list_offset(&mut conn, &t, -2), (0, 0, -1));
+    assert_eq!(list_offset(&mut conn, &t, -3), (0, 2, now - 100), "max timestamp is record 2's");
+    assert_eq!(list_offset(&mut conn, &t, now - 998), (0, 2, now - 100));
+    assert_eq!(list_offset(&mut conn, &t, now + 10_000), (0, -1, -1));
+
+    // Fetch sessions are declined: session id 0 on a full fetch, and an unknown
+    // session id is FETCH_SESSION_ID_NOT_FOUND.
+    let fetch = |session_id: i32, epoch: i32| {
+        let mut p = FetchPartition::default();
+        p.partition = 0;
+        p.fetch_offset = 0;
+        p.partition_max_bytes = 1 << 20;
+        p.current_leader_epoch = -1;
+        let mut ft = FetchTopic::default();
+        ft.topic = name(&t);
+        ft.partitions = vec![p];
+        let mut req = FetchRequest::default();
+        req.replica_id = (-1).into();
+        req.max_wait_ms = 100;
+        req.min_bytes = 1;
+        req.max_bytes = 1 << 20;
+        req.session_id = session_id;
+        req.session_epoch = epoch;
+        req.topics = vec![ft];
+        req
+    };
+    let resp: FetchResponse = conn.call(ApiKey::Fetch, 12, &fetch(0, 0));
+    assert_eq!((resp.error_code, resp.session_id), (0, 0));
+    let part = &resp.responses[0].partitions[0];
+    assert_eq!((part.error_code, part.high_watermark), (0, 7));
+    assert!(part.records.as_ref().is_some_and(|r| !r.is_empty()));
+    let resp: FetchResponse = conn.call(ApiKey::Fetch, 12, &fetch(77, 1));
+    assert_eq!(resp.error_code, 70, "FETCH_SESSION_ID_NOT_FOUND");
 }
