@@ -723,4 +723,134 @@ mod tests {
         assert!(store.cache_bytes().0 <= 10);
         assert_eq!(texts(&a, 0).await.len(), 10);
     }
+
+    mod faults {
+        use super::*;
+        use crate::object_stores::{Fault, FaultyStore, Operation, RetryConfig, RetryingStore};
+
+        fn quick_retry() -> RetryConfig {
+            RetryConfig {
+                initial_backoff: Duration::from_millis(5),
+                max_backoff: Duration::from_millis(20),
+                attempt_timeout: Duration::from_millis(200),
+                deadline: Duration::from_millis(600),
+            }
+        }
+
+        /// A store whose data objects and metadata manifests go through separate
+        /// fault injectors (over one in-memory bucket), data through retries.
+        struct FaultEnv {
+            dir: tempfile::TempDir,
+            bucket: Arc<dyn ObjectStore>,
+            data: FaultyStore,
+            meta: FaultyStore,
+        }
+
+        impl FaultEnv {
+            fn new() -> Self {
+                let bucket: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+                FaultEnv {
+                    dir: tempfile::tempdir().expect("tempdir"),
+                    data: FaultyStore::new(Arc::clone(&bucket)),
+                    meta: FaultyStore::new(Arc::clone(&bucket)),
+                    bucket,
+                }
+            }
+            async fn open(&self) -> Arc<StreamStore> {
+                let meta: Arc<dyn MetaStore> =
+                    Arc::new(EmbeddedStore::open(Arc::new(self.meta.clone()), "meta").await.expect("meta"));
+                let data: Arc<dyn ObjectStore> =
+                    Arc::new(RetryingStore::new(Arc::new(self.data.clone()), quick_retry()));
+                let cfg = StreamStoreConfig::new(self.dir.path().join("wal"));
+                StreamStore::open(cfg, data, meta).await.expect("open")
+            }
+            async fn object_count(&self) -> usize {
+                use futures::TryStreamExt;
+                let all: Vec<_> =
+                    self.bucket.list(Some(&Path::from("data"))).try_collect().await.expect("list");
+                all.len()
+            }
+        }
+
+        #[tokio::test]
+        async fn transient_put_failures_are_retried() {
+            let env = FaultEnv::new();
+            let store = env.open().await;
+            let a = store.open_stream(1);
+            for i in 0..5 {
+                append(&a, i).await;
+            }
+            env.data.set(Operation::Put, Fault::Fail(3));
+            assert!(store.upload_once().await.expect("retried upload") > 0);
+            assert!(a.lock().tail.is_empty());
+            assert_eq!(texts(&a, 0).await.len(), 5);
+        }
+
+        #[tokio::test]
+        async fn failing_or_hanging_object_puts_fail_the_upload_and_keep_the_tail() {
+            for fault in [Fault::FailAlways, Fault::Hang] {
+                let env = FaultEnv::new();
+                let store = env.open().await;
+                let a = store.open_stream(1);
+                for i in 0..5 {
+                    append(&a, i).await;
+                }
+                let before = texts(&a, 0).await;
+                env.data.set(Operation::Put, fault);
+                let started = std::time::Instant::now();
+                assert!(store.upload_once().await.is_err(), "{fault:?}");
+                assert!(started.elapsed() < Duration::from_secs(5), "{fault:?} did not hang the upload");
+                // Nothing indexed, the tail still serves reads, appends go on.
+                assert!(a.ranges().is_empty());
+                assert_eq!(texts(&a, 0).await, before);
+                append(&a, 5).await;
+                env.data.clear();
+                assert!(store.upload_once().await.expect("upload after recovery") > 0);
+                assert_eq!(a.ranges().len(), 1);
+                assert_eq!(texts(&a, 0).await.len(), 6);
+            }
+        }
+
+        #[tokio::test]
+        async fn a_failed_index_commit_leaves_an_unindexed_object_and_no_loss() {
+            let env = FaultEnv::new();
+            let store = env.open().await;
+            store.acquire(&[1]).await.expect("acquire");
+            let a = store.open_stream(1);
+            for i in 0..5 {
+                append(&a, i).await;
+            }
+            let before = texts(&a, 0).await;
+            env.meta.set(Operation::Put, Fault::FailAlways);
+            assert!(store.upload_once().await.is_err());
+            assert_eq!(env.object_count().await, 1, "the object was written");
+            assert!(a.ranges().is_empty(), "but not indexed");
+            assert_eq!(texts(&a, 0).await, before);
+            env.meta.clear();
+            store.upload_once().await.expect("upload after recovery");
+            assert_eq!(a.ranges().len(), 1);
+            assert_eq!(texts(&a, 0).await, before);
+            drop(a);
+            drop(store);
+            // After a restart the index and the WAL agree: every batch once.
+            let store = env.open().await;
+            let a = store.open_stream(1);
+            assert_eq!(texts(&a, 0).await, before);
+        }
+
+        #[tokio::test]
+        async fn failing_reads_surface_as_errors_and_recover() {
+            let env = FaultEnv::new();
+            let store = env.open().await;
+            let a = store.open_stream(1);
+            for i in 0..5 {
+                append(&a, i).await;
+            }
+            store.upload_once().await.expect("upload");
+            env.data.set(Operation::Get, Fault::FailAlways);
+            assert!(a.read(0, 1 << 20).await.is_err());
+            env.data.clear();
+            assert_eq!(texts(&a, 0).await.len(), 5);
+        }
+    }
 }

@@ -13,7 +13,7 @@ use strata_broker::{Broker, BrokerConfig};
 use strata_cluster::Catalog;
 use strata_meta::{EmbeddedStore, MetaStore};
 use strata_server::{Server, ServerConfig};
-use strata_stream::object_stores::DurableLocalStore;
+use strata_stream::object_stores::{DurableLocalStore, RetryConfig, RetryingStore};
 use strata_stream::{StreamStore, StreamStoreConfig};
 
 use crate::config::Settings;
@@ -60,7 +60,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .object_store
         .clone()
         .unwrap_or_else(|| format!("file://{}", data_dir.join("objects").display()));
-    let objects = open_object_store(&object_url)?;
+    // Transient failures (503 SlowDown, 5xx, timeouts) are retried with jittered
+    // backoff within a deadline; past it the caller gets an error, never a hang.
+    let objects: Arc<dyn ObjectStore> =
+        Arc::new(RetryingStore::new(open_object_store(&object_url)?, RetryConfig::default()));
     let meta: Arc<dyn MetaStore> = Arc::new(
         EmbeddedStore::open(Arc::clone(&objects), "meta").await.context("opening the metadata store")?,
     );
