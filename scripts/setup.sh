@@ -112,6 +112,16 @@ else
   printf '%s\n' "$node_want" >"$node_stamp"
 fi
 
+# --------------------------------------------------------------------- s3s-fs
+# A real S3-compatible server for the tests (persists to disk). Built once
+# (about 6 minutes on 2 cores) into a cache outside the clone; newer versions
+# need a newer rustc than the project's.
+STRATA_TOOLS="${STRATA_TOOLS:-$HOME/.cache/strata-tools}"
+if [ ! -x "$STRATA_TOOLS/bin/s3s-fs" ]; then
+  log "building s3s-fs 0.14.1 into $STRATA_TOOLS"
+  cargo install s3s-fs --version 0.14.1 --features binary --locked --root "$STRATA_TOOLS"
+fi
+
 # ---------------------------------------------------------------------- summary
 end_ts=$(date +%s)
 echo "strata setup done in $((end_ts - start_ts))s"
@@ -125,4 +135,5 @@ print(f"    librdkafka {confluent_kafka.libversion()[0]}")
 EOF
 echo "  node dir    : $STRATA_NODE_DIR (node $(node --version))"
 echo "    kafkajs@$(node -p "require('$STRATA_NODE_DIR/node_modules/kafkajs/package.json').version")"
+echo "  s3s-fs      : $STRATA_TOOLS/bin/s3s-fs"
 echo "  kcat        : $(command -v kcat) ($(kcat -V 2>&1 | grep -m1 '^Version' || true))"

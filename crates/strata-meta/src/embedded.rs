@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
@@ -37,30 +38,65 @@ impl EmbeddedStore {
     /// manifest, or starting empty when there is none.
     pub async fn open(store: Arc<dyn ObjectStore>, prefix: &str) -> Result<Self, MetaError> {
         let prefix = prefix.trim_end_matches('/').to_string();
-        let dir = Path::from(format!("{prefix}/manifest"));
-        let metas: Vec<_> = store.list(Some(&dir)).try_collect().await?;
-        let newest = metas
-            .iter()
-            .filter_map(|m| {
-                let name = m.location.filename()?;
-                name.parse::<u64>().ok().map(|rev| (rev, m.location.clone()))
-            })
-            .max_by_key(|(rev, _)| *rev);
-        let manifest = match newest {
-            None => Manifest::default(),
-            Some((_, path)) => {
-                let data = store.get(&path).await?.bytes().await?;
-                Manifest::decode(data)
-                    .map_err(|reason| MetaError::Corrupt { path: path.to_string(), reason })?
-            }
-        };
+        let manifest = load_newest(&store, &prefix).await?;
         tracing::debug!(revision = manifest.revision, "metadata manifest loaded");
         let (events, _) = broadcast::channel(1024);
-        Ok(Self { store, prefix, state: Mutex::new(State { manifest, fenced: false }), events })
+        let this = Self { store, prefix, state: Mutex::new(State { manifest, fenced: false }), events };
+        this.take_over().await?;
+        Ok(this)
+    }
+
+    /// Claims the prefix: commits the next revision (recording this process as
+    /// owner), reloading and retrying while a previous owner is still
+    /// committing. Once it succeeds, the previous owner's next commit fails.
+    async fn take_over(&self) -> Result<(), MetaError> {
+        let owner = Bytes::from(format!("{}-{}", std::process::id(), now_nanos()));
+        for attempt in 0..50 {
+            match self.txn(vec![], vec![Op::Put(OWNER_KEY.into(), owner.clone())]).await {
+                Ok(_) => return Ok(()),
+                Err(MetaError::Fenced(_)) => {
+                    let newest = load_newest(&self.store, &self.prefix).await?;
+                    let mut state = self.state.lock().await;
+                    state.manifest = newest;
+                    state.fenced = false;
+                    drop(state);
+                    tokio::time::sleep(std::time::Duration::from_millis(10 * (attempt + 1))).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(MetaError::Fenced(self.prefix.clone()))
     }
 
     fn manifest_path(&self, revision: u64) -> Path {
         Path::from(format!("{}/manifest/{revision:020}", self.prefix))
+    }
+}
+
+/// Key recording which process owns the prefix.
+const OWNER_KEY: &str = "owner";
+
+fn now_nanos() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+}
+
+/// Loads the newest manifest under `prefix`, or an empty one.
+async fn load_newest(store: &Arc<dyn ObjectStore>, prefix: &str) -> Result<Manifest, MetaError> {
+    let dir = Path::from(format!("{prefix}/manifest"));
+    let metas: Vec<_> = store.list(Some(&dir)).try_collect().await?;
+    let newest = metas
+        .iter()
+        .filter_map(|m| {
+            let name = m.location.filename()?;
+            name.parse::<u64>().ok().map(|rev| (rev, m.location.clone()))
+        })
+        .max_by_key(|(rev, _)| *rev);
+    match newest {
+        None => Ok(Manifest::default()),
+        Some((_, path)) => {
+            let data = store.get(&path).await?.bytes().await?;
+            Manifest::decode(data).map_err(|reason| MetaError::Corrupt { path: path.to_string(), reason })
+        }
     }
 }
 
@@ -153,6 +189,24 @@ impl MetaStore for EmbeddedStore {
     fn watch(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
     }
+
+    async fn check_fenced(&self) -> Result<(), MetaError> {
+        let mut state = self.state.lock().await;
+        if state.fenced {
+            return Err(MetaError::Fenced(self.prefix.clone()));
+        }
+        // Another process that committed has written our next revision.
+        match self.store.head(&self.manifest_path(state.manifest.revision + 1)).await {
+            Ok(_) => {
+                state.fenced = true;
+                tracing::error!(prefix = %self.prefix, "another process committed metadata on this prefix: fenced, \
+                    this broker stops acknowledging");
+                Err(MetaError::Fenced(self.prefix.clone()))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
 }
 
 /// Returns the revision that the store's newest manifest holds (for tests and
@@ -206,6 +260,15 @@ mod tests {
         assert!(matches!(err, Err(MetaError::Fenced(_))), "{err:?}");
         // Fenced stays fenced.
         assert!(matches!(a.put("k", Bytes::new()).await, Err(MetaError::Fenced(_))));
+        assert!(matches!(a.check_fenced().await, Err(MetaError::Fenced(_))));
+        // Opening takes the prefix over; a poll tells the previous owner
+        // without it committing anything.
+        let d = open(dir.path()).await;
+        assert!(d.check_fenced().await.is_ok());
+        let e = open(dir.path()).await;
+        assert!(matches!(d.check_fenced().await, Err(MetaError::Fenced(_))));
+        assert!(e.check_fenced().await.is_ok());
+        e.put("topics/v", Bytes::new()).await.expect("e put");
         let c = open(dir.path()).await;
         assert!(c.get("topics/z").await.expect("get").is_some());
         assert!(c.get("topics/w").await.expect("get").is_none());

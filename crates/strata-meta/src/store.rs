@@ -71,6 +71,12 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Subscribes to every change committed after this call.
     fn watch(&self) -> broadcast::Receiver<Event>;
 
+    /// Returns `Err(MetaError::Fenced)` when another process has taken over
+    /// this store (for stores that can be fenced); cheap enough to poll.
+    async fn check_fenced(&self) -> Result<(), MetaError> {
+        Ok(())
+    }
+
     /// Creates or replaces `key` unconditionally.
     async fn put(&self, key: &str, value: Bytes) -> Result<Revision, MetaError> {
         match self.txn(vec![], vec![Op::Put(key.to_string(), value)]).await? {

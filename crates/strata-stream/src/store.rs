@@ -198,9 +198,17 @@ impl StreamStore {
                     let _ = tokio::time::timeout(interval, shared.upload_now.notified()).await;
                 }
                 let Some(store) = weak.upgrade() else { return };
+                if let Err(strata_meta::MetaError::Fenced(prefix)) = store.shared.meta.check_fenced().await {
+                    store.fenced(&prefix);
+                    return;
+                }
                 match store.upload_once().await {
                     // A large upload means more may be waiting: go again at once.
                     Ok(n) => more = n >= full,
+                    Err(StreamError::Meta(strata_meta::MetaError::Fenced(prefix))) => {
+                        store.fenced(&prefix);
+                        return;
+                    }
                     Err(e) => {
                         more = false;
                         tracing::warn!(error = %e, "upload failed; retrying");
@@ -219,6 +227,15 @@ impl StreamStore {
                 }
             }
         });
+    }
+
+    /// Another process owns the metadata: refuse every append from now on.
+    fn fenced(&self, prefix: &str) {
+        tracing::error!(
+            prefix,
+            "fenced by another process on the same metadata prefix: refusing all appends"
+        );
+        self.shared.wal.refuse();
     }
 
     fn lock_streams(&self) -> std::sync::MutexGuard<'_, HashMap<StreamId, Arc<Stream>>> {

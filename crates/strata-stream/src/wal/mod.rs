@@ -204,6 +204,11 @@ impl Wal {
         self.tx.send(entry).map_err(|_| StreamError::Failed)
     }
 
+    /// Makes the WAL refuse every further append (the broker was fenced).
+    pub(crate) fn refuse(&self) {
+        self.failed.store(true, Ordering::Release);
+    }
+
     /// Whether a write or sync has failed (the WAL then refuses appends).
     pub fn is_failed(&self) -> bool {
         self.failed.load(Ordering::Acquire)

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod proxy;
+pub mod s3;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -18,10 +19,12 @@ pub struct BrokerProcess {
     pub data_dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
     extra: Vec<String>,
+    envs: Vec<(String, String)>,
 }
 
-fn spawn(data_dir: &Path, extra: &[String]) -> (Child, String) {
+fn spawn(data_dir: &Path, extra: &[String], envs: &[(String, String)]) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .envs(envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .arg("serve")
         .arg("--listen")
         .arg("127.0.0.1:0")
@@ -64,11 +67,17 @@ impl BrokerProcess {
 
     /// Starts a broker with extra `serve` flags.
     pub fn start_with(extra: &[&str]) -> Self {
+        Self::start_with_env(extra, &[])
+    }
+
+    /// Starts a broker with extra `serve` flags and environment variables.
+    pub fn start_with_env(extra: &[&str], envs: &[(&str, &str)]) -> Self {
         let tmp = tempfile::tempdir().expect("tempdir");
         let data_dir = tmp.path().join("data");
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let (child, addr) = spawn(&data_dir, &extra);
-        BrokerProcess { child, addr, data_dir, _tmp: Some(tmp), extra }
+        let envs: Vec<(String, String)> = envs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let (child, addr) = spawn(&data_dir, &extra, &envs);
+        BrokerProcess { child, addr, data_dir, _tmp: Some(tmp), extra, envs }
     }
 
     /// Kills the process with SIGKILL (no chance to flush anything).
@@ -80,7 +89,7 @@ impl BrokerProcess {
     /// Starts the broker again on the same data directory (new port).
     pub fn restart(&mut self) {
         self.kill9();
-        let (child, addr) = spawn(&self.data_dir, &self.extra);
+        let (child, addr) = spawn(&self.data_dir, &self.extra, &self.envs);
         self.child = child;
         self.addr = addr;
     }
