@@ -21,6 +21,9 @@ use crate::records;
 use crate::topic_config::TopicConfig;
 use crate::{Broker, BrokerError};
 
+/// Bytes queued for the WAL above which produce requests wait before appending.
+const WAL_QUEUE_LIMIT: usize = 64 << 20;
+
 /// How long a retried batch waits for its in-flight original to be durable.
 const DUPLICATE_WAIT: Duration = Duration::from_secs(30);
 
@@ -158,6 +161,9 @@ impl Broker {
     pub async fn produce(&self, req: ProduceRequest, version: i16) -> PendingProduce {
         let mut response = ProduceResponse::default();
         let mut waits = Vec::new();
+        // Backpressure: a connection reads its next request only after this one
+        // is appended, so waiting here bounds what acks=0 producers can queue.
+        self.streams.wal_room(WAL_QUEUE_LIMIT).await;
         let now = now_ms();
         for (ti, topic_data) in req.topic_data.into_iter().enumerate() {
             let mut tr = TopicProduceResponse::default();

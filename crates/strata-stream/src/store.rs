@@ -530,6 +530,24 @@ impl StreamStore {
         self.generation.clone()
     }
 
+    /// Waits while more than `limit` bytes are queued for the WAL writer, so
+    /// that producers that do not wait for acks (acks=0) cannot fill memory.
+    pub async fn wal_room(&self, limit: usize) {
+        let mut commits = self.commits();
+        while self.shared.wal.queued_bytes() > limit && !self.shared.wal.is_failed() {
+            commits.borrow_and_update();
+            if self.shared.wal.queued_bytes() <= limit {
+                return;
+            }
+            if tokio::time::timeout(Duration::from_millis(100), commits.changed())
+                .await
+                .is_ok_and(|r| r.is_err())
+            {
+                return;
+            }
+        }
+    }
+
     /// Whether the WAL has failed (appends are refused).
     pub fn is_failed(&self) -> bool {
         self.shared.wal.is_failed()

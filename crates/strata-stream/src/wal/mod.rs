@@ -65,6 +65,8 @@ pub struct Wal {
     /// batches reached their streams.
     durable_segment: Arc<AtomicU64>,
     dir: PathBuf,
+    /// Bytes submitted and not yet written (what the writer has queued).
+    queued: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 #[derive(Default)]
@@ -179,7 +181,9 @@ impl Wal {
         let failed = Arc::new(AtomicBool::new(false));
         let durable_segment = Arc::new(AtomicU64::new(seg_id));
         let dir = config.dir.clone();
+        let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let writer = Writer {
+            queued: Arc::clone(&queued),
             durable_segment: Arc::clone(&durable_segment),
             config,
             rx,
@@ -193,7 +197,7 @@ impl Wal {
             generation,
         };
         std::thread::Builder::new().name("strata-wal".into()).spawn(move || writer.run())?;
-        Ok((Arc::new(Wal { tx, segments, failed, durable_segment, dir }), replayed))
+        Ok((Arc::new(Wal { tx, segments, failed, durable_segment, dir, queued }), replayed))
     }
 
     /// Queues an entry for the writer.
@@ -201,12 +205,24 @@ impl Wal {
         if self.failed.load(Ordering::Acquire) {
             return Err(StreamError::Failed);
         }
-        self.tx.send(entry).map_err(|_| StreamError::Failed)
+        // Count before sending, so the writer never subtracts first.
+        let len = entry.payload.len();
+        self.queued.fetch_add(len, Ordering::AcqRel);
+        if self.tx.send(entry).is_err() {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
+            return Err(StreamError::Failed);
+        }
+        Ok(())
     }
 
     /// Makes the WAL refuse every further append (the broker was fenced).
     pub(crate) fn refuse(&self) {
         self.failed.store(true, Ordering::Release);
+    }
+
+    /// Bytes waiting for the writer.
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
     }
 
     /// Whether a write or sync has failed (the WAL then refuses appends).
@@ -289,6 +305,7 @@ struct Writer {
     failed: Arc<AtomicBool>,
     generation: watch::Sender<u64>,
     durable_segment: Arc<AtomicU64>,
+    queued: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Bytes zero-filled per segment: its roll size and some room for the last write.
@@ -336,6 +353,7 @@ impl Writer {
                     next = self.rx.try_recv().ok();
                 }
             }
+            let written_payload: usize = group.iter().map(|(e, _)| e.payload.len()).sum();
             let started = std::time::Instant::now();
             let result = self.file.write_all_at(&buf, self.seg_len).and_then(|()| self.file.sync_data());
             let took = started.elapsed();
@@ -361,6 +379,7 @@ impl Writer {
                             let _ = done.send(Ok(()));
                         }
                     }
+                    self.queued.fetch_sub(written_payload, Ordering::AcqRel);
                     self.durable_segment.store(self.seg_id, Ordering::Release);
                     self.generation.send_modify(|g| *g += 1);
                     self.maybe_prepare();
@@ -375,6 +394,7 @@ impl Writer {
                 }
                 Err(e) => {
                     self.fail(&e);
+                    self.queued.fetch_sub(written_payload, Ordering::AcqRel);
                     for (entry, _) in group.drain(..) {
                         if let Some(done) = entry.done {
                             let _ = done.send(Err(()));
