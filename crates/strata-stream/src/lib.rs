@@ -26,5 +26,6 @@ pub mod wal;
 
 pub use error::StreamError;
 pub use index::StreamMeta;
-pub use store::{StreamStore, StreamStoreConfig};
+pub use store::{StreamStore, StreamStoreConfig, WalKind};
 pub use stream::{AppendMeta, Appended, BatchInfo, ReadBatch, Stream, StreamId};
+pub use wal::object::ObjectWalConfig;

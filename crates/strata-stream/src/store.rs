@@ -21,9 +21,20 @@ use crate::shared::{Shared, TailBudget};
 use crate::wal::{Wal, WalConfig};
 use crate::{Stream, StreamError, StreamId};
 
+/// Which write-ahead log acknowledges appends.
+#[derive(Debug, Clone, Copy)]
+pub enum WalKind {
+    /// An fsync'd local file (its volume must survive the broker).
+    File,
+    /// Objects in the object store: nothing local.
+    Object(crate::wal::object::ObjectWalConfig),
+}
+
 /// Settings of the stream store.
 #[derive(Debug, Clone)]
 pub struct StreamStoreConfig {
+    /// Which WAL.
+    pub wal: WalKind,
     /// Directory of the WAL segments.
     pub wal_dir: PathBuf,
     /// WAL segment size before rolling.
@@ -52,6 +63,7 @@ impl StreamStoreConfig {
     /// Defaults for a WAL in `wal_dir`.
     pub fn new(wal_dir: PathBuf) -> Self {
         StreamStoreConfig {
+            wal: WalKind::File,
             wal_dir,
             segment_bytes: 128 << 20,
             max_write_bytes: 8 << 20,
@@ -114,16 +126,29 @@ impl StreamStore {
             meta.list(index::DELETED_PREFIX).await?.iter().filter_map(|e| index::stream_of(&e.key)).collect();
 
         let (gen_tx, gen_rx) = watch::channel(0u64);
-        let (wal, replayed) = Wal::open(
-            WalConfig {
-                dir: config.wal_dir.clone(),
-                segment_bytes: config.segment_bytes,
-                max_write_bytes: config.max_write_bytes,
-                preallocate: config.wal_preallocate,
-            },
-            checkpoint.segment,
-            gen_tx,
-        )?;
+        let (wal, replayed) = match config.wal {
+            WalKind::File => Wal::open(
+                WalConfig {
+                    dir: config.wal_dir.clone(),
+                    segment_bytes: config.segment_bytes,
+                    max_write_bytes: config.max_write_bytes,
+                    preallocate: config.wal_preallocate,
+                },
+                checkpoint.segment,
+                gen_tx,
+            )?,
+            WalKind::Object(wal_config) => {
+                crate::wal::object::open(
+                    Arc::clone(&objects),
+                    Arc::clone(&meta),
+                    wal_config,
+                    checkpoint.segment,
+                    gen_tx,
+                    config.wal_dir.clone(),
+                )
+                .await?
+            }
+        };
         let mut refcounts: HashMap<String, usize> = HashMap::new();
         for r in ranges.values() {
             *refcounts.entry(r.object.clone()).or_default() += 1;
@@ -488,7 +513,7 @@ impl StreamStore {
                 .meta
                 .txn(vec![], vec![Op::Put(index::CHECKPOINT_KEY.into(), index::encode(&cp))])
                 .await?;
-            self.shared.wal.delete_before(segment);
+            self.shared.wal.delete_before(segment).await;
         }
         Ok(uploaded)
     }

@@ -2,7 +2,6 @@
 //! or an object range) and reads.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::fs::File;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{Bytes, BytesMut};
@@ -68,7 +67,7 @@ pub(crate) struct TailBatch {
 /// Where a tail batch's bytes come from at upload or read time.
 pub(crate) enum Source {
     Memory(Bytes),
-    File(Arc<File>, u64),
+    File(crate::wal::SegmentHandle, u64),
 }
 
 /// One object range of the stream, as the metadata index holds it.
@@ -111,6 +110,7 @@ pub struct Stream {
     id: StreamId,
     inner: Mutex<Inner>,
     pub(crate) shared: Arc<Shared>,
+    rewinds: std::sync::atomic::AtomicU64,
 }
 
 /// The outcome of an accepted append: its offset, and a future that resolves
@@ -146,6 +146,7 @@ impl Stream {
                 closed: false,
             }),
             shared,
+            rewinds: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -239,6 +240,20 @@ impl Stream {
         if inner.next_offset < end {
             inner.next_offset = end;
         }
+    }
+
+    /// After a failed WAL write: the next append continues at the durable end
+    /// (the failed batches' offsets are handed out again).
+    pub(crate) fn rewind_to_durable(&self) {
+        let mut inner = self.lock();
+        inner.next_offset = inner.durable_end;
+        self.rewinds.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// How many times appends were rewound after a failed WAL write: state a
+    /// caller derived from appends (producer sequences) is stale when it changes.
+    pub fn rewinds(&self) -> u64 {
+        self.rewinds.load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub(crate) fn close(&self) {

@@ -64,6 +64,13 @@ pub struct ServeArgs {
     /// Memory for recently written batches (tail cache), bytes [default: 268435456].
     #[arg(long, env = "STRATA_TAIL_CACHE_BYTES")]
     pub tail_cache_bytes: Option<usize>,
+    /// Write-ahead log: `file` (fsync'd local file) or `object` (objects in the
+    /// object store, nothing local) [default: object for s3://, else file].
+    #[arg(long, env = "STRATA_WAL")]
+    pub wal: Option<String>,
+    /// Object WAL: how long a flush gathers batches, in ms [default: 10].
+    #[arg(long, env = "STRATA_WAL_FLUSH_MS")]
+    pub wal_flush_ms: Option<u64>,
     /// Zero-fill WAL segments ahead of use, so fsyncs need no metadata commit [default: false].
     #[arg(long, env = "STRATA_WAL_PREALLOCATE")]
     pub wal_preallocate: Option<bool>,

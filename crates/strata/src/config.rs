@@ -25,6 +25,8 @@ struct FileConfig {
     tail_cache_bytes: Option<usize>,
     block_cache_bytes: Option<u64>,
     wal_preallocate: Option<bool>,
+    wal: Option<String>,
+    wal_flush_ms: Option<u64>,
 }
 
 /// Everything `strata serve` runs with.
@@ -45,6 +47,8 @@ pub struct Settings {
     pub tail_cache_bytes: usize,
     pub block_cache_bytes: u64,
     pub wal_preallocate: bool,
+    pub wal: Option<String>,
+    pub wal_flush_ms: u64,
 }
 
 impl Settings {
@@ -86,6 +90,8 @@ impl Settings {
             tail_cache_bytes: args.tail_cache_bytes.or(file.tail_cache_bytes).unwrap_or(256 << 20),
             block_cache_bytes: args.block_cache_bytes.or(file.block_cache_bytes).unwrap_or(256 << 20),
             wal_preallocate: args.wal_preallocate.or(file.wal_preallocate).unwrap_or(false),
+            wal: args.wal.or(file.wal),
+            wal_flush_ms: args.wal_flush_ms.or(file.wal_flush_ms).unwrap_or(10),
         })
     }
 }

@@ -14,7 +14,7 @@ use strata_cluster::Catalog;
 use strata_meta::{EmbeddedStore, MetaStore};
 use strata_server::{Server, ServerConfig};
 use strata_stream::object_stores::{DurableLocalStore, RetryConfig, RetryingStore};
-use strata_stream::{StreamStore, StreamStoreConfig};
+use strata_stream::{ObjectWalConfig, StreamStore, StreamStoreConfig, WalKind};
 
 use crate::config::Settings;
 
@@ -78,6 +78,24 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     stream_config.tail_cache_bytes = settings.tail_cache_bytes;
     stream_config.block_cache_bytes = settings.block_cache_bytes;
     stream_config.wal_preallocate = settings.wal_preallocate;
+    let remote = object_url.starts_with("s3://");
+    stream_config.wal = match settings.wal.as_deref() {
+        Some("file") => WalKind::File,
+        Some("object") => WalKind::Object(ObjectWalConfig {
+            flush_delay: Duration::from_millis(settings.wal_flush_ms),
+            flush_bytes: 8 << 20,
+        }),
+        None if remote => WalKind::Object(ObjectWalConfig {
+            flush_delay: Duration::from_millis(settings.wal_flush_ms),
+            flush_bytes: 8 << 20,
+        }),
+        None => WalKind::File,
+        Some(other) => anyhow::bail!("--wal must be file or object, not {other}"),
+    };
+    let wal_name = match stream_config.wal {
+        WalKind::File => "file",
+        WalKind::Object(_) => "object",
+    };
     let streams = StreamStore::open(stream_config, objects, Arc::clone(&meta))
         .await
         .context("opening the stream store")?;
@@ -111,6 +129,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         advertised = %advertise,
         data_dir = %data_dir.display(),
         objects = %object_url,
+        wal = wal_name,
         cluster_id = %catalog.cluster_id(),
         node_id = settings.node_id,
         "strata listening"

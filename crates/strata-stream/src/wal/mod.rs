@@ -11,6 +11,7 @@
 //! difference (docs/benchmarks.md), so it is off by default. A zero record
 //! length marks the end of the written part of a segment.
 
+pub mod object;
 pub mod record;
 
 use std::collections::BTreeMap;
@@ -21,6 +22,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use bytes::{Bytes, BytesMut};
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::stream::{ReadBatch, Source};
@@ -69,25 +72,35 @@ pub struct Wal {
     queued: Arc<std::sync::atomic::AtomicUsize>,
 }
 
+/// Where a WAL segment's bytes are: a local file, or an object (object WAL).
+#[derive(Clone)]
+pub(crate) enum SegmentHandle {
+    File(Arc<File>),
+    Object(Arc<dyn ObjectStore>, ObjectPath),
+}
+
+impl From<Arc<File>> for SegmentHandle {
+    fn from(f: Arc<File>) -> Self {
+        SegmentHandle::File(f)
+    }
+}
+
 #[derive(Default)]
 struct Segments {
-    files: RwLock<BTreeMap<u64, Arc<File>>>,
+    files: RwLock<BTreeMap<u64, SegmentHandle>>,
 }
 
 impl Segments {
-    fn get(&self, id: u64) -> Option<Arc<File>> {
+    fn get(&self, id: u64) -> Option<SegmentHandle> {
         self.files.read().unwrap_or_else(|e| e.into_inner()).get(&id).cloned()
     }
-    fn insert(&self, id: u64, file: Arc<File>) {
-        self.files.write().unwrap_or_else(|e| e.into_inner()).insert(id, file);
+    fn insert(&self, id: u64, handle: impl Into<SegmentHandle>) {
+        self.files.write().unwrap_or_else(|e| e.into_inner()).insert(id, handle.into());
     }
-    fn remove_before(&self, id: u64) -> Vec<u64> {
+    fn remove_before(&self, id: u64) -> Vec<(u64, SegmentHandle)> {
         let mut files = self.files.write().unwrap_or_else(|e| e.into_inner());
         let old: Vec<u64> = files.range(..id).map(|(k, _)| *k).collect();
-        for k in &old {
-            files.remove(k);
-        }
-        old
+        old.into_iter().filter_map(|k| files.remove(&k).map(|h| (k, h))).collect()
     }
 }
 
@@ -231,7 +244,7 @@ impl Wal {
     }
 
     /// A read handle on a segment.
-    pub(crate) fn segment(&self, id: u64) -> Result<Arc<File>, StreamError> {
+    pub(crate) fn segment(&self, id: u64) -> Result<SegmentHandle, StreamError> {
         self.segments.get(id).ok_or_else(|| StreamError::Corrupt {
             segment: segment_path(&self.dir, id).display().to_string(),
             reason: "segment already deleted".into(),
@@ -244,12 +257,22 @@ impl Wal {
     }
 
     /// Deletes every segment before `id` (their batches are all in objects).
-    pub(crate) fn delete_before(&self, id: u64) {
-        for old in self.segments.remove_before(id) {
-            let path = segment_path(&self.dir, old);
-            match std::fs::remove_file(&path) {
-                Ok(()) => tracing::debug!(segment = %path.display(), "wal segment reclaimed"),
-                Err(e) => tracing::warn!(segment = %path.display(), error = %e, "cannot delete wal segment"),
+    pub(crate) async fn delete_before(&self, id: u64) {
+        for (old, handle) in self.segments.remove_before(id) {
+            match handle {
+                SegmentHandle::File(_) => {
+                    let path = segment_path(&self.dir, old);
+                    match std::fs::remove_file(&path) {
+                        Ok(()) => tracing::debug!(segment = %path.display(), "wal segment reclaimed"),
+                        Err(e) => {
+                            tracing::warn!(segment = %path.display(), error = %e, "cannot delete wal segment")
+                        }
+                    }
+                }
+                SegmentHandle::Object(store, path) => match store.delete(&path).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => tracing::warn!(object = %path, error = %e, "cannot delete wal object"),
+                },
             }
         }
     }
@@ -257,37 +280,48 @@ impl Wal {
     /// Bytes of WAL segments on disk.
     pub fn disk_bytes(&self) -> u64 {
         let files = self.segments.files.read().unwrap_or_else(|e| e.into_inner());
-        files.values().filter_map(|f| f.metadata().ok()).map(|m| m.len()).sum()
+        files
+            .values()
+            .filter_map(|h| match h {
+                SegmentHandle::File(f) => f.metadata().ok().map(|m| m.len()),
+                SegmentHandle::Object(..) => None,
+            })
+            .sum()
     }
 }
 
-/// Reads batches from memory or WAL segments.
+/// Reads batches from memory, WAL files or WAL objects.
 pub(crate) async fn read_sources(sources: Vec<(BatchInfo, Source)>) -> Result<Vec<ReadBatch>, StreamError> {
-    if sources.iter().all(|(_, s)| matches!(s, Source::Memory(_))) {
-        return Ok(sources
-            .into_iter()
-            .filter_map(|(info, s)| match s {
-                Source::Memory(data) => Some(ReadBatch { info, data }),
-                Source::File(..) => None,
-            })
-            .collect());
-    }
-    let task = tokio::task::spawn_blocking(move || {
-        let mut out = Vec::with_capacity(sources.len());
-        for (info, source) in sources {
-            let data = match source {
-                Source::Memory(d) => d,
-                Source::File(file, position) => {
-                    let mut buf = vec![0u8; info.size as usize];
-                    file.read_exact_at(&mut buf, position)?;
-                    Bytes::from(buf)
-                }
-            };
-            out.push(ReadBatch { info, data });
+    let mut out: Vec<Option<ReadBatch>> = Vec::with_capacity(sources.len());
+    let mut files = Vec::new();
+    for (i, (info, source)) in sources.into_iter().enumerate() {
+        match source {
+            Source::Memory(data) => out.push(Some(ReadBatch { info, data })),
+            Source::File(SegmentHandle::Object(store, path), position) => {
+                let data = store.get_range(&path, position..position + u64::from(info.size)).await?;
+                out.push(Some(ReadBatch { info, data }));
+            }
+            Source::File(SegmentHandle::File(file), position) => {
+                out.push(None);
+                files.push((i, info, file, position));
+            }
         }
-        Ok(out)
-    });
-    task.await.map_err(|e| StreamError::Io(std::io::Error::other(e)))?
+    }
+    if !files.is_empty() {
+        let task = tokio::task::spawn_blocking(move || {
+            let mut read = Vec::with_capacity(files.len());
+            for (i, info, file, position) in files {
+                let mut buf = vec![0u8; info.size as usize];
+                file.read_exact_at(&mut buf, position)?;
+                read.push((i, ReadBatch { info, data: Bytes::from(buf) }));
+            }
+            Ok::<_, StreamError>(read)
+        });
+        for (i, batch) in task.await.map_err(|e| StreamError::Io(std::io::Error::other(e)))?? {
+            out[i] = Some(batch);
+        }
+    }
+    Ok(out.into_iter().flatten().collect())
 }
 
 /// The writer thread's state.
