@@ -68,6 +68,9 @@ pub struct ServeArgs {
     /// object store, nothing local) [default: object for s3://, else file].
     #[arg(long, env = "STRATA_WAL")]
     pub wal: Option<String>,
+    /// How long object-store operations are retried before failing, in ms [default: 30000].
+    #[arg(long, env = "STRATA_OBJECT_STORE_RETRY_MS")]
+    pub object_store_retry_ms: Option<u64>,
     /// Object WAL: how long a flush gathers batches, in ms [default: 10].
     #[arg(long, env = "STRATA_WAL_FLUSH_MS")]
     pub wal_flush_ms: Option<u64>,

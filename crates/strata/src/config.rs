@@ -27,6 +27,7 @@ struct FileConfig {
     wal_preallocate: Option<bool>,
     wal: Option<String>,
     wal_flush_ms: Option<u64>,
+    object_store_retry_ms: Option<u64>,
 }
 
 /// Everything `strata serve` runs with.
@@ -49,6 +50,7 @@ pub struct Settings {
     pub wal_preallocate: bool,
     pub wal: Option<String>,
     pub wal_flush_ms: u64,
+    pub object_store_retry_ms: u64,
 }
 
 impl Settings {
@@ -92,6 +94,10 @@ impl Settings {
             wal_preallocate: args.wal_preallocate.or(file.wal_preallocate).unwrap_or(false),
             wal: args.wal.or(file.wal),
             wal_flush_ms: args.wal_flush_ms.or(file.wal_flush_ms).unwrap_or(10),
+            object_store_retry_ms: args
+                .object_store_retry_ms
+                .or(file.object_store_retry_ms)
+                .unwrap_or(30_000),
         })
     }
 }

@@ -62,8 +62,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .unwrap_or_else(|| format!("file://{}", data_dir.join("objects").display()));
     // Transient failures (503 SlowDown, 5xx, timeouts) are retried with jittered
     // backoff within a deadline; past it the caller gets an error, never a hang.
-    let objects: Arc<dyn ObjectStore> =
-        Arc::new(RetryingStore::new(open_object_store(&object_url)?, RetryConfig::default()));
+    let retry = RetryConfig {
+        deadline: Duration::from_millis(settings.object_store_retry_ms),
+        attempt_timeout: Duration::from_millis(settings.object_store_retry_ms.clamp(100, 10_000)),
+        ..RetryConfig::default()
+    };
+    let objects: Arc<dyn ObjectStore> = Arc::new(RetryingStore::new(open_object_store(&object_url)?, retry));
     let meta: Arc<dyn MetaStore> = Arc::new(
         EmbeddedStore::open(Arc::clone(&objects), "meta").await.context("opening the metadata store")?,
     );

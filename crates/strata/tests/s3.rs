@@ -229,3 +229,91 @@ async fn a_new_process_with_an_empty_disk_serves_everything_acknowledged() {
         assert!(w[1].1 > w[0].1, "partition 0: {:?} then {:?} (duplicate or reorder)", w[0], w[1]);
     }
 }
+
+/// The S3 server is stopped mid-load and started again: while it is down,
+/// produces fail with a retriable error (never hang, never an ack); afterwards
+/// they succeed by themselves; every acknowledged message is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_outage_fails_produces_retriably_then_service_resumes() {
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+    let mut s3 = S3Server::start("strata-bucket");
+    let env = s3.env();
+    let envs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let broker = BrokerProcess::start_with_env(
+        &["--object-store", "s3://strata-bucket/outage", "--object-store-retry-ms", "1500"],
+        &envs,
+    );
+    let name = topic("outage");
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", &broker.addr).create().expect("admin");
+    admin
+        .create_topics(&[NewTopic::new(&name, 1, TopicReplication::Fixed(1))], &AdminOptions::new())
+        .await
+        .expect("create")[0]
+        .as_ref()
+        .expect("created");
+    let p: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .set("acks", "all")
+        .set("retries", "0")
+        .set("message.timeout.ms", "10000")
+        .create()
+        .expect("producer");
+    let mut acked = Vec::new();
+    for i in 0..20 {
+        let v = format!("before-{i}");
+        let d = p
+            .send(FutureRecord::<(), _>::to(&name).payload(&v), Duration::from_secs(5))
+            .await
+            .expect("acked");
+        acked.push((d.offset, v));
+    }
+    s3.stop();
+    let started = Instant::now();
+    let down = p.send(FutureRecord::<(), _>::to(&name).payload("while-down"), Duration::from_secs(5)).await;
+    match down {
+        Err((KafkaError::MessageProduction(code), _)) => {
+            assert!(
+                matches!(code, RDKafkaErrorCode::KafkaStorageError | RDKafkaErrorCode::RequestTimedOut),
+                "{code:?} is not the retriable error expected"
+            );
+        }
+        other => panic!("a produce while S3 is down must fail, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(9), "the failure took {:?}", started.elapsed());
+    s3.resume();
+    // Service resumes by itself.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match p.send(FutureRecord::<(), _>::to(&name).payload("after"), Duration::from_secs(5)).await {
+            Ok(d) => {
+                acked.push((d.offset, "after".to_string()));
+                break;
+            }
+            Err(e) => assert!(Instant::now() < deadline, "produces did not resume: {e:?}"),
+        }
+    }
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .set("group.id", "strata-tests")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&name, 0, Offset::Beginning).expect("tpl");
+    c.assign(&tpl).expect("assign");
+    let mut stored = std::collections::HashMap::new();
+    let end = c.fetch_watermarks(&name, 0, Duration::from_secs(10)).expect("watermarks").1;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while (stored.len() as i64) < end {
+        assert!(Instant::now() < deadline, "read {} of {end}", stored.len());
+        let Some(m) = c.poll(Duration::from_millis(200)) else { continue };
+        let m = m.expect("consume");
+        stored.insert(m.offset(), String::from_utf8(m.payload().unwrap_or_default().to_vec()).expect("utf8"));
+    }
+    for (off, v) in &acked {
+        assert_eq!(stored.get(off), Some(v), "acknowledged offset {off} lost");
+    }
+    assert!(stored.values().all(|v| v != "while-down"), "a failed produce must not be stored");
+}

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::proxy::Proxy;
+use common::s3::S3Server;
 use common::{BrokerProcess, topic};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -119,4 +120,115 @@ async fn slow_idempotent_producer_survives_twenty_kills() {
         got += 1;
     }
     println!("{KILLS} kills: {count} messages, each stored exactly once in order");
+}
+
+/// Issue 4's long statelessness variant: the object WAL on s3s-fs; an
+/// idempotent producer writes through a proxy while the broker is killed with
+/// SIGKILL at random moments, `KILLS` times, and each time replaced by a new
+/// process with a brand-new, empty data dir. Every message ends up stored
+/// exactly once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_object_wal_survives_twenty_kills_with_empty_disks() {
+    let s3 = S3Server::start("strata-bucket");
+    let env = s3.env();
+    let envs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let proxy = Proxy::start().await;
+    let flags = [
+        "--object-store",
+        "s3://strata-bucket/kills",
+        "--advertise",
+        &proxy.addr,
+        "--upload-interval-ms",
+        "200",
+    ];
+    let mut broker = BrokerProcess::start_with_env(&flags, &envs);
+    proxy.set_target(&broker.addr);
+    let name = topic("slow-object-wal");
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", &proxy.addr).create().expect("admin");
+    admin
+        .create_topics(&[NewTopic::new(&name, PARTITIONS, TopicReplication::Fixed(1))], &AdminOptions::new())
+        .await
+        .expect("create")[0]
+        .as_ref()
+        .expect("created");
+    let p: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &proxy.addr)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "2")
+        .set("message.timeout.ms", "300000")
+        .set("reconnect.backoff.ms", "50")
+        .set("reconnect.backoff.max.ms", "500")
+        .create()
+        .expect("producer");
+    let stop = Arc::new(AtomicBool::new(false));
+    let (stop2, name2) = (Arc::clone(&stop), name.clone());
+    let sender = tokio::spawn(async move {
+        let mut futures = Vec::new();
+        let mut i = 0u64;
+        while !stop2.load(Ordering::Relaxed) {
+            for _ in 0..100 {
+                let v = i.to_string();
+                let rec =
+                    FutureRecord::<(), _>::to(&name2).partition((i % PARTITIONS as u64) as i32).payload(&v);
+                futures.push(p.send_result(rec).map_err(|(e, _)| e).expect("enqueue"));
+                i += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut failures = 0;
+        for f in futures {
+            if !matches!(f.await, Ok(Ok(_))) {
+                failures += 1;
+            }
+        }
+        (i, failures)
+    });
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..KILLS {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        tokio::time::sleep(Duration::from_millis(300 + seed % 1200)).await;
+        broker.kill9();
+        proxy.cut_all();
+        broker = BrokerProcess::start_with_env(&flags, &envs);
+        proxy.set_target(&broker.addr);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (count, failures) = sender.await.expect("sender");
+    assert_eq!(failures, 0, "deliveries failed");
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &proxy.addr)
+        .set("group.id", "strata-tests")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    let mut total = 0;
+    for part in 0..PARTITIONS {
+        tpl.add_partition_offset(&name, part, Offset::Beginning).expect("tpl");
+        total += c.fetch_watermarks(&name, part, Duration::from_secs(10)).expect("watermarks").1;
+    }
+    assert_eq!(total as u64, count, "stored {total} for {count} sent");
+    c.assign(&tpl).expect("assign");
+    let mut next: HashMap<i32, u64> = (0..PARTITIONS).map(|p| (p, p as u64)).collect();
+    let mut got = 0;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while got < total {
+        assert!(Instant::now() < deadline, "read {got} of {total}");
+        let Some(m) = c.poll(Duration::from_millis(200)) else { continue };
+        let m = m.expect("consume");
+        let v: u64 =
+            std::str::from_utf8(m.payload().expect("payload")).expect("utf8").parse().expect("number");
+        let want = next.get_mut(&m.partition()).expect("partition");
+        assert_eq!(v, *want, "partition {} offset {}", m.partition(), m.offset());
+        *want += PARTITIONS as u64;
+        got += 1;
+    }
+    println!(
+        "object WAL, {KILLS} kills with empty disks: {count} messages, each stored exactly once in order"
+    );
 }

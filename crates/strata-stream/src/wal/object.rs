@@ -198,8 +198,15 @@ impl ObjectWriter {
                 }
                 Flush::Failed(e) => {
                     tracing::warn!(object = %path, error = %e, "wal object write failed; failing its batches");
-                    // The object may exist after all (a lost response): never reuse its name.
+                    // The object may exist after all (a lost response): never
+                    // reuse its name, and remove it so replay cannot see
+                    // batches that were refused (best effort: see NOTES.md).
                     self.seq += 1;
+                    if let Err(e) = self.runtime.block_on(self.store.delete(&path))
+                        && !matches!(e, object_store::Error::NotFound { .. })
+                    {
+                        tracing::error!(object = %path, error = %e, "cannot remove a failed wal object");
+                    }
                     self.recover(group);
                 }
             }

@@ -12,7 +12,25 @@ pub struct S3Server {
     child: Child,
     pub endpoint: String,
     pub root: PathBuf,
+    port: u16,
     _tmp: tempfile::TempDir,
+}
+
+fn spawn(root: &std::path::Path, port: u16) -> Child {
+    let child = Command::new(binary())
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
+        .arg(root)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn s3s-fs");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "s3s-fs did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
 }
 
 pub const ACCESS_KEY: &str = "strata-test";
@@ -35,21 +53,20 @@ impl S3Server {
         let root = tmp.path().join("s3");
         std::fs::create_dir_all(root.join(bucket)).expect("bucket dir");
         let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
-        let child = Command::new(binary())
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
-            .arg(&root)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn s3s-fs");
+        let child = spawn(&root, port);
         let endpoint = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "s3s-fs did not listen on {port}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        S3Server { child, endpoint, root, _tmp: tmp }
+        S3Server { child, endpoint, root, port, _tmp: tmp }
+    }
+
+    /// Stops the server (its data stays on disk).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port and data.
+    pub fn resume(&mut self) {
+        self.child = spawn(&self.root, self.port);
     }
 
     /// The environment `strata serve` reads its S3 settings from.
