@@ -18,8 +18,9 @@ use strata_stream::{ObjectWalConfig, StreamStore, StreamStoreConfig, WalKind};
 
 use crate::config::Settings;
 
-/// Opens the object store named by `url`.
-fn open_object_store(url: &str) -> anyhow::Result<Arc<dyn ObjectStore>> {
+/// Opens the object store named by `url`; `retry_for` bounds the S3 client's
+/// own retries (ours wrap them, see `RetryingStore`).
+fn open_object_store(url: &str, retry_for: Duration) -> anyhow::Result<Arc<dyn ObjectStore>> {
     if let Some(path) = url.strip_prefix("file://") {
         std::fs::create_dir_all(path).with_context(|| format!("creating {path}"))?;
         let fs = LocalFileSystem::new_with_prefix(path).with_context(|| format!("opening {path}"))?;
@@ -28,8 +29,14 @@ fn open_object_store(url: &str) -> anyhow::Result<Arc<dyn ObjectStore>> {
     if url.starts_with("s3://") {
         let parsed = url::Url::parse(url).with_context(|| format!("parsing {url}"))?;
         let bucket = parsed.host_str().context("s3 url needs a bucket")?;
+        let client_retry = object_store::RetryConfig {
+            max_retries: 2,
+            retry_timeout: retry_for,
+            backoff: object_store::BackoffConfig::default(),
+        };
         let s3 = object_store::aws::AmazonS3Builder::from_env()
             .with_bucket_name(bucket)
+            .with_retry(client_retry)
             .build()
             .context("configuring S3 from the environment")?;
         let prefix = parsed.path().trim_matches('/');
@@ -67,7 +74,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         attempt_timeout: Duration::from_millis(settings.object_store_retry_ms.clamp(100, 10_000)),
         ..RetryConfig::default()
     };
-    let objects: Arc<dyn ObjectStore> = Arc::new(RetryingStore::new(open_object_store(&object_url)?, retry));
+    let inner = open_object_store(&object_url, retry.attempt_timeout)?;
+    let objects: Arc<dyn ObjectStore> = Arc::new(RetryingStore::new(inner, retry));
     let meta: Arc<dyn MetaStore> = Arc::new(
         EmbeddedStore::open(Arc::clone(&objects), "meta").await.context("opening the metadata store")?,
     );

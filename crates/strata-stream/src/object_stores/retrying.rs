@@ -109,7 +109,20 @@ impl std::fmt::Display for RetryingStore {
 impl ObjectStore for RetryingStore {
     async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
         if !matches!(opts.mode, PutMode::Overwrite) {
-            return self.inner.put_opts(location, payload, opts).await;
+            // One attempt, but bounded like every other.
+            return match tokio::time::timeout(
+                self.config.attempt_timeout,
+                self.inner.put_opts(location, payload, opts),
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(object_store::Error::Generic {
+                    store: "Retrying",
+                    source: format!("conditional put timed out after {:?}", self.config.attempt_timeout)
+                        .into(),
+                }),
+            };
         }
         self.retry("put", || self.inner.put_opts(location, payload.clone(), opts.clone())).await
     }
