@@ -123,11 +123,33 @@ async fn a_second_broker_on_the_prefix_fences_the_first() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let refused = p1.send(FutureRecord::<(), _>::to(&name).payload("after"), Duration::from_secs(5)).await;
     assert!(refused.is_err(), "the fenced broker still acknowledged a produce");
-    // The new owner serves and takes writes.
+    // The new owner serves what the first acknowledged, and takes writes.
     let p2 = producer(&second.addr);
-    p2.send(FutureRecord::<(), _>::to(&name).payload("new owner"), Duration::from_secs(5))
+    let d = p2
+        .send(FutureRecord::<(), _>::to(&name).payload("new owner"), Duration::from_secs(5))
         .await
         .expect("acked");
+    assert_eq!(d.offset, 1, "the new owner continues after the acknowledged message");
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &second.addr)
+        .set("group.id", "strata-tests")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&name, 0, Offset::Beginning).expect("tpl");
+    c.assign(&tpl).expect("assign");
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got.len() < 2 {
+        assert!(Instant::now() < deadline, "read {got:?}");
+        if let Some(m) = c.poll(Duration::from_millis(200)) {
+            got.push(
+                String::from_utf8(m.expect("consume").payload().unwrap_or_default().to_vec()).expect("utf8"),
+            );
+        }
+    }
+    assert_eq!(got, vec!["before".to_string(), "new owner".to_string()]);
 }
 
 /// Statelessness: with the object WAL (the default for s3://), a broker takes
