@@ -49,7 +49,7 @@ fn open_object_store(url: &str, retry_for: Duration) -> anyhow::Result<Arc<dyn O
 }
 
 fn absolute(path: &Path) -> anyhow::Result<std::path::PathBuf> {
-    Ok(if path.is_absolute() { path.to_path_buf() } else { std::env::current_dir()?.join(path) })
+    Ok(std::path::absolute(path)?)
 }
 
 /// Splits `host:port` for advertising.
