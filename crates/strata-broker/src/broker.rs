@@ -109,11 +109,6 @@ impl Broker {
         self.catalog.cluster_id()
     }
 
-    /// The stream store (for operational figures such as the upload backlog).
-    pub fn streams(&self) -> &Arc<StreamStore> {
-        &self.streams
-    }
-
     pub(crate) fn node(&self) -> BrokerId {
         BrokerId(self.config.node_id)
     }

@@ -85,13 +85,13 @@ impl Broker {
     async fn append_one(
         &self,
         topic: &strata_cluster::TopicRecord,
+        cfg: &TopicConfig,
         partition: i32,
         data: Option<&Bytes>,
         now: i64,
     ) -> Result<(Wait, i64, i64, bool), BrokerError> {
         let stream = self.partition(topic, partition).ok_or(BrokerError::UnknownTopicOrPartition)?;
         let data = data.ok_or_else(|| BrokerError::InvalidRecord("null records".into()))?;
-        let cfg = TopicConfig::from_explicit(&topic.configs);
         if data.len() as i64 > cfg.max_message_bytes {
             return Err(BrokerError::MessageTooLarge { size: data.len(), max: cfg.max_message_bytes });
         }
@@ -174,16 +174,18 @@ impl Broker {
                 tr.name = topic_data.name.clone();
                 self.catalog.topic(topic_data.name.as_str()).ok_or(BrokerError::UnknownTopicOrPartition)
             };
+            // Once per topic, not per partition: configs do not change mid-request.
+            let cfg = topic.as_ref().ok().map(|t| TopicConfig::from_explicit(&t.configs));
             for (pi, pd) in topic_data.partition_data.into_iter().enumerate() {
                 let mut pr = PartitionProduceResponse::default();
                 pr.index = pd.index;
                 pr.base_offset = -1;
                 pr.log_append_time_ms = -1;
                 pr.log_start_offset = -1;
-                let outcome = match &topic {
-                    Ok(t) => self.append_one(t, pd.index, pd.records.as_ref(), now).await,
-                    Err(BrokerError::UnknownTopicId) => Err(BrokerError::UnknownTopicId),
-                    Err(_) => Err(BrokerError::UnknownTopicOrPartition),
+                let outcome = match (&topic, &cfg) {
+                    (Ok(t), Some(cfg)) => self.append_one(t, cfg, pd.index, pd.records.as_ref(), now).await,
+                    (Err(BrokerError::UnknownTopicId), _) => Err(BrokerError::UnknownTopicId),
+                    _ => Err(BrokerError::UnknownTopicOrPartition),
                 };
                 match outcome {
                     Ok((wait, base, start, log_append)) => {

@@ -179,15 +179,6 @@ pub fn is_log_append_time(data: &[u8]) -> bool {
     data.len() >= HEADER_LEN && i16_at(data, 21) & TIMESTAMP_TYPE_BIT != 0
 }
 
-/// Total length of the batch at the start of `data`, if its header is there.
-pub fn batch_len(data: &[u8]) -> Option<usize> {
-    if data.len() < 12 {
-        return None;
-    }
-    let len = i32_at(data, 8);
-    (len >= 0).then_some(len as usize + 12)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -400,14 +400,7 @@ impl StreamStore {
         for (start, _) in &dropped {
             inner.ranges.remove(start);
         }
-        while inner.tail.front().is_some_and(|b| b.info.end_offset() <= new_start) {
-            if let Some(b) = inner.tail.pop_front() {
-                self.shared.sub_pending(b.info.size as usize);
-                if let Some(d) = &b.data {
-                    self.shared.tail_budget.release(d.len());
-                }
-            }
-        }
+        inner.drop_tail(&self.shared, Some(new_start));
         Ok(inner.start_offset)
     }
 
@@ -558,6 +551,9 @@ impl StreamStore {
     /// Waits while more than `limit` bytes are queued for the WAL writer, so
     /// that producers that do not wait for acks (acks=0) cannot fill memory.
     pub async fn wal_room(&self, limit: usize) {
+        if self.shared.wal.queued_bytes() <= limit {
+            return; // the common case: no receiver to set up
+        }
         let mut commits = self.commits();
         while self.shared.wal.queued_bytes() > limit && !self.shared.wal.is_failed() {
             commits.borrow_and_update();
@@ -576,16 +572,6 @@ impl StreamStore {
     /// Whether the WAL has failed (appends are refused).
     pub fn is_failed(&self) -> bool {
         self.shared.wal.is_failed()
-    }
-
-    /// Bytes of WAL segments on disk: the upload backlog plus the open segment.
-    pub fn wal_disk_bytes(&self) -> u64 {
-        self.shared.wal.disk_bytes()
-    }
-
-    /// Bytes durable in the WAL and not yet in objects: the upload backlog.
-    pub fn upload_backlog(&self) -> usize {
-        self.shared.pending_upload.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Bytes held by the tail cache and the block cache.

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::index::RangeEntry;
@@ -64,6 +64,16 @@ pub(crate) struct TailBatch {
     pub data: Option<Bytes>,
 }
 
+impl TailBatch {
+    /// Where to read this batch from: the tail cache, else its WAL segment.
+    fn source(&self, shared: &Shared) -> Result<Source, StreamError> {
+        Ok(match &self.data {
+            Some(d) => Source::Memory(d.clone()),
+            None => Source::File(shared.wal.segment(self.segment)?, self.position),
+        })
+    }
+}
+
 /// Where a tail batch's bytes come from at upload or read time.
 pub(crate) enum Source {
     Memory(Bytes),
@@ -102,6 +112,19 @@ impl Inner {
     }
     pub fn meta(&self) -> StreamMeta {
         StreamMeta { start: self.start_offset, epochs: self.epochs.clone() }
+    }
+
+    /// Drops tail batches that end at or before `end` (all when `None`),
+    /// releasing their tail-cache and upload-backlog accounting.
+    pub fn drop_tail(&mut self, shared: &Shared, end: Option<i64>) {
+        while self.tail.front().is_some_and(|b| end.is_none_or(|e| b.info.end_offset() <= e)) {
+            if let Some(b) = self.tail.pop_front() {
+                shared.sub_pending(b.info.size as usize);
+                if let Some(d) = &b.data {
+                    shared.tail_budget.release(d.len());
+                }
+            }
+        }
     }
 }
 
@@ -259,12 +282,7 @@ impl Stream {
     pub(crate) fn close(&self) {
         let mut inner = self.lock();
         inner.closed = true;
-        for b in inner.tail.drain(..) {
-            self.shared.sub_pending(b.info.size as usize);
-            if let Some(d) = &b.data {
-                self.shared.tail_budget.release(d.len());
-            }
-        }
+        inner.drop_tail(&self.shared, None);
         inner.ranges.clear();
     }
 
@@ -273,11 +291,6 @@ impl Stream {
     pub fn offsets(&self) -> (i64, i64) {
         let inner = self.lock();
         (inner.start_offset, inner.durable_end)
-    }
-
-    /// The offset the next append will get.
-    pub fn next_offset(&self) -> i64 {
-        self.lock().next_offset
     }
 
     /// Bytes held by the stream in objects and the WAL tail.
@@ -417,11 +430,7 @@ impl Stream {
                             break;
                         }
                         total += size;
-                        let source = match &b.data {
-                            Some(d) => Source::Memory(d.clone()),
-                            None => Source::File(self.shared.wal.segment(b.segment)?, b.position),
-                        };
-                        out.push((b.info, source));
+                        out.push((b.info, b.source(&self.shared)?));
                         if total >= max_bytes {
                             break;
                         }
@@ -490,11 +499,7 @@ impl Stream {
                 break;
             }
             total += b.info.size as usize;
-            let source = match &b.data {
-                Some(d) => Source::Memory(d.clone()),
-                None => Source::File(self.shared.wal.segment(b.segment)?, b.position),
-            };
-            out.push((b.info, source));
+            out.push((b.info, b.source(&self.shared)?));
         }
         Ok(out)
     }
@@ -508,14 +513,7 @@ impl Stream {
         let end = entry.end;
         let object: Arc<str> = Arc::from(entry.object.as_str());
         inner.ranges.insert(entry.start, Arc::new(ObjRange { entry, object }));
-        while inner.tail.front().is_some_and(|b| b.info.end_offset() <= end) {
-            if let Some(b) = inner.tail.pop_front() {
-                self.shared.sub_pending(b.info.size as usize);
-                if let Some(d) = &b.data {
-                    self.shared.tail_budget.release(d.len());
-                }
-            }
-        }
+        inner.drop_tail(&self.shared, Some(end));
     }
 
     /// The WAL segment of the oldest batch not yet in an object.
@@ -533,14 +531,5 @@ impl Stream {
             inner.durable_end = end;
             inner.next_offset = end;
         }
-    }
-
-    /// Concatenates read batches (for callers that want one buffer).
-    pub fn concat(batches: &[ReadBatch]) -> Bytes {
-        let mut out = BytesMut::with_capacity(batches.iter().map(|b| b.data.len()).sum());
-        for b in batches {
-            out.extend_from_slice(&b.data);
-        }
-        out.freeze()
     }
 }

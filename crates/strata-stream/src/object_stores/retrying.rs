@@ -51,6 +51,13 @@ pub fn is_transient(e: &object_store::Error) -> bool {
     matches!(e, object_store::Error::Generic { .. } | object_store::Error::JoinError { .. })
 }
 
+fn timed_out(what: &str, after: Duration) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "Retrying",
+        source: format!("{what} timed out after {after:?}").into(),
+    }
+}
+
 /// An object store that retries transient failures.
 #[derive(Debug)]
 pub struct RetryingStore {
@@ -76,10 +83,7 @@ impl RetryingStore {
             tries += 1;
             let outcome = match tokio::time::timeout(self.config.attempt_timeout, attempt()).await {
                 Ok(r) => r,
-                Err(_) => Err(object_store::Error::Generic {
-                    store: "Retrying",
-                    source: format!("{op} timed out after {:?}", self.config.attempt_timeout).into(),
-                }),
+                Err(_) => Err(timed_out(op, self.config.attempt_timeout)),
             };
             match outcome {
                 Err(e) if is_transient(&e) => {

@@ -59,6 +59,22 @@ pub(crate) struct Replayed {
     pub position: u64,
 }
 
+/// Decodes the records of one segment (file or object) into `out`; returns
+/// how many bytes of `data` they cover (the rest is a torn tail or zeros).
+pub(crate) fn decode_segment(data: &Bytes, segment: u64, out: &mut Vec<Replayed>) -> usize {
+    let mut pos = 0usize;
+    while pos < data.len() {
+        match record::decode(&data.slice(pos..)) {
+            Decoded::Record(record, len) => {
+                out.push(Replayed { record, segment, position: (pos + record::RECORD_OVERHEAD) as u64 });
+                pos += len;
+            }
+            Decoded::End => break,
+        }
+    }
+    pos
+}
+
 /// The WAL: a channel into the writer thread plus read handles on segments.
 pub struct Wal {
     tx: mpsc::UnboundedSender<WalEntry>,
@@ -148,20 +164,7 @@ impl Wal {
         for (i, &id) in ids.iter().enumerate() {
             let path = segment_path(&config.dir, id);
             let data = Bytes::from(std::fs::read(&path)?);
-            let mut pos = 0usize;
-            while pos < data.len() {
-                match record::decode(&data.slice(pos..)) {
-                    Decoded::Record(record, len) => {
-                        replayed.push(Replayed {
-                            record,
-                            segment: id,
-                            position: (pos + record::RECORD_OVERHEAD) as u64,
-                        });
-                        pos += len;
-                    }
-                    Decoded::End => break,
-                }
-            }
+            let pos = decode_segment(&data, id, &mut replayed);
             let zero_tail = data[pos..].iter().all(|b| *b == 0);
             if pos < data.len() && !zero_tail {
                 if i + 1 != ids.len() {
@@ -275,18 +278,6 @@ impl Wal {
                 },
             }
         }
-    }
-
-    /// Bytes of WAL segments on disk.
-    pub fn disk_bytes(&self) -> u64 {
-        let files = self.segments.files.read().unwrap_or_else(|e| e.into_inner());
-        files
-            .values()
-            .filter_map(|h| match h {
-                SegmentHandle::File(f) => f.metadata().ok().map(|m| m.len()),
-                SegmentHandle::Object(..) => None,
-            })
-            .sum()
     }
 }
 

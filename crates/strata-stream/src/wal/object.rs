@@ -25,7 +25,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 use strata_meta::{MetaError, MetaStore};
 use tokio::sync::{mpsc, watch};
 
-use super::record::{self, Decoded};
+use super::record;
 use super::{Replayed, SegmentHandle, Segments, Wal, WalEntry};
 use crate::{BatchInfo, Stream, StreamError};
 
@@ -67,24 +67,13 @@ pub(crate) async fn open(
             continue;
         }
         let data = store.get(&path).await?.bytes().await?;
-        let mut pos = 0usize;
-        while pos < data.len() {
-            match record::decode(&data.slice(pos..)) {
-                Decoded::Record(record, len) => {
-                    replayed.push(Replayed {
-                        record,
-                        segment: seq,
-                        position: (pos + record::RECORD_OVERHEAD) as u64,
-                    });
-                    pos += len;
-                }
-                Decoded::End => {
-                    return Err(StreamError::Corrupt {
-                        segment: path.to_string(),
-                        reason: format!("undecodable record at byte {pos} of a wal object"),
-                    });
-                }
-            }
+        // Objects are written whole: anything undecodable is corruption.
+        let pos = super::decode_segment(&data, seq, &mut replayed);
+        if pos < data.len() {
+            return Err(StreamError::Corrupt {
+                segment: path.to_string(),
+                reason: format!("undecodable record at byte {pos} of a wal object"),
+            });
         }
         segments.insert(seq, SegmentHandle::Object(Arc::clone(&store), path));
     }
