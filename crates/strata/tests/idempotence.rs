@@ -5,31 +5,17 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::kafka::{assert_exactly_once_in_order, create_topic};
 use common::proxy::Proxy;
 use common::{BrokerProcess, topic};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Message, Offset, TopicPartitionList};
 
 const PARTITIONS: i32 = 3;
-
-async fn create_topic(addr: &str, name: &str) {
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", addr).create().expect("admin");
-    let res = admin
-        .create_topics(&[NewTopic::new(name, PARTITIONS, TopicReplication::Fixed(1))], &AdminOptions::new())
-        .await
-        .expect("create");
-    res[0].as_ref().expect("created");
-}
 
 fn idempotent_producer(addr: &str) -> FutureProducer {
     ClientConfig::new()
@@ -71,47 +57,13 @@ async fn send_all(p: &FutureProducer, name: &str, count: u64, sent: &AtomicU64) 
     failures
 }
 
-/// Reads every partition to its end and checks that partition `p` holds
-/// exactly the messages `i` with `i % 3 == p`, in increasing order, once each.
-fn assert_exactly_once_in_order(addr: &str, name: &str, count: u64) {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", addr)
-        .set("group.id", "strata-tests")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    let mut ends = HashMap::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition_offset(name, p, Offset::Beginning).expect("tpl");
-        ends.insert(p, c.fetch_watermarks(name, p, Duration::from_secs(10)).expect("watermarks").1);
-    }
-    let total: i64 = ends.values().sum();
-    c.assign(&tpl).expect("assign");
-    let mut next: HashMap<i32, u64> = (0..PARTITIONS).map(|p| (p, p as u64)).collect();
-    let mut got = 0i64;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while got < total {
-        assert!(Instant::now() < deadline, "read {got} of {total}");
-        let Some(m) = c.poll(Duration::from_millis(200)) else { continue };
-        let m = m.expect("consume");
-        let v: u64 =
-            std::str::from_utf8(m.payload().expect("payload")).expect("utf8").parse().expect("number");
-        let want = next.get_mut(&m.partition()).expect("partition");
-        assert_eq!(v, *want, "partition {} offset {}: duplicate or gap", m.partition(), m.offset());
-        *want += PARTITIONS as u64;
-        got += 1;
-    }
-    assert_eq!(total as u64, count, "stored {total} messages for {count} sent");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_cut_mid_flight_store_each_message_once() {
     let proxy = Proxy::start().await;
     let broker = BrokerProcess::start_with(&["--advertise", &proxy.addr]);
     proxy.set_target(&broker.addr);
     let name = topic("idem-cut");
-    create_topic(&proxy.addr, &name).await;
+    create_topic(&proxy.addr, &name, PARTITIONS).await;
     let p = idempotent_producer(&proxy.addr);
     let stop = Arc::new(AtomicBool::new(false));
     let cutter = {
@@ -133,7 +85,7 @@ async fn connections_cut_mid_flight_store_each_message_once() {
     let cuts = cutter.await.expect("cutter");
     assert!(cuts >= 3, "only {cuts} cuts happened while producing");
     assert!(failures.is_empty(), "{} deliveries failed, first: {:?}", failures.len(), failures.first());
-    assert_exactly_once_in_order(&proxy.addr, &name, count);
+    assert_exactly_once_in_order(&proxy.addr, &name, PARTITIONS, count);
 }
 
 fn proxy_cut_handle(proxy: &Proxy) -> impl Fn() + Send + 'static {
@@ -147,7 +99,7 @@ async fn broker_killed_and_restarted_stores_each_message_once() {
     let mut broker = BrokerProcess::start_with(&["--advertise", &proxy.addr]);
     proxy.set_target(&broker.addr);
     let name = topic("idem-kill");
-    create_topic(&proxy.addr, &name).await;
+    create_topic(&proxy.addr, &name, PARTITIONS).await;
     let p = idempotent_producer(&proxy.addr);
     let count = 30_000;
     let name2 = name.clone();
@@ -168,5 +120,5 @@ async fn broker_killed_and_restarted_stores_each_message_once() {
     proxy.set_target(&broker.addr);
     let (_p, failures) = sending.await.expect("sender");
     assert!(failures.is_empty(), "{} deliveries failed, first: {:?}", failures.len(), failures.first());
-    assert_exactly_once_in_order(&proxy.addr, &name, count);
+    assert_exactly_once_in_order(&proxy.addr, &name, PARTITIONS, count);
 }

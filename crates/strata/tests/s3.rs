@@ -6,12 +6,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::kafka::{consumer, create_topic};
 use common::s3::S3Server;
 use common::{BrokerProcess, topic};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
@@ -30,14 +29,7 @@ async fn objects_and_manifest_live_in_s3_and_survive_kill_9() {
         &envs,
     );
     let name = topic("s3");
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", &broker.addr).create().expect("admin");
-    admin
-        .create_topics(&[NewTopic::new(&name, 2, TopicReplication::Fixed(1))], &AdminOptions::new())
-        .await
-        .expect("create")[0]
-        .as_ref()
-        .expect("created");
+    create_topic(&broker.addr, &name, 2).await;
     let p: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &broker.addr)
         .set("acks", "all")
@@ -65,12 +57,7 @@ async fn objects_and_manifest_live_in_s3_and_survive_kill_9() {
 
     broker.kill9();
     broker.restart();
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &broker.addr)
-        .set("group.id", "strata-tests")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
+    let c = consumer(&broker.addr);
     let mut tpl = TopicPartitionList::new();
     for part in 0..2 {
         tpl.add_partition_offset(&name, part, Offset::Beginning).expect("tpl");
@@ -98,14 +85,7 @@ async fn a_second_broker_on_the_prefix_fences_the_first() {
     let flags = ["--object-store", "s3://strata-bucket/shared", "--upload-interval-ms", "100"];
     let first = BrokerProcess::start_with_env(&flags, &envs);
     let name = topic("fence");
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", &first.addr).create().expect("admin");
-    admin
-        .create_topics(&[NewTopic::new(&name, 1, TopicReplication::Fixed(1))], &AdminOptions::new())
-        .await
-        .expect("create")[0]
-        .as_ref()
-        .expect("created");
+    create_topic(&first.addr, &name, 1).await;
     let producer = |addr: &str| -> FutureProducer {
         ClientConfig::new()
             .set("bootstrap.servers", addr)
@@ -130,12 +110,7 @@ async fn a_second_broker_on_the_prefix_fences_the_first() {
         .await
         .expect("acked");
     assert_eq!(d.offset, 1, "the new owner continues after the acknowledged message");
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &second.addr)
-        .set("group.id", "strata-tests")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
+    let c = consumer(&second.addr);
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(&name, 0, Offset::Beginning).expect("tpl");
     c.assign(&tpl).expect("assign");
@@ -168,14 +143,7 @@ async fn a_new_process_with_an_empty_disk_serves_everything_acknowledged() {
     let flags = ["--object-store", "s3://strata-bucket/stateless", "--upload-interval-ms", "300"];
     let mut first = BrokerProcess::start_with_env(&flags, &envs);
     let name = topic("stateless");
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", &first.addr).create().expect("admin");
-    admin
-        .create_topics(&[NewTopic::new(&name, 2, TopicReplication::Fixed(1))], &AdminOptions::new())
-        .await
-        .expect("create")[0]
-        .as_ref()
-        .expect("created");
+    create_topic(&first.addr, &name, 2).await;
     let make = |idempotent: bool| -> FutureProducer {
         ClientConfig::new()
             .set("bootstrap.servers", &first.addr)
@@ -215,12 +183,7 @@ async fn a_new_process_with_an_empty_disk_serves_everything_acknowledged() {
 
     // A brand-new process with an empty data dir, on the same bucket and prefix.
     let second = BrokerProcess::start_with_env(&flags, &envs);
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &second.addr)
-        .set("group.id", "strata-tests")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
+    let c = consumer(&second.addr);
     let mut tpl = TopicPartitionList::new();
     let mut total = 0;
     for part in 0..2 {
@@ -267,14 +230,7 @@ async fn s3_outage_fails_produces_retriably_then_service_resumes() {
         &envs,
     );
     let name = topic("outage");
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", &broker.addr).create().expect("admin");
-    admin
-        .create_topics(&[NewTopic::new(&name, 1, TopicReplication::Fixed(1))], &AdminOptions::new())
-        .await
-        .expect("create")[0]
-        .as_ref()
-        .expect("created");
+    create_topic(&broker.addr, &name, 1).await;
     let p: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &broker.addr)
         .set("acks", "all")
@@ -317,12 +273,7 @@ async fn s3_outage_fails_produces_retriably_then_service_resumes() {
             Err(e) => assert!(Instant::now() < deadline, "produces did not resume: {e:?}"),
         }
     }
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &broker.addr)
-        .set("group.id", "strata-tests")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
+    let c = consumer(&broker.addr);
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(&name, 0, Offset::Beginning).expect("tpl");
     c.assign(&tpl).expect("assign");

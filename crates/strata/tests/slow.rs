@@ -3,20 +3,16 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::kafka::{assert_exactly_once_in_order, create_topic};
 use common::proxy::Proxy;
 use common::s3::S3Server;
 use common::{BrokerProcess, topic};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Message, Offset, TopicPartitionList};
 
 const PARTITIONS: i32 = 4;
 const KILLS: usize = 20;
@@ -31,14 +27,7 @@ async fn slow_idempotent_producer_survives_twenty_kills() {
     let mut broker = BrokerProcess::start_with(&["--advertise", &proxy.addr, "--upload-interval-ms", "100"]);
     proxy.set_target(&broker.addr);
     let name = topic("slow-kills");
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", &proxy.addr).create().expect("admin");
-    admin
-        .create_topics(&[NewTopic::new(&name, PARTITIONS, TopicReplication::Fixed(1))], &AdminOptions::new())
-        .await
-        .expect("create")[0]
-        .as_ref()
-        .expect("created");
+    create_topic(&proxy.addr, &name, PARTITIONS).await;
     let p: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &proxy.addr)
         .set("enable.idempotence", "true")
@@ -91,34 +80,7 @@ async fn slow_idempotent_producer_survives_twenty_kills() {
     let (count, failures) = sender.await.expect("sender");
     assert_eq!(failures, 0, "deliveries failed");
 
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &proxy.addr)
-        .set("group.id", "strata-tests")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    let mut total = 0;
-    for part in 0..PARTITIONS {
-        tpl.add_partition_offset(&name, part, Offset::Beginning).expect("tpl");
-        total += c.fetch_watermarks(&name, part, Duration::from_secs(10)).expect("watermarks").1;
-    }
-    assert_eq!(total as u64, count, "stored {total} for {count} sent");
-    c.assign(&tpl).expect("assign");
-    let mut next: HashMap<i32, u64> = (0..PARTITIONS).map(|p| (p, p as u64)).collect();
-    let mut got = 0;
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while got < total {
-        assert!(Instant::now() < deadline, "read {got} of {total}");
-        let Some(m) = c.poll(Duration::from_millis(200)) else { continue };
-        let m = m.expect("consume");
-        let v: u64 =
-            std::str::from_utf8(m.payload().expect("payload")).expect("utf8").parse().expect("number");
-        let want = next.get_mut(&m.partition()).expect("partition");
-        assert_eq!(v, *want, "partition {} offset {}", m.partition(), m.offset());
-        *want += PARTITIONS as u64;
-        got += 1;
-    }
+    assert_exactly_once_in_order(&proxy.addr, &name, PARTITIONS, count);
     println!("{KILLS} kills: {count} messages, each stored exactly once in order");
 }
 
@@ -144,14 +106,7 @@ async fn slow_object_wal_survives_twenty_kills_with_empty_disks() {
     let mut broker = BrokerProcess::start_with_env(&flags, &envs);
     proxy.set_target(&broker.addr);
     let name = topic("slow-object-wal");
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", &proxy.addr).create().expect("admin");
-    admin
-        .create_topics(&[NewTopic::new(&name, PARTITIONS, TopicReplication::Fixed(1))], &AdminOptions::new())
-        .await
-        .expect("create")[0]
-        .as_ref()
-        .expect("created");
+    create_topic(&proxy.addr, &name, PARTITIONS).await;
     let p: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &proxy.addr)
         .set("enable.idempotence", "true")
@@ -200,34 +155,7 @@ async fn slow_object_wal_survives_twenty_kills_with_empty_disks() {
     stop.store(true, Ordering::Relaxed);
     let (count, failures) = sender.await.expect("sender");
     assert_eq!(failures, 0, "deliveries failed");
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &proxy.addr)
-        .set("group.id", "strata-tests")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    let mut total = 0;
-    for part in 0..PARTITIONS {
-        tpl.add_partition_offset(&name, part, Offset::Beginning).expect("tpl");
-        total += c.fetch_watermarks(&name, part, Duration::from_secs(10)).expect("watermarks").1;
-    }
-    assert_eq!(total as u64, count, "stored {total} for {count} sent");
-    c.assign(&tpl).expect("assign");
-    let mut next: HashMap<i32, u64> = (0..PARTITIONS).map(|p| (p, p as u64)).collect();
-    let mut got = 0;
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while got < total {
-        assert!(Instant::now() < deadline, "read {got} of {total}");
-        let Some(m) = c.poll(Duration::from_millis(200)) else { continue };
-        let m = m.expect("consume");
-        let v: u64 =
-            std::str::from_utf8(m.payload().expect("payload")).expect("utf8").parse().expect("number");
-        let want = next.get_mut(&m.partition()).expect("partition");
-        assert_eq!(v, *want, "partition {} offset {}", m.partition(), m.offset());
-        *want += PARTITIONS as u64;
-        got += 1;
-    }
+    assert_exactly_once_in_order(&proxy.addr, &name, PARTITIONS, count);
     println!(
         "object WAL, {KILLS} kills with empty disks: {count} messages, each stored exactly once in order"
     );

@@ -1,0 +1,72 @@
+//! Client helpers shared by the suites: admin, topic creation, a consumer that
+//! assigns partitions (no group), and the exactly-once-in-order check.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+/// An admin client.
+pub fn admin(addr: &str) -> AdminClient<DefaultClientContext> {
+    ClientConfig::new().set("bootstrap.servers", addr).create().expect("admin client")
+}
+
+/// Creates a topic and checks that it was created.
+pub async fn create_topic(addr: &str, name: &str, partitions: i32) {
+    let res = admin(addr)
+        .create_topics(&[NewTopic::new(name, partitions, TopicReplication::Fixed(1))], &AdminOptions::new())
+        .await
+        .expect("create_topics");
+    res[0].as_ref().expect("topic created");
+}
+
+/// A consumer for `assign()`: librdkafka needs a group.id even when no group
+/// is joined.
+pub fn consumer(addr: &str) -> BaseConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .set("group.id", "strata-tests")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer")
+}
+
+/// Assigns every partition of `name` from the beginning; returns the consumer
+/// and the total of the partitions' high watermarks.
+pub fn assign_all(addr: &str, name: &str, partitions: i32) -> (BaseConsumer, i64) {
+    let c = consumer(addr);
+    let mut tpl = TopicPartitionList::new();
+    let mut total = 0;
+    for p in 0..partitions {
+        tpl.add_partition_offset(name, p, Offset::Beginning).expect("tpl");
+        total += c.fetch_watermarks(name, p, Duration::from_secs(10)).expect("watermarks").1;
+    }
+    c.assign(&tpl).expect("assign");
+    (c, total)
+}
+
+/// Reads every partition to its end and checks that partition `p` holds
+/// exactly the messages `i` (payload: the number) with `i % partitions == p`,
+/// in increasing order, once each, and that `count` were stored.
+pub fn assert_exactly_once_in_order(addr: &str, name: &str, partitions: i32, count: u64) {
+    let (c, total) = assign_all(addr, name, partitions);
+    assert_eq!(total as u64, count, "stored {total} messages for {count} sent");
+    let mut next: HashMap<i32, u64> = (0..partitions).map(|p| (p, p as u64)).collect();
+    let mut got = 0i64;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while got < total {
+        assert!(Instant::now() < deadline, "read {got} of {total}");
+        let Some(m) = c.poll(Duration::from_millis(200)) else { continue };
+        let m = m.expect("consume");
+        let v: u64 =
+            std::str::from_utf8(m.payload().expect("payload")).expect("utf8").parse().expect("number");
+        let want = next.get_mut(&m.partition()).expect("partition");
+        assert_eq!(v, *want, "partition {} offset {}: duplicate or gap", m.partition(), m.offset());
+        *want += partitions as u64;
+        got += 1;
+    }
+}
