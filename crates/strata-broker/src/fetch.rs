@@ -104,13 +104,22 @@ impl Broker {
                                 Ok(batches) => {
                                     let mut taken = Vec::new();
                                     let mut size = 0usize;
+                                    let mut messages = 0u64;
                                     for b in batches {
                                         let len = b.data.len();
                                         if size + len > limit && !(first_in_response && taken.is_empty()) {
                                             break;
                                         }
                                         size += len;
+                                        messages += u64::from(b.info.meta.record_count);
                                         taken.push(b.data);
+                                    }
+                                    if let Ok(t) = &topic {
+                                        let labels = [("topic", t.name.clone())];
+                                        metrics::counter!("strata_topic_bytes_out_total", &labels)
+                                            .increment(size as u64);
+                                        metrics::counter!("strata_topic_messages_out_total", &labels)
+                                            .increment(messages);
                                     }
                                     Ok(Some((taken, size)))
                                 }

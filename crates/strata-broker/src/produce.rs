@@ -118,9 +118,16 @@ impl Broker {
         let max_ts = append_time.unwrap_or(header.max_timestamp);
         let build = |base: i64, epoch: i32| records::stamp(data, base, epoch, append_time);
         let (start, _) = stream.offsets();
+        let count_in = || {
+            let labels = [("topic", topic.name.clone())];
+            metrics::counter!("strata_topic_bytes_in_total", &labels).increment(data.len() as u64);
+            metrics::counter!("strata_topic_messages_in_total", &labels)
+                .increment(header.record_count as u64);
+        };
         if header.producer_id < 0 {
             let appended = stream.append(header.record_count as u32, max_ts, build)?;
             let base = appended.base_offset;
+            count_in();
             return Ok((Wait::Appended(appended), base, start, cfg.log_append_time));
         }
         // Idempotent producer: check and append under the partition's producer lock.
@@ -152,6 +159,7 @@ impl Broker {
                 drop(producers);
                 state.mark_dirty();
                 self.producers.observe(pid, epoch);
+                count_in();
                 Ok((Wait::Appended(appended), base, start, cfg.log_append_time))
             }
         }

@@ -51,8 +51,54 @@ pub(crate) fn decode<T: Decodable>(buf: &mut Bytes, key: i16, version: i16) -> R
     }
 }
 
-/// Handles one decoded-header request.
+/// The metric label of an API.
+fn api_name(key: ApiKey) -> &'static str {
+    match key {
+        ApiKey::ApiVersions => "ApiVersions",
+        ApiKey::Produce => "Produce",
+        ApiKey::Fetch => "Fetch",
+        ApiKey::ListOffsets => "ListOffsets",
+        ApiKey::Metadata => "Metadata",
+        ApiKey::CreateTopics => "CreateTopics",
+        ApiKey::DeleteTopics => "DeleteTopics",
+        ApiKey::CreatePartitions => "CreatePartitions",
+        ApiKey::DescribeConfigs => "DescribeConfigs",
+        ApiKey::AlterConfigs => "AlterConfigs",
+        ApiKey::IncrementalAlterConfigs => "IncrementalAlterConfigs",
+        ApiKey::DescribeCluster => "DescribeCluster",
+        ApiKey::InitProducerId => "InitProducerId",
+        ApiKey::DeleteRecords => "DeleteRecords",
+        ApiKey::OffsetForLeaderEpoch => "OffsetForLeaderEpoch",
+        ApiKey::DescribeTopicPartitions => "DescribeTopicPartitions",
+        _ => "Other",
+    }
+}
+
+/// Handles one decoded-header request and records its latency (until the
+/// response is ready, so a produce's includes its WAL write) per API.
 pub(crate) async fn handle(
+    broker: &Arc<Broker>,
+    key: ApiKey,
+    header: &RequestHeader,
+    body: Bytes,
+) -> Result<Reply, ServerError> {
+    let started = std::time::Instant::now();
+    let histogram = metrics::histogram!("strata_request_duration_seconds", "api" => api_name(key));
+    let reply = handle_api(broker, key, header, body).await;
+    Ok(match reply? {
+        Reply::Later(fut) => Reply::Later(Box::pin(async move {
+            let out = fut.await;
+            histogram.record(started.elapsed().as_secs_f64());
+            out
+        })),
+        other => {
+            histogram.record(started.elapsed().as_secs_f64());
+            other
+        }
+    })
+}
+
+async fn handle_api(
     broker: &Arc<Broker>,
     key: ApiKey,
     header: &RequestHeader,

@@ -40,16 +40,38 @@ impl BlockCache {
         self.cache.weight()
     }
 
+    /// The blocks overlapping `[start, end)` of `object` that are not cached,
+    /// as byte ranges (for read-ahead).
+    pub fn missing_blocks(&self, object: &Arc<str>, start: u64, end: u64) -> Vec<(u64, u64)> {
+        if end <= start {
+            return Vec::new();
+        }
+        let first = start / self.block_size;
+        let last = (end - 1) / self.block_size;
+        (first..=last)
+            .filter(|i| self.cache.peek(&(Arc::clone(object), *i)).is_none())
+            .map(|i| ((i * self.block_size).max(start), ((i + 1) * self.block_size).min(end)))
+            .collect()
+    }
+
     async fn block(&self, object: &Arc<str>, object_size: u64, index: u64) -> Result<Bytes, StreamError> {
         let key = (Arc::clone(object), index);
         let start = index * self.block_size;
         let end = (start + self.block_size).min(object_size);
-        self.cache
+        let missed = std::sync::atomic::AtomicBool::new(false);
+        let block = self
+            .cache
             .get_or_insert_async(&key, async {
+                missed.store(true, std::sync::atomic::Ordering::Relaxed);
                 let path = Path::from(object.as_ref());
                 self.store.get_range(&path, start..end).await.map_err(StreamError::from)
             })
-            .await
+            .await;
+        crate::shared::count_cache(
+            crate::shared::CacheKind::Block,
+            !missed.load(std::sync::atomic::Ordering::Relaxed),
+        );
+        block
     }
 
     /// Reads `[start, end)` of an object of `object_size` bytes.

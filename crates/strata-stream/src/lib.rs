@@ -15,7 +15,9 @@
 //! checkpoint.
 
 mod block_cache;
+pub mod compaction;
 mod error;
+mod gc;
 pub mod index;
 pub mod object_format;
 pub mod object_stores;
@@ -24,8 +26,10 @@ mod store;
 mod stream;
 pub mod wal;
 
+pub use compaction::{CompactionConfig, CompactionOutcome};
 pub use error::StreamError;
+pub use gc::OrphanSweep;
 pub use index::StreamMeta;
-pub use store::{StreamStore, StreamStoreConfig, WalKind};
+pub use store::{StoreStats, StreamStore, StreamStoreConfig, WalKind};
 pub use stream::{AppendMeta, Appended, BatchInfo, ReadBatch, Stream, StreamId};
 pub use wal::object::ObjectWalConfig;

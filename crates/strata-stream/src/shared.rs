@@ -1,7 +1,7 @@
 //! State shared by every stream of a store: the WAL, the caches, the stores.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use object_store::ObjectStore;
@@ -44,6 +44,28 @@ impl TailBudget {
     }
 }
 
+/// Cache lookups of the process: `[tail, block]` × `[hits, misses]`.
+static CACHE_LOOKUPS: [[AtomicU64; 2]; 2] =
+    [[AtomicU64::new(0), AtomicU64::new(0)], [AtomicU64::new(0), AtomicU64::new(0)]];
+
+/// The caches whose lookups are counted.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum CacheKind {
+    Tail = 0,
+    Block = 1,
+}
+
+/// Counts one lookup of a cache.
+pub(crate) fn count_cache(cache: CacheKind, hit: bool) {
+    CACHE_LOOKUPS[cache as usize][usize::from(!hit)].fetch_add(1, Ordering::Relaxed);
+}
+
+/// `(hits, misses)` of a cache so far.
+pub(crate) fn cache_lookups(cache: CacheKind) -> (u64, u64) {
+    let c = &CACHE_LOOKUPS[cache as usize];
+    (c[0].load(Ordering::Relaxed), c[1].load(Ordering::Relaxed))
+}
+
 pub(crate) struct Shared {
     pub wal: Arc<Wal>,
     pub objects: Arc<dyn ObjectStore>,
@@ -59,6 +81,14 @@ pub(crate) struct Shared {
     pub upload_now: tokio::sync::Notify,
     /// The `upload_bytes` threshold.
     pub upload_bytes: usize,
+    /// Objects that reads are using (garbage collection waits for them).
+    pub leases: Arc<crate::gc::Leases>,
+    /// Bounds catch-up GETs (reads from objects and their read-ahead).
+    pub catch_up: Arc<tokio::sync::Semaphore>,
+    /// How far read-ahead reaches past a catch-up read.
+    pub read_ahead_bytes: u64,
+    /// Bytes accepted by appends since the store opened.
+    pub appended_bytes: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {

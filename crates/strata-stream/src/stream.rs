@@ -217,6 +217,7 @@ impl Stream {
         let payload = build(base_offset, epoch);
         let meta = AppendMeta { record_count: record_count.max(1), max_timestamp, leader_epoch: epoch };
         let (tx, rx) = oneshot::channel();
+        let len = payload.len() as u64;
         self.shared.wal.submit(WalEntry {
             stream: Arc::clone(self),
             base_offset,
@@ -225,6 +226,7 @@ impl Stream {
             done: Some(tx),
         })?;
         inner.next_offset += i64::from(meta.record_count);
+        self.shared.appended_bytes.fetch_add(len, std::sync::atomic::Ordering::Relaxed);
         Ok(Appended { base_offset, durable: rx })
     }
 
@@ -307,7 +309,7 @@ impl Stream {
         inner.ranges.values().map(|r| (r.entry.start, r.entry.end, r.entry.max_ts, r.entry.bytes)).collect()
     }
 
-    async fn range_index(&self, range: &ObjRange) -> Result<Arc<Vec<ObjectBatch>>, StreamError> {
+    pub(crate) async fn range_index(&self, range: &ObjRange) -> Result<Arc<Vec<ObjectBatch>>, StreamError> {
         let key = (Arc::clone(&range.object), self.id);
         let entry = &range.entry;
         self.shared
@@ -449,8 +451,18 @@ impl Stream {
             }
         };
         match plan {
-            Plan::Tail(sources) => crate::wal::read_sources(sources).await,
+            Plan::Tail(sources) => {
+                for (_, source) in &sources {
+                    crate::shared::count_cache(
+                        crate::shared::CacheKind::Tail,
+                        matches!(source, Source::Memory(_)),
+                    );
+                }
+                crate::wal::read_sources(sources).await
+            }
             Plan::Object(range) => {
+                // Hold the object against garbage collection until the read ends.
+                let _lease = self.shared.leases.take(&range.object);
                 let index = self.range_index(&range).await?;
                 let first = index.partition_point(|b| b.info.end_offset() <= offset);
                 let mut total = 0usize;
@@ -471,7 +483,13 @@ impl Stream {
                 };
                 let from = first.position;
                 let to = last.position + u64::from(last.info.size);
-                let data = self.shared.blocks.read(&range.object, range.entry.object_size, from, to).await?;
+                let data = {
+                    let _permit = self.shared.catch_up.acquire().await;
+                    self.shared.blocks.read(&range.object, range.entry.object_size, from, to).await?
+                };
+                // The stream's bytes in this object end after its last batch.
+                let data_end = index.last().map_or(to, |b| b.position + u64::from(b.info.size));
+                self.read_ahead(&range, to, data_end);
                 let mut out = Vec::with_capacity(chosen.len());
                 for b in chosen {
                     let at = (b.position - from) as usize;
@@ -484,6 +502,40 @@ impl Stream {
                 Ok(out)
             }
         }
+    }
+
+    /// Fetches the blocks of `range`'s object after `from` (up to the read-ahead
+    /// distance and `data_end`) into the block cache in the background, within
+    /// the catch-up concurrency budget: when none is free, nothing is fetched.
+    fn read_ahead(&self, range: &Arc<ObjRange>, from: u64, data_end: u64) {
+        let shared = &self.shared;
+        let end = data_end.min(from + shared.read_ahead_bytes);
+        for (start, stop) in shared.blocks.missing_blocks(&range.object, from, end) {
+            let Ok(permit) = Arc::clone(&shared.catch_up).try_acquire_owned() else { return };
+            let lease = shared.leases.take(&range.object);
+            let shared = Arc::clone(shared);
+            let range = Arc::clone(range);
+            tokio::spawn(async move {
+                let _held = (permit, lease);
+                if let Err(e) = shared.blocks.read(&range.object, range.entry.object_size, start, stop).await
+                {
+                    tracing::debug!(object = %range.object, error = %e, "read-ahead failed");
+                }
+            });
+        }
+    }
+
+    /// Replaces the ranges starting at `old_starts` by `entry` (compaction).
+    pub(crate) fn replace_ranges(&self, old_starts: &[i64], entry: RangeEntry) {
+        let mut inner = self.lock();
+        if inner.closed {
+            return;
+        }
+        for start in old_starts {
+            inner.ranges.remove(start);
+        }
+        let object: Arc<str> = Arc::from(entry.object.as_str());
+        inner.ranges.insert(entry.start, Arc::new(ObjRange { entry, object }));
     }
 
     /// Tail batches to upload, at most `max_bytes` (at least one if any).

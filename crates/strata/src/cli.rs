@@ -80,4 +80,28 @@ pub struct ServeArgs {
     /// Memory for object blocks (block cache), bytes [default: 268435456].
     #[arg(long, env = "STRATA_BLOCK_CACHE_BYTES")]
     pub block_cache_bytes: Option<u64>,
+    /// HTTP admin address (`/metrics`, `/healthz`, `/readyz`), or `none` [default: 127.0.0.1:9644].
+    #[arg(long, env = "STRATA_HTTP")]
+    pub http: Option<String>,
+    /// How often object compaction looks for work, in ms; 0 turns it off [default: 30000].
+    #[arg(long, env = "STRATA_COMPACTION_INTERVAL_MS")]
+    pub compaction_interval_ms: Option<u64>,
+    /// Size of a compacted object, bytes; ranges below half of it are merged [default: 67108864].
+    #[arg(long, env = "STRATA_COMPACTION_TARGET_BYTES")]
+    pub compaction_target_bytes: Option<u64>,
+    /// A run of this many small ranges is merged however few bytes it holds [default: 8].
+    #[arg(long, env = "STRATA_COMPACTION_MIN_RANGES")]
+    pub compaction_min_ranges: Option<usize>,
+    /// Compaction's bandwidth budget (bytes read plus written per second) [default: 67108864].
+    #[arg(long, env = "STRATA_COMPACTION_BYTES_PER_SEC")]
+    pub compaction_bytes_per_sec: Option<u64>,
+    /// How often the bucket is swept for orphan objects, in ms [default: 300000].
+    #[arg(long, env = "STRATA_ORPHAN_INTERVAL_MS")]
+    pub orphan_interval_ms: Option<u64>,
+    /// An unreferenced object younger than this is not yet an orphan, in ms [default: 600000].
+    #[arg(long, env = "STRATA_ORPHAN_AGE_MS")]
+    pub orphan_age_ms: Option<u64>,
+    /// Catch-up reads fetch this many bytes ahead of the reader [default: 16777216].
+    #[arg(long, env = "STRATA_READ_AHEAD_BYTES")]
+    pub read_ahead_bytes: Option<u64>,
 }

@@ -28,6 +28,14 @@ struct FileConfig {
     wal: Option<String>,
     wal_flush_ms: Option<u64>,
     object_store_retry_ms: Option<u64>,
+    http: Option<String>,
+    compaction_interval_ms: Option<u64>,
+    compaction_target_bytes: Option<u64>,
+    compaction_min_ranges: Option<usize>,
+    compaction_bytes_per_sec: Option<u64>,
+    orphan_interval_ms: Option<u64>,
+    orphan_age_ms: Option<u64>,
+    read_ahead_bytes: Option<u64>,
 }
 
 /// Everything `strata serve` runs with.
@@ -51,6 +59,15 @@ pub struct Settings {
     pub wal: Option<String>,
     pub wal_flush_ms: u64,
     pub object_store_retry_ms: u64,
+    /// The admin HTTP address; `None` when turned off.
+    pub http: Option<String>,
+    pub compaction_interval_ms: u64,
+    pub compaction_target_bytes: u64,
+    pub compaction_min_ranges: usize,
+    pub compaction_bytes_per_sec: u64,
+    pub orphan_interval_ms: u64,
+    pub orphan_age_ms: u64,
+    pub read_ahead_bytes: u64,
 }
 
 impl Settings {
@@ -98,6 +115,24 @@ impl Settings {
                 .object_store_retry_ms
                 .or(file.object_store_retry_ms)
                 .unwrap_or(30_000),
+            http: Some(args.http.or(file.http).unwrap_or_else(|| "127.0.0.1:9644".into()))
+                .filter(|h| h != "none"),
+            compaction_interval_ms: args
+                .compaction_interval_ms
+                .or(file.compaction_interval_ms)
+                .unwrap_or(30_000),
+            compaction_target_bytes: args
+                .compaction_target_bytes
+                .or(file.compaction_target_bytes)
+                .unwrap_or(64 << 20),
+            compaction_min_ranges: args.compaction_min_ranges.or(file.compaction_min_ranges).unwrap_or(8),
+            compaction_bytes_per_sec: args
+                .compaction_bytes_per_sec
+                .or(file.compaction_bytes_per_sec)
+                .unwrap_or(64 << 20),
+            orphan_interval_ms: args.orphan_interval_ms.or(file.orphan_interval_ms).unwrap_or(300_000),
+            orphan_age_ms: args.orphan_age_ms.or(file.orphan_age_ms).unwrap_or(600_000),
+            read_ahead_bytes: args.read_ahead_bytes.or(file.read_ahead_bytes).unwrap_or(16 << 20),
         })
     }
 }

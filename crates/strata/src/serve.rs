@@ -2,7 +2,8 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -12,9 +13,9 @@ use object_store::local::LocalFileSystem;
 use strata_broker::{Broker, BrokerConfig};
 use strata_cluster::Catalog;
 use strata_meta::{EmbeddedStore, MetaStore};
-use strata_server::{Server, ServerConfig};
-use strata_stream::object_stores::{DurableLocalStore, RetryConfig, RetryingStore};
-use strata_stream::{ObjectWalConfig, StreamStore, StreamStoreConfig, WalKind};
+use strata_server::{AdminState, Server, ServerConfig, serve_admin};
+use strata_stream::object_stores::{DurableLocalStore, InstrumentedStore, RetryConfig, RetryingStore};
+use strata_stream::{CompactionConfig, ObjectWalConfig, StreamStore, StreamStoreConfig, WalKind};
 
 use crate::config::Settings;
 
@@ -74,8 +75,40 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         attempt_timeout: Duration::from_millis(settings.object_store_retry_ms.clamp(100, 10_000)),
         ..RetryConfig::default()
     };
-    let inner = open_object_store(&object_url, retry.attempt_timeout)?;
-    let objects: Arc<dyn ObjectStore> = Arc::new(RetryingStore::new(inner, retry));
+    // Counted directly around the real store, so that every retry counts.
+    let instrumented = InstrumentedStore::new(open_object_store(&object_url, retry.attempt_timeout)?);
+    let object_stats = instrumented.stats();
+    let objects: Arc<dyn ObjectStore> = Arc::new(RetryingStore::new(Arc::new(instrumented), retry));
+
+    // The admin port answers from the start: live, and ready once serving.
+    let recorder = crate::metrics::install()?;
+    let opened: Arc<OnceLock<Arc<StreamStore>>> = Arc::new(OnceLock::new());
+    let serving = Arc::new(AtomicBool::new(false));
+    let http_addr = match &settings.http {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the admin port {addr}"))?;
+            let bound = listener.local_addr()?;
+            let (render_store, ready_store, ready_flag) =
+                (Arc::clone(&opened), Arc::clone(&opened), Arc::clone(&serving));
+            let state = AdminState {
+                metrics: Arc::new(move || {
+                    crate::metrics::render(&recorder, render_store.get(), &object_stats)
+                }),
+                ready: Arc::new(move || {
+                    ready_flag.load(Ordering::Acquire) && ready_store.get().is_some_and(|s| !s.is_failed())
+                }),
+            };
+            tokio::spawn(async move {
+                if let Err(e) = serve_admin(listener, state, std::future::pending()).await {
+                    tracing::error!(error = %e, "admin port failed");
+                }
+            });
+            Some(bound.to_string())
+        }
+        None => None,
+    };
     let meta: Arc<dyn MetaStore> = Arc::new(
         EmbeddedStore::open(Arc::clone(&objects), "meta").await.context("opening the metadata store")?,
     );
@@ -90,6 +123,15 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     stream_config.tail_cache_bytes = settings.tail_cache_bytes;
     stream_config.block_cache_bytes = settings.block_cache_bytes;
     stream_config.wal_preallocate = settings.wal_preallocate;
+    stream_config.compaction = CompactionConfig {
+        interval: Duration::from_millis(settings.compaction_interval_ms),
+        target_bytes: settings.compaction_target_bytes.max(1),
+        min_ranges: settings.compaction_min_ranges,
+        bytes_per_sec: settings.compaction_bytes_per_sec,
+    };
+    stream_config.orphan_interval = Duration::from_millis(settings.orphan_interval_ms.max(10));
+    stream_config.orphan_age = Duration::from_millis(settings.orphan_age_ms);
+    stream_config.read_ahead_bytes = settings.read_ahead_bytes;
     let remote = object_url.starts_with("s3://");
     stream_config.wal = match settings.wal.as_deref() {
         Some("file") => WalKind::File,
@@ -111,6 +153,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let streams = StreamStore::open(stream_config, objects, Arc::clone(&meta))
         .await
         .context("opening the stream store")?;
+    let _ = opened.set(Arc::clone(&streams));
 
     let server_config = ServerConfig { max_request_bytes: settings.socket_request_max_bytes };
     // Bind first so that port 0 resolves before we advertise.
@@ -144,8 +187,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         wal = wal_name,
         cluster_id = %catalog.cluster_id(),
         node_id = settings.node_id,
+        http = %http_addr.as_deref().unwrap_or("none"),
         "strata listening"
     );
+    serving.store(true, Ordering::Release);
     server.run(shutdown_signal()).await;
     tracing::info!("shutting down");
     Ok(())

@@ -1,10 +1,13 @@
 //! Decorators around `object_store` stores, each one concern: durability of
-//! local puts, retries of transient failures, and (for tests) injected faults.
+//! local puts, retries of transient failures, request counting, and (for tests)
+//! injected faults.
 
 mod durable_local;
 mod faulty;
+mod instrumented;
 mod retrying;
 
 pub use durable_local::DurableLocalStore;
 pub use faulty::{Fault, FaultyStore, Operation};
+pub use instrumented::{InstrumentedStore, ObjectStoreStats, RequestKind};
 pub use retrying::{RetryConfig, RetryingStore, is_transient};

@@ -281,6 +281,12 @@ impl Wal {
     }
 }
 
+/// Records one WAL flush (write plus sync, or one object PUT plus fence check).
+pub(crate) fn record_flush(took: std::time::Duration, bytes: usize) {
+    metrics::histogram!("strata_wal_flush_seconds").record(took.as_secs_f64());
+    metrics::histogram!("strata_wal_flush_bytes").record(bytes as f64);
+}
+
 /// Reads batches from memory, WAL files or WAL objects.
 pub(crate) async fn read_sources(sources: Vec<(BatchInfo, Source)>) -> Result<Vec<ReadBatch>, StreamError> {
     let mut out: Vec<Option<ReadBatch>> = Vec::with_capacity(sources.len());
@@ -382,6 +388,7 @@ impl Writer {
             let started = std::time::Instant::now();
             let result = self.file.write_all_at(&buf, self.seg_len).and_then(|()| self.file.sync_data());
             let took = started.elapsed();
+            record_flush(took, buf.len());
             if took > std::time::Duration::from_millis(200) {
                 tracing::warn!(
                     bytes = buf.len(),

@@ -146,6 +146,8 @@ impl ObjectWriter {
             let bytes: usize = group.iter().map(|(e, _)| e.payload.len()).sum();
             let path = wal_object(self.seq);
             let data = Bytes::from(std::mem::take(&mut buf));
+            let flushed = data.len();
+            let started = std::time::Instant::now();
             let outcome = self.runtime.block_on(async {
                 let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
                 if let Err(e) = self.store.put_opts(&path, PutPayload::from_bytes(data), opts).await {
@@ -160,6 +162,7 @@ impl ObjectWriter {
                     Err(e) => Flush::Failed(e.into()),
                 }
             });
+            super::record_flush(started.elapsed(), flushed);
             self.queued.fetch_sub(bytes, Ordering::AcqRel);
             match outcome {
                 Flush::Done => {

@@ -17,17 +17,30 @@ use std::time::Duration;
 pub struct BrokerProcess {
     child: Child,
     pub addr: String,
+    /// The admin HTTP address (`/metrics`, `/healthz`, `/readyz`).
+    pub http: String,
     pub data_dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
     extra: Vec<String>,
     envs: Vec<(String, String)>,
 }
 
-fn spawn(data_dir: &Path, extra: &[String], envs: &[(String, String)]) -> (Child, String) {
+/// The value of `key=` in a log line.
+fn field(line: &str, key: &str) -> String {
+    line.split(&format!(" {key}="))
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn spawn(data_dir: &Path, extra: &[String], envs: &[(String, String)]) -> (Child, String, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
         .envs(envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .arg("serve")
         .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--http")
         .arg("127.0.0.1:0")
         .arg("--data-dir")
         .arg(data_dir)
@@ -43,12 +56,8 @@ fn spawn(data_dir: &Path, extra: &[String], envs: &[(String, String)]) -> (Child
         let mut sent = false;
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
-            if !sent
-                && line.contains("strata listening")
-                && let Some(rest) = line.split("kafka=").nth(1)
-            {
-                let addr = rest.split_whitespace().next().unwrap_or_default().to_string();
-                let _ = tx.send(addr);
+            if !sent && line.contains("strata listening") {
+                let _ = tx.send((field(&line, "kafka"), field(&line, "http")));
                 sent = true;
             }
             if std::env::var_os("STRATA_TEST_LOG").is_some() {
@@ -56,8 +65,8 @@ fn spawn(data_dir: &Path, extra: &[String], envs: &[(String, String)]) -> (Child
             }
         }
     });
-    let addr = rx.recv_timeout(Duration::from_secs(30)).expect("broker did not report its address");
-    (child, addr)
+    let (addr, http) = rx.recv_timeout(Duration::from_secs(30)).expect("broker did not report its address");
+    (child, addr, http)
 }
 
 impl BrokerProcess {
@@ -77,8 +86,8 @@ impl BrokerProcess {
         let data_dir = tmp.path().join("data");
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let envs: Vec<(String, String)> = envs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let (child, addr) = spawn(&data_dir, &extra, &envs);
-        BrokerProcess { child, addr, data_dir, _tmp: Some(tmp), extra, envs }
+        let (child, addr, http) = spawn(&data_dir, &extra, &envs);
+        BrokerProcess { child, addr, http, data_dir, _tmp: Some(tmp), extra, envs }
     }
 
     /// Kills the process with SIGKILL (no chance to flush anything).
@@ -90,9 +99,31 @@ impl BrokerProcess {
     /// Starts the broker again on the same data directory (new port).
     pub fn restart(&mut self) {
         self.kill9();
-        let (child, addr) = spawn(&self.data_dir, &self.extra, &self.envs);
+        let (child, addr, http) = spawn(&self.data_dir, &self.extra, &self.envs);
         self.child = child;
         self.addr = addr;
+        self.http = http;
+    }
+
+    /// `GET path` on the admin port: `(status, body)`.
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&self.http).expect("connect to the admin port");
+        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        write!(s, "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.http).expect("send");
+        let mut response = String::new();
+        s.read_to_string(&mut response).expect("read");
+        let status = response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        (status, body)
+    }
+
+    /// The value of one sample of `/metrics` (`name` with its labels exactly
+    /// as rendered, e.g. `x_total{topic="t"}`), if present.
+    pub fn metric(&self, sample: &str) -> Option<f64> {
+        let (status, body) = self.http_get("/metrics");
+        assert_eq!(status, 200, "/metrics answered {status}");
+        body.lines().find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.trim().parse().ok())
     }
 
     /// Whether the process is still running.

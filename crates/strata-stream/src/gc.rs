@@ -1,0 +1,198 @@
+//! Garbage collection of objects.
+//!
+//! An object is garbage once no index range references it (after trimming,
+//! deletion or compaction): it gets a `gc/<object>` record with a deadline, and
+//! is deleted once the deadline has passed **and** no read in this process
+//! holds a lease on it (see [`Leases`]), so a reader never sees an object vanish
+//! under it. Other processes are covered by the grace period.
+//!
+//! Orphans are objects that no index range and no `gc/` record name: what a
+//! crash between an upload's PUT and its index commit leaves behind, or a WAL
+//! object below the checkpoint whose delete failed. The orphan sweep lists the
+//! bucket and deletes those older than `orphan_age`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use futures::TryStreamExt;
+use object_store::ObjectStoreExt;
+use object_store::path::Path;
+use strata_meta::{Condition, Op};
+
+use crate::StreamError;
+use crate::index::{self, Checkpoint, GcEntry, RangeEntry};
+use crate::store::{StreamStore, decode, now_ms};
+
+/// Objects that reads of this process are using, with a count per object.
+#[derive(Debug, Default)]
+pub(crate) struct Leases {
+    held: Mutex<HashMap<Arc<str>, usize>>,
+}
+
+/// Holds an object against garbage collection until dropped.
+#[derive(Debug)]
+pub(crate) struct Lease {
+    leases: Arc<Leases>,
+    object: Arc<str>,
+}
+
+impl Leases {
+    /// Leases `object` until the returned guard drops.
+    pub fn take(self: &Arc<Self>, object: &Arc<str>) -> Lease {
+        *self.held.lock().unwrap_or_else(|e| e.into_inner()).entry(Arc::clone(object)).or_default() += 1;
+        Lease { leases: Arc::clone(self), object: Arc::clone(object) }
+    }
+
+    /// Whether any read holds `object`.
+    pub fn is_held(&self, object: &str) -> bool {
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).contains_key(object)
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let mut held = self.leases.held.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = held.get_mut(&self.object) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.object);
+            }
+        }
+    }
+}
+
+/// What one orphan sweep found and removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OrphanSweep {
+    /// Data objects referenced by nothing, deleted.
+    pub data_objects: usize,
+    /// WAL objects below the checkpoint, deleted.
+    pub wal_objects: usize,
+}
+
+impl StreamStore {
+    /// Ops that mark objects garbage when `objects` (one entry per dropped
+    /// range) were their last references.
+    pub(crate) fn release_objects(&self, objects: &[String]) -> Vec<Op> {
+        let refcounts = self.shared.refcounts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut drops: HashMap<&str, usize> = HashMap::new();
+        for o in objects {
+            *drops.entry(o.as_str()).or_default() += 1;
+        }
+        let deadline = now_ms() + self.config.gc_grace.as_millis() as i64;
+        drops
+            .into_iter()
+            .filter(|(o, n)| refcounts.get(*o).copied().unwrap_or(0) <= *n)
+            .map(|(o, _)| {
+                Op::Put(format!("{}{o}", index::GC_PREFIX), index::encode(&GcEntry { deadline_ms: deadline }))
+            })
+            .collect()
+    }
+
+    /// Applies, after their commit, the reference drops `release_objects` planned.
+    pub(crate) fn commit_release(&self, objects: &[String]) {
+        let mut refcounts = self.shared.refcounts.lock().unwrap_or_else(|e| e.into_inner());
+        for o in objects {
+            if let Some(n) = refcounts.get_mut(o) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    refcounts.remove(o);
+                }
+            }
+        }
+    }
+
+    /// Deletes objects whose grace period has passed and that no read holds;
+    /// their `gc/` records go in one metadata commit. Returns how many.
+    pub async fn collect_garbage(&self) -> Result<usize, StreamError> {
+        let now = now_ms();
+        let mut done: Vec<(String, u64)> = Vec::new();
+        for e in self.shared.meta.list(index::GC_PREFIX).await? {
+            let g: GcEntry = decode(&e.key, &e.value)?;
+            if g.deadline_ms > now {
+                continue;
+            }
+            let Some(object) = e.key.strip_prefix(index::GC_PREFIX) else { continue };
+            if self.shared.leases.is_held(object) {
+                continue; // a read is using it: next round
+            }
+            // Re-referenced since (cannot happen today; cheap to check).
+            if !self.shared.refcounts.lock().unwrap_or_else(|e| e.into_inner()).contains_key(object) {
+                match self.shared.objects.delete(&Path::from(object)).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(err) => {
+                        tracing::warn!(object, error = %err, "cannot delete garbage object; will retry");
+                        continue;
+                    }
+                }
+            }
+            done.push((e.key, e.mod_revision));
+        }
+        if done.is_empty() {
+            return Ok(0);
+        }
+        let conditions = done.iter().map(|(k, rev)| Condition::Version(k.clone(), *rev)).collect();
+        let ops = done.iter().map(|(k, _)| Op::Delete(k.clone())).collect();
+        self.shared.meta.txn(conditions, ops).await?;
+        metrics::counter!("strata_gc_deleted_objects_total").increment(done.len() as u64);
+        tracing::debug!(objects = done.len(), "garbage collected");
+        Ok(done.len())
+    }
+
+    /// Finds objects that nothing references and deletes those older than
+    /// `orphan_age`: data objects named by no index range and no `gc/` record,
+    /// and WAL objects below the checkpoint.
+    pub async fn sweep_orphans(&self) -> Result<OrphanSweep, StreamError> {
+        // Uploads and compactions of this process hold this lock from their PUT
+        // to their index commit: none is half-done while it is held.
+        let _guard = self.changes.lock().await;
+        let mut known: HashSet<String> = HashSet::new();
+        for e in self.shared.meta.list(index::STREAM_PREFIX).await? {
+            if e.key.contains("/r/") {
+                let r: RangeEntry = decode(&e.key, &e.value)?;
+                known.insert(r.object);
+            }
+        }
+        for e in self.shared.meta.list(index::GC_PREFIX).await? {
+            if let Some(o) = e.key.strip_prefix(index::GC_PREFIX) {
+                known.insert(o.to_string());
+            }
+        }
+        let checkpoint: Checkpoint = match self.shared.meta.get(index::CHECKPOINT_KEY).await? {
+            Some(e) => decode(&e.key, &e.value)?,
+            None => Checkpoint::default(),
+        };
+        let age = self.config.orphan_age;
+        let now = std::time::SystemTime::now();
+        let mut sweep = OrphanSweep::default();
+        let old_enough = |m: &object_store::ObjectMeta| {
+            let modified: std::time::SystemTime = m.last_modified.into();
+            now.duration_since(modified).unwrap_or_default() >= age
+        };
+        let data: Vec<_> = self.shared.objects.list(Some(&Path::from("data"))).try_collect().await?;
+        for m in data.iter().filter(|m| !known.contains(m.location.as_ref()) && old_enough(m)) {
+            match self.shared.objects.delete(&m.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => sweep.data_objects += 1,
+                Err(e) => tracing::warn!(object = %m.location, error = %e, "cannot delete orphan"),
+            }
+        }
+        if matches!(self.config.wal, crate::WalKind::Object(_)) {
+            let wal: Vec<_> = self.shared.objects.list(Some(&Path::from("wal"))).try_collect().await?;
+            for m in wal.iter().filter(|m| old_enough(m)) {
+                let seq = m.location.filename().and_then(|f| f.strip_suffix(".wal")?.parse::<u64>().ok());
+                if seq.is_some_and(|s| s < checkpoint.segment) {
+                    match self.shared.objects.delete(&m.location).await {
+                        Ok(()) | Err(object_store::Error::NotFound { .. }) => sweep.wal_objects += 1,
+                        Err(e) => tracing::warn!(object = %m.location, error = %e, "cannot delete orphan"),
+                    }
+                }
+            }
+        }
+        let removed = sweep.data_objects + sweep.wal_objects;
+        if removed > 0 {
+            metrics::counter!("strata_orphan_deleted_objects_total").increment(removed as u64);
+            tracing::info!(data = sweep.data_objects, wal = sweep.wal_objects, "orphan objects removed");
+        }
+        Ok(sweep)
+    }
+}
