@@ -1,6 +1,8 @@
 //! `strata-bench`: a load generator on librdkafka that measures produce and
 //! consume throughput and produce latency of a Strata (or any Kafka) broker.
 
+mod broker_metrics;
+mod catch_up;
 mod consume;
 mod logging;
 mod produce;
@@ -89,6 +91,18 @@ struct Args {
     /// Also print one JSON line with every figure.
     #[arg(long)]
     json: bool,
+    /// The broker's admin address (HOST:PORT): report object-store requests
+    /// per GiB produced from its `/metrics`.
+    #[arg(long)]
+    metrics: Option<String>,
+    /// With --metrics: wait this long after producing before the final scrape.
+    #[arg(long, default_value_t = 0)]
+    settle_secs: u64,
+    /// Catch-up scenario: produce this much history, wait until it is in
+    /// objects, replay it alone, then run the (paced) produce phase twice,
+    /// without and with a catch-up reader replaying the history. Needs --metrics.
+    #[arg(long, value_parser = parse_size)]
+    catch_up: Option<u64>,
     /// Extra librdkafka property for every client, KEY=VALUE (repeatable).
     #[arg(short = 'X', long = "client-config", value_name = "KEY=VALUE")]
     client_config: Vec<String>,
@@ -171,18 +185,13 @@ fn run(args: &Args) -> Result<bool> {
     let topic = args.topic.clone().unwrap_or_else(|| format!("bench-{:016x}", random_u64()));
     let base = base_config(args)?;
 
+    if let Some(history) = args.catch_up {
+        let metrics = args.metrics.as_deref().context("--catch-up needs --metrics")?;
+        return catch_up::run(args, &base, metrics, history);
+    }
     let partitions = ensure_topic(&base, &topic, args.partitions)?;
-    let group = format!("strata-bench-{:016x}", random_u64());
-    let mut consumer_cfg = base.clone();
-    consumer_cfg
-        .set("group.id", &group)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("fetch.max.bytes", "52428800")
-        .set("max.partition.fetch.bytes", "10485760")
-        .set("fetch.wait.max.ms", "100")
-        .set("queued.max.messages.kbytes", "1048576");
+    let consumer_cfg = consumer_config(&base);
+    let scraped_before = args.metrics.as_deref().map(broker_metrics::scrape).transpose()?;
     let meta: BaseConsumer<LogContext> = consumer_cfg
         .create_with_context(LogContext(ClientLog::new("metadata")))
         .context("creating client")?;
@@ -202,17 +211,8 @@ fn run(args: &Args) -> Result<bool> {
         args.rate.map(|r| format!(", rate={r} MB/s")).unwrap_or_default(),
     );
 
-    let mut producer_cfg = base.clone();
-    producer_cfg
-        .set("acks", &args.acks)
-        .set("compression.type", args.compression.as_str())
-        .set("linger.ms", args.linger_ms.to_string())
-        .set("batch.size", args.batch_size.to_string());
-    if args.message_size + 1024 > 1_000_000 {
-        producer_cfg.set("message.max.bytes", (args.message_size + 1024).to_string());
-    }
     let spec = ProduceSpec {
-        config: producer_cfg,
+        config: producer_config(args, &base),
         topic: topic.clone(),
         message_size,
         messages,
@@ -264,6 +264,15 @@ fn run(args: &Args) -> Result<bool> {
         consumed = Some(report);
     }
 
+    if let (Some(addr), Some(before)) = (args.metrics.as_deref(), &scraped_before) {
+        if args.settle_secs > 0 {
+            // Let uploads and a compaction pass or two finish, so that their
+            // requests count against this run's bytes.
+            std::thread::sleep(Duration::from_secs(args.settle_secs));
+        }
+        println!("{}", broker_metrics::requests_line(before, &broker_metrics::scrape(addr)?, produced.bytes));
+    }
+
     let wal_end = args.data_dir.as_deref().map(wal_size);
     if let Some(end) = &wal_end {
         match (end, &wal_after_produce) {
@@ -298,6 +307,34 @@ fn run(args: &Args) -> Result<bool> {
         println!("{line}");
     }
     Ok(ok)
+}
+
+/// Consumer settings: a fresh group (never joined: partitions are assigned),
+/// large fetches.
+fn consumer_config(base: &ClientConfig) -> ClientConfig {
+    let mut cfg = base.clone();
+    cfg.set("group.id", format!("strata-bench-{:016x}", random_u64()))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.max.bytes", "52428800")
+        .set("max.partition.fetch.bytes", "10485760")
+        .set("fetch.wait.max.ms", "100")
+        .set("queued.max.messages.kbytes", "1048576");
+    cfg
+}
+
+/// Producer settings from the flags.
+fn producer_config(args: &Args, base: &ClientConfig) -> ClientConfig {
+    let mut cfg = base.clone();
+    cfg.set("acks", &args.acks)
+        .set("compression.type", args.compression.as_str())
+        .set("linger.ms", args.linger_ms.to_string())
+        .set("batch.size", args.batch_size.to_string());
+    if args.message_size + 1024 > 1_000_000 {
+        cfg.set("message.max.bytes", (args.message_size + 1024).to_string());
+    }
+    cfg
 }
 
 /// Creates the topic unless it exists, then waits until metadata shows it

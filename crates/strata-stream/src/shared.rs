@@ -60,6 +60,11 @@ pub(crate) fn count_cache(cache: CacheKind, hit: bool) {
     CACHE_LOOKUPS[cache as usize][usize::from(!hit)].fetch_add(1, Ordering::Relaxed);
 }
 
+/// Counts `n` misses of a cache.
+pub(crate) fn count_cache_misses(cache: CacheKind, n: u64) {
+    CACHE_LOOKUPS[cache as usize][1].fetch_add(n, Ordering::Relaxed);
+}
+
 /// `(hits, misses)` of a cache so far.
 pub(crate) fn cache_lookups(cache: CacheKind) -> (u64, u64) {
     let c = &CACHE_LOOKUPS[cache as usize];

@@ -128,6 +128,74 @@ impl Inner {
     }
 }
 
+/// The batch index of `stream`'s part of `range`'s object (cached).
+async fn load_index(
+    shared: &Shared,
+    stream: StreamId,
+    range: &ObjRange,
+) -> Result<Arc<Vec<ObjectBatch>>, StreamError> {
+    let key = (Arc::clone(&range.object), stream);
+    let entry = &range.entry;
+    shared
+        .index_cache
+        .get_or_insert_async(&key, async {
+            let (from, to) = (entry.index_pos, entry.index_pos + u64::from(entry.index_len));
+            let data = shared.blocks.read(&range.object, entry.object_size, from, to).await?;
+            object_format::parse_index(data)
+                .map(Arc::new)
+                .map_err(|reason| StreamError::Corrupt { segment: entry.object.clone(), reason })
+        })
+        .await
+}
+
+/// Read-ahead: fetches the `budget` bytes of the stream that follow position
+/// `from` of `range` — the rest of its part of that object, then its parts of
+/// the objects of the `next` ranges — into the block cache, one GET-sized chunk
+/// per task, within the catch-up concurrency budget (when that is used up,
+/// nothing more is fetched ahead).
+async fn read_ahead(
+    shared: Arc<Shared>,
+    stream: StreamId,
+    range: Arc<ObjRange>,
+    from: u64,
+    next: Vec<Arc<ObjRange>>,
+) {
+    let chunk = shared.blocks.block_size() * crate::block_cache::MAX_RUN_BLOCKS as u64;
+    let mut budget = shared.read_ahead_bytes;
+    let mut at = Some(from);
+    for r in std::iter::once(range).chain(next) {
+        let index = match load_index(&shared, stream, &r).await {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::debug!(object = %r.object, error = %e, "read-ahead failed");
+                return;
+            }
+        };
+        let (Some(first), Some(last)) = (index.first(), index.last()) else { continue };
+        let mut pos = at.take().unwrap_or(first.position);
+        let end = last.position + u64::from(last.info.size);
+        while pos < end && budget > 0 {
+            let stop = (pos - pos % chunk + chunk).min(end).min(pos + budget);
+            budget -= stop - pos;
+            if shared.blocks.any_missing(&r.object, pos, stop) {
+                let Ok(permit) = Arc::clone(&shared.catch_up).try_acquire_owned() else { return };
+                let lease = shared.leases.take(&r.object);
+                let (shared, r) = (Arc::clone(&shared), Arc::clone(&r));
+                tokio::spawn(async move {
+                    let _held = (permit, lease);
+                    if let Err(e) = shared.blocks.read(&r.object, r.entry.object_size, pos, stop).await {
+                        tracing::debug!(object = %r.object, error = %e, "read-ahead failed");
+                    }
+                });
+            }
+            pos = stop;
+        }
+        if budget == 0 {
+            return;
+        }
+    }
+}
+
 /// An append-only stream of opaque batches. Cheap to share behind an `Arc`.
 pub struct Stream {
     id: StreamId,
@@ -224,6 +292,7 @@ impl Stream {
             meta,
             payload,
             done: Some(tx),
+            submitted: std::time::Instant::now(),
         })?;
         inner.next_offset += i64::from(meta.record_count);
         self.shared.appended_bytes.fetch_add(len, std::sync::atomic::Ordering::Relaxed);
@@ -310,26 +379,7 @@ impl Stream {
     }
 
     pub(crate) async fn range_index(&self, range: &ObjRange) -> Result<Arc<Vec<ObjectBatch>>, StreamError> {
-        let key = (Arc::clone(&range.object), self.id);
-        let entry = &range.entry;
-        self.shared
-            .index_cache
-            .get_or_insert_async(&key, async {
-                let data = self
-                    .shared
-                    .blocks
-                    .read(
-                        &range.object,
-                        entry.object_size,
-                        entry.index_pos,
-                        entry.index_pos + u64::from(entry.index_len),
-                    )
-                    .await?;
-                object_format::parse_index(data)
-                    .map(Arc::new)
-                    .map_err(|reason| StreamError::Corrupt { segment: entry.object.clone(), reason })
-            })
-            .await
+        load_index(&self.shared, self.id, range).await
     }
 
     /// The first batch at or after offset `from` holding a timestamp at or after
@@ -407,7 +457,7 @@ impl Stream {
     pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<Vec<ReadBatch>, StreamError> {
         enum Plan {
             Tail(Vec<(BatchInfo, Source)>),
-            Object(Arc<ObjRange>),
+            Object(Arc<ObjRange>, Vec<Arc<ObjRange>>),
         }
         let plan = {
             let inner = self.lock();
@@ -440,7 +490,22 @@ impl Stream {
                     Plan::Tail(out)
                 }
                 _ => match inner.ranges.range(..=offset).next_back() {
-                    Some((_, r)) if offset < r.entry.end => Plan::Object(Arc::clone(r)),
+                    Some((start, r)) if offset < r.entry.end => {
+                        // The ranges after it, as far as read-ahead may reach.
+                        let mut reach = 0u64;
+                        let next = inner
+                            .ranges
+                            .range(start + 1..)
+                            .map(|(_, r)| r)
+                            .take_while(|r| {
+                                let more = reach < self.shared.read_ahead_bytes;
+                                reach += r.entry.bytes;
+                                more
+                            })
+                            .cloned()
+                            .collect();
+                        Plan::Object(Arc::clone(r), next)
+                    }
                     _ => {
                         return Err(StreamError::Corrupt {
                             segment: format!("stream {}", self.id),
@@ -460,7 +525,7 @@ impl Stream {
                 }
                 crate::wal::read_sources(sources).await
             }
-            Plan::Object(range) => {
+            Plan::Object(range, next) => {
                 // Hold the object against garbage collection until the read ends.
                 let _lease = self.shared.leases.take(&range.object);
                 let index = self.range_index(&range).await?;
@@ -483,13 +548,11 @@ impl Stream {
                 };
                 let from = first.position;
                 let to = last.position + u64::from(last.info.size);
-                let data = {
-                    let _permit = self.shared.catch_up.acquire().await;
-                    self.shared.blocks.read(&range.object, range.entry.object_size, from, to).await?
-                };
-                // The stream's bytes in this object end after its last batch.
-                let data_end = index.last().map_or(to, |b| b.position + u64::from(b.info.size));
-                self.read_ahead(&range, to, data_end);
+                let data = self.shared.blocks.read(&range.object, range.entry.object_size, from, to).await?;
+                if self.shared.read_ahead_bytes > 0 {
+                    let shared = Arc::clone(&self.shared);
+                    tokio::spawn(read_ahead(shared, self.id, Arc::clone(&range), to, next));
+                }
                 let mut out = Vec::with_capacity(chosen.len());
                 for b in chosen {
                     let at = (b.position - from) as usize;
@@ -501,27 +564,6 @@ impl Stream {
                 }
                 Ok(out)
             }
-        }
-    }
-
-    /// Fetches the blocks of `range`'s object after `from` (up to the read-ahead
-    /// distance and `data_end`) into the block cache in the background, within
-    /// the catch-up concurrency budget: when none is free, nothing is fetched.
-    fn read_ahead(&self, range: &Arc<ObjRange>, from: u64, data_end: u64) {
-        let shared = &self.shared;
-        let end = data_end.min(from + shared.read_ahead_bytes);
-        for (start, stop) in shared.blocks.missing_blocks(&range.object, from, end) {
-            let Ok(permit) = Arc::clone(&shared.catch_up).try_acquire_owned() else { return };
-            let lease = shared.leases.take(&range.object);
-            let shared = Arc::clone(shared);
-            let range = Arc::clone(range);
-            tokio::spawn(async move {
-                let _held = (permit, lease);
-                if let Err(e) = shared.blocks.read(&range.object, range.entry.object_size, start, stop).await
-                {
-                    tracing::debug!(object = %range.object, error = %e, "read-ahead failed");
-                }
-            });
         }
     }
 

@@ -71,7 +71,7 @@ pub struct ServeArgs {
     /// How long object-store operations are retried before failing, in ms [default: 30000].
     #[arg(long, env = "STRATA_OBJECT_STORE_RETRY_MS")]
     pub object_store_retry_ms: Option<u64>,
-    /// Object WAL: how long a flush gathers batches, in ms [default: 10].
+    /// Object WAL: how long a flush gathers batches, in ms (longer: fewer PUTs per GiB, more latency) [default: 50].
     #[arg(long, env = "STRATA_WAL_FLUSH_MS")]
     pub wal_flush_ms: Option<u64>,
     /// Zero-fill WAL segments ahead of use, so fsyncs need no metadata commit [default: false].

@@ -110,7 +110,7 @@ impl Settings {
             block_cache_bytes: args.block_cache_bytes.or(file.block_cache_bytes).unwrap_or(256 << 20),
             wal_preallocate: args.wal_preallocate.or(file.wal_preallocate).unwrap_or(false),
             wal: args.wal.or(file.wal),
-            wal_flush_ms: args.wal_flush_ms.or(file.wal_flush_ms).unwrap_or(10),
+            wal_flush_ms: args.wal_flush_ms.or(file.wal_flush_ms).unwrap_or(50),
             object_store_retry_ms: args
                 .object_store_retry_ms
                 .or(file.object_store_retry_ms)

@@ -140,7 +140,15 @@ async fn a_new_process_with_an_empty_disk_serves_everything_acknowledged() {
     let s3 = S3Server::start("strata-bucket");
     let env = s3.env();
     let envs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let flags = ["--object-store", "s3://strata-bucket/stateless", "--upload-interval-ms", "300"];
+    // Short flushes: the producers below send one message at a time.
+    let flags = [
+        "--object-store",
+        "s3://strata-bucket/stateless",
+        "--upload-interval-ms",
+        "300",
+        "--wal-flush-ms",
+        "10",
+    ];
     let mut first = BrokerProcess::start_with_env(&flags, &envs);
     let name = topic("stateless");
     create_topic(&first.addr, &name, 2).await;

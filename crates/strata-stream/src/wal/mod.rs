@@ -37,6 +37,9 @@ pub(crate) struct WalEntry {
     pub meta: AppendMeta,
     pub payload: Bytes,
     pub done: Option<oneshot::Sender<Result<(), ()>>>,
+    /// When the append was submitted (the object WAL's gather window starts
+    /// at its first entry's submission).
+    pub submitted: std::time::Instant,
 }
 
 /// Settings of the file WAL.

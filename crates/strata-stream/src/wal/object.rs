@@ -32,7 +32,7 @@ use crate::{BatchInfo, Stream, StreamError};
 /// Settings of the object WAL.
 #[derive(Debug, Clone, Copy)]
 pub struct ObjectWalConfig {
-    /// How long a flush waits for more batches after the first one.
+    /// How long a flush gathers batches, from the first one's submission.
     pub flush_delay: Duration,
     /// A flush starts at once past this many bytes.
     pub flush_bytes: usize,
@@ -123,8 +123,12 @@ impl ObjectWriter {
     fn run(mut self) {
         let mut buf = BytesMut::new();
         while let Some(first) = self.rx.blocking_recv() {
-            if !self.config.flush_delay.is_zero() && first.payload.len() < self.config.flush_bytes {
-                std::thread::sleep(self.config.flush_delay);
+            // The gather window runs from the first entry's submission: under
+            // load it has passed during the previous PUT, and the next one
+            // starts at once with everything that queued meanwhile.
+            let wait = self.config.flush_delay.saturating_sub(first.submitted.elapsed());
+            if !wait.is_zero() && self.queued.load(Ordering::Acquire) < self.config.flush_bytes {
+                std::thread::sleep(wait);
             }
             buf.clear();
             let mut group: Vec<(WalEntry, u64)> = Vec::new();
