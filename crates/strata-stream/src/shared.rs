@@ -88,7 +88,7 @@ pub(crate) struct Shared {
     pub upload_bytes: usize,
     /// Objects that reads are using (garbage collection waits for them).
     pub leases: Arc<crate::gc::Leases>,
-    /// Bounds catch-up GETs (reads from objects and their read-ahead).
+    /// Bounds read-ahead GETs (the catch-up concurrency budget).
     pub catch_up: Arc<tokio::sync::Semaphore>,
     /// How far read-ahead reaches past a catch-up read.
     pub read_ahead_bytes: u64,

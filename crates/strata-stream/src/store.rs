@@ -69,7 +69,7 @@ pub struct StreamStoreConfig {
     pub orphan_age: Duration,
     /// Catch-up reads: how far past a read the next blocks are fetched.
     pub read_ahead_bytes: u64,
-    /// Catch-up reads: object GETs in flight at once (reads and read-ahead).
+    /// Catch-up reads: read-ahead GETs in flight at once.
     pub catch_up_concurrency: usize,
 }
 
@@ -94,7 +94,7 @@ impl StreamStoreConfig {
             orphan_interval: Duration::from_secs(300),
             orphan_age: Duration::from_secs(600),
             read_ahead_bytes: 16 << 20,
-            catch_up_concurrency: 8,
+            catch_up_concurrency: 4,
         }
     }
 }

@@ -104,4 +104,7 @@ pub struct ServeArgs {
     /// Catch-up reads fetch this many bytes ahead of the reader [default: 16777216].
     #[arg(long, env = "STRATA_READ_AHEAD_BYTES")]
     pub read_ahead_bytes: Option<u64>,
+    /// Catch-up reads: read-ahead GETs in flight at once (the catch-up budget) [default: 4].
+    #[arg(long, env = "STRATA_CATCH_UP_CONCURRENCY")]
+    pub catch_up_concurrency: Option<usize>,
 }

@@ -36,6 +36,7 @@ struct FileConfig {
     orphan_interval_ms: Option<u64>,
     orphan_age_ms: Option<u64>,
     read_ahead_bytes: Option<u64>,
+    catch_up_concurrency: Option<usize>,
 }
 
 /// Everything `strata serve` runs with.
@@ -68,6 +69,7 @@ pub struct Settings {
     pub orphan_interval_ms: u64,
     pub orphan_age_ms: u64,
     pub read_ahead_bytes: u64,
+    pub catch_up_concurrency: usize,
 }
 
 impl Settings {
@@ -133,6 +135,7 @@ impl Settings {
             orphan_interval_ms: args.orphan_interval_ms.or(file.orphan_interval_ms).unwrap_or(300_000),
             orphan_age_ms: args.orphan_age_ms.or(file.orphan_age_ms).unwrap_or(600_000),
             read_ahead_bytes: args.read_ahead_bytes.or(file.read_ahead_bytes).unwrap_or(16 << 20),
+            catch_up_concurrency: args.catch_up_concurrency.or(file.catch_up_concurrency).unwrap_or(4).max(1),
         })
     }
 }
