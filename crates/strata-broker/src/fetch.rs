@@ -53,6 +53,7 @@ impl Broker {
     async fn fetch_once(&self, req: &FetchRequest, version: i16) -> (FetchResponse, usize, bool) {
         let mut resp = FetchResponse::default();
         let max_bytes = if req.max_bytes <= 0 { usize::MAX } else { req.max_bytes as usize };
+        self.prefetch(req, version, max_bytes);
         let mut total = 0usize;
         let mut errors = false;
         for ft in &req.topics {
@@ -144,6 +145,34 @@ impl Broker {
             resp.responses.push(tr);
         }
         (resp, total, errors)
+    }
+}
+
+impl Broker {
+    /// Starts the object GETs of every partition the pass below may read
+    /// (up to `max_bytes` in all), so that catch-up partitions are fetched in
+    /// parallel rather than one after the other (within the stream layer's
+    /// catch-up budget; partitions read from the tail are left alone).
+    fn prefetch(&self, req: &FetchRequest, version: i16, max_bytes: usize) {
+        let mut budget = max_bytes;
+        for ft in &req.topics {
+            let topic = if version >= 13 {
+                self.catalog.topic_by_id(ft.topic_id)
+            } else {
+                self.catalog.topic(ft.topic.as_str())
+            };
+            let Some(topic) = topic else { continue };
+            for fp in &ft.partitions {
+                let limit = (fp.partition_max_bytes.max(0) as usize).min(budget);
+                if limit == 0 {
+                    return;
+                }
+                if let Some(stream) = self.partition(&topic, fp.partition) {
+                    stream.prefetch(fp.fetch_offset, limit);
+                    budget -= limit;
+                }
+            }
+        }
     }
 }
 

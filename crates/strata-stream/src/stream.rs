@@ -567,6 +567,45 @@ impl Stream {
         }
     }
 
+    /// Starts fetching, in the background and within the catch-up budget, the
+    /// object bytes a `read(offset, max_bytes)` would need, so that reads of
+    /// several streams can be served one after the other with their GETs
+    /// already in flight. Does nothing for the tail, or when the budget is used.
+    pub fn prefetch(&self, offset: i64, max_bytes: usize) {
+        let range = {
+            let inner = self.lock();
+            if offset < inner.start_offset || offset >= inner.durable_end {
+                return;
+            }
+            if inner.tail.front().is_some_and(|f| offset >= f.info.base_offset) {
+                return;
+            }
+            match inner.ranges.range(..=offset).next_back() {
+                Some((_, r)) if offset < r.entry.end => Arc::clone(r),
+                _ => return,
+            }
+        };
+        let Ok(permit) = Arc::clone(&self.shared.catch_up).try_acquire_owned() else { return };
+        let lease = self.shared.leases.take(&range.object);
+        let (shared, id) = (Arc::clone(&self.shared), self.id);
+        tokio::spawn(async move {
+            let _held = (permit, lease);
+            let Ok(index) = load_index(&shared, id, &range).await else { return };
+            let first = index.partition_point(|b| b.info.end_offset() <= offset);
+            let Some(start) = index.get(first).map(|b| b.position) else { return };
+            let mut end = start;
+            for b in &index[first..] {
+                if end > start && (end - start) as usize + b.info.size as usize > max_bytes {
+                    break;
+                }
+                end = b.position + u64::from(b.info.size);
+            }
+            if let Err(e) = shared.blocks.read(&range.object, range.entry.object_size, start, end).await {
+                tracing::debug!(object = %range.object, error = %e, "prefetch failed");
+            }
+        });
+    }
+
     /// Replaces the ranges starting at `old_starts` by `entry` (compaction).
     pub(crate) fn replace_ranges(&self, old_starts: &[i64], entry: RangeEntry) {
         let mut inner = self.lock();
