@@ -63,6 +63,29 @@ pub fn wait_for_upload(addr: &str, limit: Duration) -> Result<()> {
     Ok(())
 }
 
+/// Waits until the broker has been idle in the background for `quiet`: no
+/// upload backlog and no compaction progress (so that background work of an
+/// earlier phase does not land in the next phase's figures).
+pub fn wait_for_quiet(addr: &str, quiet: Duration, limit: Duration) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    let mut last = f64::NAN;
+    let mut since = Instant::now();
+    loop {
+        let s = scrape(addr)?;
+        let progress = s.get("strata_compaction_bytes_total");
+        if progress != last || s.get("strata_upload_backlog_bytes") > 0.0 {
+            last = progress;
+            since = Instant::now();
+        } else if since.elapsed() >= quiet {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("background work did not settle within {}s", limit.as_secs());
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
 /// The object-store requests between two scrapes, per GiB of `bytes`.
 pub fn requests_line(before: &Scrape, after: &Scrape, bytes: u64) -> String {
     let gib = bytes as f64 / f64::from(1u32 << 30);

@@ -2,13 +2,23 @@
 //! replaying consumer hurts producers.
 //!
 //! 1. Produce `history` bytes at full speed to a history topic; wait until the
-//!    broker reports an empty upload backlog (everything is in objects).
+//!    broker reports an empty upload backlog (everything is in objects) and its
+//!    compaction has settled (history is old, so compacted).
 //! 2. Replay the history alone (cold block cache): the catch-up rate.
 //! 3. Produce `--bytes` at `--rate` to a second topic: the baseline latency.
-//! 4. Produce the same again while a consumer replays the history from the
-//!    start: the latency under catch-up, and the catch-up rate meanwhile.
+//! 4. Once compaction settled again, produce the same while a consumer replays
+//!    the history from the start: the latency under catch-up, and the catch-up
+//!    rate meanwhile.
+//!
+//! "Settled" means no compaction progress for `QUIET`, just over the broker's
+//! default 30 s compaction interval.
 
 use std::time::Duration;
+
+/// How long compaction must have made no progress before a phase starts.
+const QUIET: Duration = Duration::from_secs(35);
+/// The longest wait for that.
+const SETTLE_LIMIT: Duration = Duration::from_secs(900);
 
 use anyhow::{Context, Result};
 use rdkafka::config::ClientConfig;
@@ -66,6 +76,7 @@ pub fn run(args: &Args, base: &ClientConfig, metrics: &str, history: u64) -> Res
     println!("history: {}", produce_line(&made));
     let mut ok = check("history", &made);
     broker_metrics::wait_for_upload(metrics, Duration::from_secs(600))?;
+    broker_metrics::wait_for_quiet(metrics, QUIET, SETTLE_LIMIT)?;
     let meta: BaseConsumer<LogContext> = consumer_config(base)
         .create_with_context(LogContext(ClientLog::new("metadata")))
         .context("creating client")?;
@@ -81,6 +92,7 @@ pub fn run(args: &Args, base: &ClientConfig, metrics: &str, history: u64) -> Res
     println!("steady produce, no reader: {}", produce_line(&baseline));
     ok &= check("baseline", &baseline);
 
+    broker_metrics::wait_for_quiet(metrics, QUIET, SETTLE_LIMIT)?;
     let replay = replay_spec(base, &history_topic, &ends, args.consumers);
     let (loaded, during) = std::thread::scope(|scope| {
         let reader = scope.spawn(|| consume::run(&replay));

@@ -66,7 +66,8 @@ pub struct CompactionOutcome {
     pub bytes_written: u64,
 }
 
-/// Paces bytes to a rate: each call waits for the budget of the calls before.
+/// Paces bytes to a rate: each call waits for the budget of the calls before
+/// (compaction's bandwidth, and catch-up reads').
 #[derive(Debug)]
 pub(crate) struct Throttle {
     bytes_per_sec: u64,

@@ -92,6 +92,8 @@ pub(crate) struct Shared {
     pub catch_up: Arc<tokio::sync::Semaphore>,
     /// How far read-ahead reaches past a catch-up read.
     pub read_ahead_bytes: u64,
+    /// Paces the bytes catch-up reads deliver (unlimited at 0).
+    pub catch_up_throttle: crate::compaction::Throttle,
     /// Bytes accepted by appends since the store opened.
     pub appended_bytes: std::sync::atomic::AtomicU64,
 }

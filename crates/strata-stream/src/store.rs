@@ -71,6 +71,9 @@ pub struct StreamStoreConfig {
     pub read_ahead_bytes: u64,
     /// Catch-up reads: read-ahead GETs in flight at once.
     pub catch_up_concurrency: usize,
+    /// Catch-up reads: bytes per second delivered from objects, at most (0:
+    /// unlimited).
+    pub catch_up_bytes_per_sec: u64,
 }
 
 impl StreamStoreConfig {
@@ -95,6 +98,7 @@ impl StreamStoreConfig {
             orphan_age: Duration::from_secs(600),
             read_ahead_bytes: 16 << 20,
             catch_up_concurrency: 4,
+            catch_up_bytes_per_sec: 0,
         }
     }
 }
@@ -213,6 +217,7 @@ impl StreamStore {
             leases: Arc::new(crate::gc::Leases::default()),
             catch_up: Arc::new(tokio::sync::Semaphore::new(config.catch_up_concurrency.max(1))),
             read_ahead_bytes: config.read_ahead_bytes,
+            catch_up_throttle: crate::compaction::Throttle::new(config.catch_up_bytes_per_sec),
             appended_bytes: std::sync::atomic::AtomicU64::new(0),
         });
         let mut streams: HashMap<StreamId, Arc<Stream>> = HashMap::new();

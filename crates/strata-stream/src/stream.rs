@@ -548,6 +548,7 @@ impl Stream {
                 };
                 let from = first.position;
                 let to = last.position + u64::from(last.info.size);
+                self.shared.catch_up_throttle.take(to - from).await;
                 let data = self.shared.blocks.read(&range.object, range.entry.object_size, from, to).await?;
                 if self.shared.read_ahead_bytes > 0 {
                     let shared = Arc::clone(&self.shared);

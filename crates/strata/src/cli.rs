@@ -107,4 +107,7 @@ pub struct ServeArgs {
     /// Catch-up reads: read-ahead GETs in flight at once (the catch-up budget) [default: 4].
     #[arg(long, env = "STRATA_CATCH_UP_CONCURRENCY")]
     pub catch_up_concurrency: Option<usize>,
+    /// Catch-up reads: bytes per second served from objects, at most; 0 is unlimited [default: 0].
+    #[arg(long, env = "STRATA_CATCH_UP_BYTES_PER_SEC")]
+    pub catch_up_bytes_per_sec: Option<u64>,
 }

@@ -37,6 +37,7 @@ struct FileConfig {
     orphan_age_ms: Option<u64>,
     read_ahead_bytes: Option<u64>,
     catch_up_concurrency: Option<usize>,
+    catch_up_bytes_per_sec: Option<u64>,
 }
 
 /// Everything `strata serve` runs with.
@@ -70,6 +71,7 @@ pub struct Settings {
     pub orphan_age_ms: u64,
     pub read_ahead_bytes: u64,
     pub catch_up_concurrency: usize,
+    pub catch_up_bytes_per_sec: u64,
 }
 
 impl Settings {
@@ -136,6 +138,7 @@ impl Settings {
             orphan_age_ms: args.orphan_age_ms.or(file.orphan_age_ms).unwrap_or(600_000),
             read_ahead_bytes: args.read_ahead_bytes.or(file.read_ahead_bytes).unwrap_or(16 << 20),
             catch_up_concurrency: args.catch_up_concurrency.or(file.catch_up_concurrency).unwrap_or(4).max(1),
+            catch_up_bytes_per_sec: args.catch_up_bytes_per_sec.or(file.catch_up_bytes_per_sec).unwrap_or(0),
         })
     }
 }

@@ -133,6 +133,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     stream_config.orphan_age = Duration::from_millis(settings.orphan_age_ms);
     stream_config.read_ahead_bytes = settings.read_ahead_bytes;
     stream_config.catch_up_concurrency = settings.catch_up_concurrency;
+    stream_config.catch_up_bytes_per_sec = settings.catch_up_bytes_per_sec;
     let remote = object_url.starts_with("s3://");
     stream_config.wal = match settings.wal.as_deref() {
         Some("file") => WalKind::File,
