@@ -56,6 +56,7 @@ pub struct Broker {
     pub(crate) catalog: Arc<Catalog>,
     pub(crate) streams: Arc<StreamStore>,
     pub(crate) producers: Producers,
+    pub(crate) topic_metrics: crate::topic_metrics::TopicMetricsCache,
 }
 
 impl Broker {
@@ -74,6 +75,7 @@ impl Broker {
             catalog,
             streams: Arc::clone(&streams),
             producers: Producers::new(meta),
+            topic_metrics: Default::default(),
         });
         streams.start_background();
         let weak = Arc::downgrade(&broker);

@@ -34,6 +34,8 @@ impl Broker {
         let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT);
         let deadline = Instant::now() + wait;
         let mut commits = self.streams.commits();
+        // Once per request: a long poll's later passes read the tail.
+        self.prefetch(&req, version);
         loop {
             commits.borrow_and_update();
             let (resp, bytes, errors) = self.fetch_once(&req, version).await;
@@ -53,7 +55,6 @@ impl Broker {
     async fn fetch_once(&self, req: &FetchRequest, version: i16) -> (FetchResponse, usize, bool) {
         let mut resp = FetchResponse::default();
         let max_bytes = if req.max_bytes <= 0 { usize::MAX } else { req.max_bytes as usize };
-        self.prefetch(req, version, max_bytes);
         let mut total = 0usize;
         let mut errors = false;
         for ft in &req.topics {
@@ -116,11 +117,9 @@ impl Broker {
                                         taken.push(b.data);
                                     }
                                     if let Ok(t) = &topic {
-                                        let labels = [("topic", t.name.clone())];
-                                        metrics::counter!("strata_topic_bytes_out_total", &labels)
-                                            .increment(size as u64);
-                                        metrics::counter!("strata_topic_messages_out_total", &labels)
-                                            .increment(messages);
+                                        let m = self.topic_metrics.get(&t.name);
+                                        m.bytes_out.increment(size as u64);
+                                        m.messages_out.increment(messages);
                                     }
                                     Ok(Some((taken, size)))
                                 }
@@ -153,8 +152,8 @@ impl Broker {
     /// (up to `max_bytes` in all), so that catch-up partitions are fetched in
     /// parallel rather than one after the other (within the stream layer's
     /// catch-up budget; partitions read from the tail are left alone).
-    fn prefetch(&self, req: &FetchRequest, version: i16, max_bytes: usize) {
-        let mut budget = max_bytes;
+    fn prefetch(&self, req: &FetchRequest, version: i16) {
+        let mut budget = if req.max_bytes <= 0 { usize::MAX } else { req.max_bytes as usize };
         for ft in &req.topics {
             let topic = if version >= 13 {
                 self.catalog.topic_by_id(ft.topic_id)

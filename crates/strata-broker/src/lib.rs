@@ -15,6 +15,7 @@ mod producer_state;
 pub mod records;
 mod retention;
 pub mod topic_config;
+mod topic_metrics;
 mod topics;
 
 pub use broker::{Broker, BrokerConfig};

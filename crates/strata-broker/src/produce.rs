@@ -119,10 +119,9 @@ impl Broker {
         let build = |base: i64, epoch: i32| records::stamp(data, base, epoch, append_time);
         let (start, _) = stream.offsets();
         let count_in = || {
-            let labels = [("topic", topic.name.clone())];
-            metrics::counter!("strata_topic_bytes_in_total", &labels).increment(data.len() as u64);
-            metrics::counter!("strata_topic_messages_in_total", &labels)
-                .increment(header.record_count as u64);
+            let m = self.topic_metrics.get(&topic.name);
+            m.bytes_in.increment(data.len() as u64);
+            m.messages_in.increment(header.record_count as u64);
         };
         if header.producer_id < 0 {
             let appended = stream.append(header.record_count as u32, max_ts, build)?;

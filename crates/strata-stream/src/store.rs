@@ -614,11 +614,6 @@ impl StreamStore {
         self.shared.wal.is_failed()
     }
 
-    /// Bytes held by the tail cache and the block cache.
-    pub fn cache_bytes(&self) -> (usize, u64) {
-        (self.shared.tail_budget.used(), self.shared.blocks.weight())
-    }
-
     /// Live figures for metrics.
     pub fn stats(&self) -> StoreStats {
         let streams: Vec<Arc<Stream>> = self.lock_streams().values().cloned().collect();
@@ -822,7 +817,7 @@ mod tests {
         for i in 0..10 {
             append(&a, i).await;
         }
-        assert!(store.cache_bytes().0 <= 10);
+        assert!(store.stats().tail_cache_bytes <= 10);
         assert_eq!(texts(&a, 0).await.len(), 10);
     }
 

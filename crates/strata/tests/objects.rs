@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::kafka::{assert_exactly_once_in_order, create_topic};
+use common::kafka::{assert_exactly_once_in_order, assign_from_start, create_topic, read_in_order};
 use common::s3::S3Server;
 use common::{BrokerProcess, topic};
 use rdkafka::config::ClientConfig;
@@ -54,8 +54,7 @@ async fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compaction_merges_small_objects_while_a_consumer_reads() {
     let s3 = S3Server::start("bucket");
-    let env = s3.env();
-    let envs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let envs = s3.env();
     let data = s3.root.join("bucket/c/data");
     let common_flags =
         ["--object-store", "s3://bucket/c", "--upload-interval-ms", "20", "--gc-grace-ms", "0"];
@@ -103,7 +102,12 @@ async fn compaction_merges_small_objects_while_a_consumer_reads() {
                 .set("message.max.bytes", "1000")
                 .create()
                 .expect("consumer");
-            read_all_in_order(&c, &name, 2, count);
+            assign_from_start(&c, &name, 2);
+            read_in_order(&c, 2, count, |got| {
+                if got % 100 == 0 {
+                    std::thread::sleep(Duration::from_millis(30)); // a slow reader
+                }
+            });
         })
     };
     // Two partitions: one compacted object each, give or take an upload that
@@ -120,40 +124,10 @@ async fn compaction_merges_small_objects_while_a_consumer_reads() {
     assert!(broker.metric("strata_objects").expect("objects gauge") <= 4.0);
 }
 
-/// Reads partitions `0..partitions` from the start and checks that partition
-/// `p` holds `p, p + partitions, ...` in order; stops after `count` messages.
-fn read_all_in_order(c: &rdkafka::consumer::BaseConsumer, name: &str, partitions: i32, count: u64) {
-    use rdkafka::consumer::Consumer;
-    use rdkafka::{Message, Offset, TopicPartitionList};
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition_offset(name, p, Offset::Beginning).expect("tpl");
-    }
-    c.assign(&tpl).expect("assign");
-    let mut next: Vec<u64> = (0..partitions as u64).collect();
-    let mut got = 0;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while got < count {
-        assert!(Instant::now() < deadline, "read {got} of {count}");
-        let Some(m) = c.poll(Duration::from_millis(200)) else { continue };
-        let m = m.expect("consume");
-        let v: u64 =
-            std::str::from_utf8(m.payload().expect("payload")).expect("utf8").parse().expect("number");
-        let want = &mut next[m.partition() as usize];
-        assert_eq!(v, *want, "partition {} offset {}", m.partition(), m.offset());
-        *want += partitions as u64;
-        got += 1;
-        if got % 100 == 0 {
-            std::thread::sleep(Duration::from_millis(30)); // a slow reader
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orphan_objects_are_removed_and_referenced_ones_kept() {
     let s3 = S3Server::start("bucket");
-    let env = s3.env();
-    let envs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let envs = s3.env();
     let data = s3.root.join("bucket/o/data");
     std::fs::create_dir_all(&data).expect("data dir");
     // What an upload killed between its PUT and its index commit leaves: an

@@ -22,8 +22,7 @@ fn files_under(dir: &std::path::Path) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn objects_and_manifest_live_in_s3_and_survive_kill_9() {
     let s3 = S3Server::start("strata-bucket");
-    let env = s3.env();
-    let envs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let envs = s3.env();
     let mut broker = BrokerProcess::start_with_env(
         &["--object-store", "s3://strata-bucket/cluster-a", "--upload-interval-ms", "100"],
         &envs,
@@ -80,8 +79,7 @@ async fn objects_and_manifest_live_in_s3_and_survive_kill_9() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_broker_on_the_prefix_fences_the_first() {
     let s3 = S3Server::start("strata-bucket");
-    let env = s3.env();
-    let envs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let envs = s3.env();
     let flags = ["--object-store", "s3://strata-bucket/shared", "--upload-interval-ms", "100"];
     let first = BrokerProcess::start_with_env(&flags, &envs);
     let name = topic("fence");
@@ -138,8 +136,7 @@ async fn a_new_process_with_an_empty_disk_serves_everything_acknowledged() {
     use std::sync::{Arc, Mutex};
 
     let s3 = S3Server::start("strata-bucket");
-    let env = s3.env();
-    let envs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let envs = s3.env();
     // Short flushes: the producers below send one message at a time.
     let flags = [
         "--object-store",
@@ -231,8 +228,7 @@ async fn s3_outage_fails_produces_retriably_then_service_resumes() {
     use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
     let mut s3 = S3Server::start("strata-bucket");
-    let env = s3.env();
-    let envs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let envs = s3.env();
     let broker = BrokerProcess::start_with_env(
         &["--object-store", "s3://strata-bucket/outage", "--object-store-retry-ms", "1500"],
         &envs,

@@ -92,8 +92,7 @@ async fn slow_idempotent_producer_survives_twenty_kills() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_object_wal_survives_twenty_kills_with_empty_disks() {
     let s3 = S3Server::start("strata-bucket");
-    let env = s3.env();
-    let envs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let envs = s3.env();
     let proxy = Proxy::start().await;
     let flags = [
         "--object-store",

@@ -25,7 +25,8 @@ use object_store::{
     PutMultipartOptions, PutOptions, PutPayload, PutResult, Result, UploadPart,
 };
 
-/// Kinds of object-store request, as counted by [`ObjectStoreStats`].
+/// Kinds of object-store request, as counted by [`ObjectStoreStats`] (the
+/// discriminant indexes its counters).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequestKind {
     /// Single-request PUT.
@@ -81,21 +82,19 @@ impl RequestKind {
 /// Request and byte counters of one instrumented store.
 #[derive(Debug, Default)]
 pub struct ObjectStoreStats {
-    requests: [AtomicU64; 9],
+    requests: [AtomicU64; RequestKind::ALL.len()],
     bytes_written: AtomicU64,
     bytes_read: AtomicU64,
 }
 
 impl ObjectStoreStats {
     fn add(&self, kind: RequestKind, n: u64) {
-        let i = RequestKind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
-        self.requests[i].fetch_add(n, Ordering::Relaxed);
+        self.requests[kind as usize].fetch_add(n, Ordering::Relaxed);
     }
 
     /// Requests of `kind` so far.
     pub fn requests(&self, kind: RequestKind) -> u64 {
-        let i = RequestKind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
-        self.requests[i].load(Ordering::Relaxed)
+        self.requests[kind as usize].load(Ordering::Relaxed)
     }
 
     /// PUT requests in the narrow sense the cost figures use: single PUTs,

@@ -35,10 +35,9 @@ pub fn consumer(addr: &str) -> BaseConsumer {
         .expect("consumer")
 }
 
-/// Assigns every partition of `name` from the beginning; returns the consumer
-/// and the total of the partitions' high watermarks.
-pub fn assign_all(addr: &str, name: &str, partitions: i32) -> (BaseConsumer, i64) {
-    let c = consumer(addr);
+/// Assigns every partition of `name` to `c` from the beginning; returns the
+/// total of the partitions' high watermarks.
+pub fn assign_from_start(c: &BaseConsumer, name: &str, partitions: i32) -> i64 {
     let mut tpl = TopicPartitionList::new();
     let mut total = 0;
     for p in 0..partitions {
@@ -46,20 +45,27 @@ pub fn assign_all(addr: &str, name: &str, partitions: i32) -> (BaseConsumer, i64
         total += c.fetch_watermarks(name, p, Duration::from_secs(10)).expect("watermarks").1;
     }
     c.assign(&tpl).expect("assign");
+    total
+}
+
+/// Assigns every partition of `name` from the beginning; returns the consumer
+/// and the total of the partitions' high watermarks.
+pub fn assign_all(addr: &str, name: &str, partitions: i32) -> (BaseConsumer, i64) {
+    let c = consumer(addr);
+    let total = assign_from_start(&c, name, partitions);
     (c, total)
 }
 
-/// Reads every partition to its end and checks that partition `p` holds
-/// exactly the messages `i` (payload: the number) with `i % partitions == p`,
-/// in increasing order, once each, and that `count` were stored.
-pub fn assert_exactly_once_in_order(addr: &str, name: &str, partitions: i32, count: u64) {
-    let (c, total) = assign_all(addr, name, partitions);
-    assert_eq!(total as u64, count, "stored {total} messages for {count} sent");
+/// Reads `count` messages from `c` (assigned from the start) and checks that
+/// partition `p` holds exactly the messages `i` (payload: the number) with
+/// `i % partitions == p`, in increasing order, once each. `after` is called
+/// with the number read so far after each message.
+pub fn read_in_order(c: &BaseConsumer, partitions: i32, count: u64, mut after: impl FnMut(u64)) {
     let mut next: HashMap<i32, u64> = (0..partitions).map(|p| (p, p as u64)).collect();
-    let mut got = 0i64;
+    let mut got = 0u64;
     let deadline = Instant::now() + Duration::from_secs(300);
-    while got < total {
-        assert!(Instant::now() < deadline, "read {got} of {total}");
+    while got < count {
+        assert!(Instant::now() < deadline, "read {got} of {count}");
         let Some(m) = c.poll(Duration::from_millis(200)) else { continue };
         let m = m.expect("consume");
         let v: u64 =
@@ -68,5 +74,15 @@ pub fn assert_exactly_once_in_order(addr: &str, name: &str, partitions: i32, cou
         assert_eq!(v, *want, "partition {} offset {}: duplicate or gap", m.partition(), m.offset());
         *want += partitions as u64;
         got += 1;
+        after(got);
     }
+}
+
+/// Reads every partition to its end and checks that partition `p` holds
+/// exactly the messages `i` (payload: the number) with `i % partitions == p`,
+/// in increasing order, once each, and that `count` were stored.
+pub fn assert_exactly_once_in_order(addr: &str, name: &str, partitions: i32, count: u64) {
+    let (c, total) = assign_all(addr, name, partitions);
+    assert_eq!(total as u64, count, "stored {total} messages for {count} sent");
+    read_in_order(&c, partitions, count, |_| {});
 }

@@ -77,15 +77,16 @@ impl BrokerProcess {
 
     /// Starts a broker with extra `serve` flags.
     pub fn start_with(extra: &[&str]) -> Self {
-        Self::start_with_env(extra, &[])
+        Self::start_with_env(extra, &[] as &[(&str, &str)])
     }
 
     /// Starts a broker with extra `serve` flags and environment variables.
-    pub fn start_with_env(extra: &[&str], envs: &[(&str, &str)]) -> Self {
+    pub fn start_with_env(extra: &[&str], envs: &[(impl AsRef<str>, impl AsRef<str>)]) -> Self {
         let tmp = tempfile::tempdir().expect("tempdir");
         let data_dir = tmp.path().join("data");
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let envs: Vec<(String, String)> = envs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let envs: Vec<(String, String)> =
+            envs.iter().map(|(k, v)| (k.as_ref().to_string(), v.as_ref().to_string())).collect();
         let (child, addr, http) = spawn(&data_dir, &extra, &envs);
         BrokerProcess { child, addr, http, data_dir, _tmp: Some(tmp), extra, envs }
     }
