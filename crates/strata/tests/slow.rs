@@ -17,6 +17,81 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 const PARTITIONS: i32 = 4;
 const KILLS: usize = 20;
 
+/// An idempotent producer through `addr` that waits out broker restarts.
+fn idempotent_producer(addr: &str) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "2")
+        .set("message.timeout.ms", "300000")
+        .set("reconnect.backoff.ms", "50")
+        .set("reconnect.backoff.max.ms", "500")
+        .create()
+        .expect("producer")
+}
+
+/// Sends the numbers 0, 1, 2, ... (partition: number mod `PARTITIONS`) in
+/// rounds of `per_round` every 20 ms until stopped.
+struct Sender {
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<(u64, u64)>,
+}
+
+impl Sender {
+    fn start(p: FutureProducer, name: &str, per_round: u64) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let (stop2, sent2, name) = (Arc::clone(&stop), Arc::clone(&sent), name.to_string());
+        let task = tokio::spawn(async move {
+            let mut futures = Vec::new();
+            let mut i = 0u64;
+            while !stop2.load(Ordering::Relaxed) {
+                for _ in 0..per_round {
+                    let v = i.to_string();
+                    let rec = FutureRecord::<(), _>::to(&name)
+                        .partition((i % PARTITIONS as u64) as i32)
+                        .payload(&v);
+                    futures.push(p.send_result(rec).map_err(|(e, _)| e).expect("enqueue"));
+                    i += 1;
+                }
+                sent2.store(i, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let mut failures = 0;
+            for f in futures {
+                if !matches!(f.await, Ok(Ok(_))) {
+                    failures += 1;
+                }
+            }
+            (i, failures)
+        });
+        Sender { stop, sent, task }
+    }
+
+    /// Messages sent so far.
+    fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    /// Stops sending; returns how many were sent and how many failed.
+    async fn finish(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.expect("sender")
+    }
+}
+
+/// `KILLS` pseudo-random pauses of 300 ms plus up to `spread_ms` (xorshift).
+fn kill_pauses(mut seed: u64, spread_ms: u64) -> impl Iterator<Item = Duration> {
+    (0..KILLS).map(move |_| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        Duration::from_millis(300 + seed % spread_ms)
+    })
+}
+
 /// An idempotent producer writes continuously through a proxy while the broker
 /// is killed with SIGKILL at random moments and restarted, `KILLS` times, with
 /// uploads to objects every 100 ms so kills also land mid-upload. Afterwards
@@ -28,56 +103,17 @@ async fn slow_idempotent_producer_survives_twenty_kills() {
     proxy.set_target(&broker.addr);
     let name = topic("slow-kills");
     create_topic(&proxy.addr, &name, PARTITIONS).await;
-    let p: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &proxy.addr)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "2")
-        .set("message.timeout.ms", "300000")
-        .set("reconnect.backoff.ms", "50")
-        .set("reconnect.backoff.max.ms", "500")
-        .create()
-        .expect("producer");
-    let stop = Arc::new(AtomicBool::new(false));
-    let sent = Arc::new(AtomicU64::new(0));
-    let (stop2, sent2, name2) = (Arc::clone(&stop), Arc::clone(&sent), name.clone());
-    let sender = tokio::spawn(async move {
-        let mut futures = Vec::new();
-        let mut i = 0u64;
-        while !stop2.load(Ordering::Relaxed) {
-            for _ in 0..200 {
-                let v = i.to_string();
-                let rec =
-                    FutureRecord::<(), _>::to(&name2).partition((i % PARTITIONS as u64) as i32).payload(&v);
-                futures.push(p.send_result(rec).map_err(|(e, _)| e).expect("enqueue"));
-                i += 1;
-            }
-            sent2.store(i, Ordering::Relaxed);
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let mut failures = 0;
-        for f in futures {
-            if !matches!(f.await, Ok(Ok(_))) {
-                failures += 1;
-            }
-        }
-        (i, failures)
-    });
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
-    for kill in 0..KILLS {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        tokio::time::sleep(Duration::from_millis(300 + seed % 1500)).await;
+    let sender = Sender::start(idempotent_producer(&proxy.addr), &name, 200);
+    for (kill, pause) in kill_pauses(0x2545_f491_4f6c_dd1d, 1500).enumerate() {
+        tokio::time::sleep(pause).await;
         broker.kill9();
         proxy.cut_all();
         broker.restart();
         proxy.set_target(&broker.addr);
-        println!("kill {} after {} messages sent", kill + 1, sent.load(Ordering::Relaxed));
+        println!("kill {} after {} messages sent", kill + 1, sender.sent());
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    stop.store(true, Ordering::Relaxed);
-    let (count, failures) = sender.await.expect("sender");
+    let (count, failures) = sender.finish().await;
     assert_eq!(failures, 0, "deliveries failed");
 
     assert_exactly_once_in_order(&proxy.addr, &name, PARTITIONS, count);
@@ -106,53 +142,16 @@ async fn slow_object_wal_survives_twenty_kills_with_empty_disks() {
     proxy.set_target(&broker.addr);
     let name = topic("slow-object-wal");
     create_topic(&proxy.addr, &name, PARTITIONS).await;
-    let p: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &proxy.addr)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "2")
-        .set("message.timeout.ms", "300000")
-        .set("reconnect.backoff.ms", "50")
-        .set("reconnect.backoff.max.ms", "500")
-        .create()
-        .expect("producer");
-    let stop = Arc::new(AtomicBool::new(false));
-    let (stop2, name2) = (Arc::clone(&stop), name.clone());
-    let sender = tokio::spawn(async move {
-        let mut futures = Vec::new();
-        let mut i = 0u64;
-        while !stop2.load(Ordering::Relaxed) {
-            for _ in 0..100 {
-                let v = i.to_string();
-                let rec =
-                    FutureRecord::<(), _>::to(&name2).partition((i % PARTITIONS as u64) as i32).payload(&v);
-                futures.push(p.send_result(rec).map_err(|(e, _)| e).expect("enqueue"));
-                i += 1;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let mut failures = 0;
-        for f in futures {
-            if !matches!(f.await, Ok(Ok(_))) {
-                failures += 1;
-            }
-        }
-        (i, failures)
-    });
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    for _ in 0..KILLS {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        tokio::time::sleep(Duration::from_millis(300 + seed % 1200)).await;
+    let sender = Sender::start(idempotent_producer(&proxy.addr), &name, 100);
+    for pause in kill_pauses(0x9e37_79b9_7f4a_7c15, 1200) {
+        tokio::time::sleep(pause).await;
         broker.kill9();
         proxy.cut_all();
         broker = BrokerProcess::start_with_env(&flags, &envs);
         proxy.set_target(&broker.addr);
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    stop.store(true, Ordering::Relaxed);
-    let (count, failures) = sender.await.expect("sender");
+    let (count, failures) = sender.finish().await;
     assert_eq!(failures, 0, "deliveries failed");
     assert_exactly_once_in_order(&proxy.addr, &name, PARTITIONS, count);
     println!(
