@@ -771,12 +771,11 @@ mod tests {
     async fn preallocated_segments_replay_and_continue() {
         let env = Env::new();
         // Small segments so that several are zero-filled ahead and rolled into.
-        let store = env
-            .open(|c| {
-                c.segment_bytes = 4096;
-                c.wal_preallocate = true;
-            })
-            .await;
+        let preallocated = |c: &mut StreamStoreConfig| {
+            c.segment_bytes = 4096;
+            c.wal_preallocate = true;
+        };
+        let store = env.open(preallocated).await;
         let a = store.open_stream(5);
         for i in 0..400 {
             append(&a, i).await;
@@ -793,12 +792,7 @@ mod tests {
         drop(a);
         drop(store);
         // Replay reads through zero tails of sealed and open segments alike.
-        let store = env
-            .open(|c| {
-                c.segment_bytes = 4096;
-                c.wal_preallocate = true;
-            })
-            .await;
+        let store = env.open(preallocated).await;
         let a = store.open_stream(5);
         assert_eq!(texts(&a, 0).await, before);
         let end = a.offsets().1;

@@ -284,6 +284,28 @@ impl Wal {
     }
 }
 
+/// Encodes `first` and whatever else is queued into `buf`, up to about `max`
+/// bytes, appending each entry with its payload's position (`base` plus its
+/// place in `buf`) to `group`: one group commit's worth.
+pub(crate) fn gather(
+    rx: &mut mpsc::UnboundedReceiver<WalEntry>,
+    first: WalEntry,
+    buf: &mut BytesMut,
+    base: u64,
+    max: usize,
+    group: &mut Vec<(WalEntry, u64)>,
+) {
+    let mut next = Some(first);
+    while let Some(entry) = next.take() {
+        let start = buf.len() as u64;
+        let at = record::encode(buf, entry.stream.id(), entry.base_offset, &entry.meta, &entry.payload);
+        group.push((entry, base + start + at as u64));
+        if buf.len() < max {
+            next = rx.try_recv().ok();
+        }
+    }
+}
+
 /// Records one WAL flush (write plus sync, or one object PUT plus fence check).
 pub(crate) fn record_flush(took: std::time::Duration, bytes: usize) {
     metrics::histogram!("strata_wal_flush_seconds").record(took.as_secs_f64());
@@ -372,21 +394,7 @@ impl Writer {
         while let Some(first) = self.rx.blocking_recv() {
             buf.clear();
             group.clear();
-            let mut next = Some(first);
-            while let Some(entry) = next.take() {
-                let start = buf.len() as u64;
-                let payload_at = record::encode(
-                    &mut buf,
-                    entry.stream.id(),
-                    entry.base_offset,
-                    &entry.meta,
-                    &entry.payload,
-                );
-                group.push((entry, self.seg_len + start + payload_at as u64));
-                if buf.len() < self.config.max_write_bytes {
-                    next = self.rx.try_recv().ok();
-                }
-            }
+            gather(&mut self.rx, first, &mut buf, self.seg_len, self.config.max_write_bytes, &mut group);
             let written_payload: usize = group.iter().map(|(e, _)| e.payload.len()).sum();
             let started = std::time::Instant::now();
             let result = self.file.write_all_at(&buf, self.seg_len).and_then(|()| self.file.sync_data());

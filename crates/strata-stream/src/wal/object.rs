@@ -25,7 +25,6 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 use strata_meta::{MetaError, MetaStore};
 use tokio::sync::{mpsc, watch};
 
-use super::record;
 use super::{Replayed, SegmentHandle, Segments, Wal, WalEntry};
 use crate::{BatchInfo, Stream, StreamError};
 
@@ -132,21 +131,7 @@ impl ObjectWriter {
             }
             buf.clear();
             let mut group: Vec<(WalEntry, u64)> = Vec::new();
-            let mut next = Some(first);
-            while let Some(entry) = next.take() {
-                let start = buf.len() as u64;
-                let at = record::encode(
-                    &mut buf,
-                    entry.stream.id(),
-                    entry.base_offset,
-                    &entry.meta,
-                    &entry.payload,
-                );
-                group.push((entry, start + at as u64));
-                if buf.len() < self.config.flush_bytes {
-                    next = self.rx.try_recv().ok();
-                }
-            }
+            super::gather(&mut self.rx, first, &mut buf, 0, self.config.flush_bytes, &mut group);
             let bytes: usize = group.iter().map(|(e, _)| e.payload.len()).sum();
             let path = wal_object(self.seq);
             let data = Bytes::from(std::mem::take(&mut buf));
