@@ -3,7 +3,7 @@
 use kafka_protocol::ResponseError;
 use strata_cluster::ClusterError;
 use strata_meta::MetaError;
-use strata_stream::StreamError;
+use strata_stream::{ErrorKind as StreamErrorKind, StreamError};
 
 use crate::BrokerError;
 
@@ -30,16 +30,16 @@ pub fn response_error(err: &BrokerError) -> ResponseError {
         BrokerError::InvalidProducerEpoch(_) => ResponseError::InvalidProducerEpoch,
         BrokerError::OutOfOrderSequence(_) => ResponseError::OutOfOrderSequenceNumber,
         BrokerError::TimedOut(_) => ResponseError::RequestTimedOut,
-        BrokerError::Storage(e) => match e {
-            StreamError::Closed(_) => ResponseError::UnknownTopicOrPartition,
-            StreamError::OutOfRange { .. } => ResponseError::OffsetOutOfRange,
-            StreamError::Io(_)
-            | StreamError::Failed
-            | StreamError::Corrupt { .. }
-            | StreamError::ObjectStore(_)
-            | StreamError::ShortObject(_)
-            | StreamError::Meta(_)
-            | StreamError::BadRecord { .. } => ResponseError::KafkaStorageError,
+        BrokerError::Storage(e) => match (e, e.kind()) {
+            (StreamError::Closed(_), _) => ResponseError::UnknownTopicOrPartition,
+            (StreamError::OutOfRange { .. }, _) => ResponseError::OffsetOutOfRange,
+            // Kafka's "outcome unknown" answer: the batch may still land.
+            (StreamError::AckTimeout, _) => ResponseError::RequestTimedOut,
+            // A newer owner serves this data: the client must find it.
+            (_, StreamErrorKind::Fenced) => ResponseError::NotLeaderOrFollower,
+            // Retriable: nothing acknowledged is lost.
+            (_, StreamErrorKind::Transient | StreamErrorKind::Unknown) => ResponseError::KafkaStorageError,
+            (_, StreamErrorKind::Corrupt | StreamErrorKind::Request) => ResponseError::KafkaStorageError,
         },
         BrokerError::Cluster(e) => match e {
             ClusterError::TopicExists(_) => ResponseError::TopicAlreadyExists,
@@ -47,7 +47,7 @@ pub fn response_error(err: &BrokerError) -> ResponseError {
             ClusterError::InvalidPartitions { .. } => ResponseError::InvalidPartitions,
             ClusterError::Contended => ResponseError::RequestTimedOut,
             ClusterError::Corrupt { .. } => ResponseError::UnknownServerError,
-            ClusterError::Meta(MetaError::Fenced(_)) => ResponseError::NotController,
+            ClusterError::Meta(MetaError::Fenced(_)) => ResponseError::NotLeaderOrFollower,
             ClusterError::Meta(_) => ResponseError::KafkaStorageError,
         },
     }

@@ -20,4 +20,4 @@ mod topics;
 
 pub use broker::{Broker, BrokerConfig};
 pub use error::BrokerError;
-pub use produce::PendingProduce;
+pub use produce::{PendingProduce, refused_fenced_records};

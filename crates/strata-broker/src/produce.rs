@@ -27,6 +27,22 @@ const WAL_QUEUE_LIMIT: usize = 64 << 20;
 /// How long a retried batch waits for its in-flight original to be durable.
 const DUPLICATE_WAIT: Duration = Duration::from_secs(30);
 
+/// Records refused because this process was fenced (reported at exit).
+static REFUSED_FENCED_RECORDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many records produce refused because a newer owner holds the prefix.
+pub fn refused_fenced_records() -> u64 {
+    REFUSED_FENCED_RECORDS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn is_fenced(e: &BrokerError) -> bool {
+    matches!(e, BrokerError::Storage(s) if s.kind() == strata_stream::ErrorKind::Fenced)
+}
+
+fn count_refused(records: i32) {
+    REFUSED_FENCED_RECORDS.fetch_add(records.max(0) as u64, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// What a partition's append turned into.
 enum Wait {
     /// A new append: wait for it.
@@ -38,8 +54,8 @@ enum Wait {
 /// A produce whose batches are appended and whose answer waits for the WAL.
 pub struct PendingProduce {
     response: ProduceResponse,
-    /// (topic index, partition index, wait) in response order.
-    waits: Vec<(usize, usize, Wait)>,
+    /// (topic index, partition index, wait, record count) in response order.
+    waits: Vec<(usize, usize, Wait, i32)>,
     streams: Arc<StreamStore>,
 }
 
@@ -50,6 +66,9 @@ async fn wait_durable(streams: &StreamStore, stream: &Stream, end: i64) -> Resul
         commits.borrow_and_update();
         if stream.offsets().1 >= end {
             return Ok(());
+        }
+        if streams.stopped().is_some() {
+            return Err(BrokerError::Storage(strata_stream::StreamError::Fenced));
         }
         if streams.is_failed() {
             return Err(BrokerError::Storage(strata_stream::StreamError::Failed));
@@ -63,7 +82,7 @@ async fn wait_durable(streams: &StreamStore, stream: &Stream, end: i64) -> Resul
 impl PendingProduce {
     /// Waits for every append to be durable and returns the response.
     pub async fn finish(mut self) -> ProduceResponse {
-        for (t, p, wait) in self.waits {
+        for (t, p, wait, records) in self.waits {
             let outcome = match wait {
                 Wait::Appended(appended) => {
                     appended.durable().await.map(|_| ()).map_err(BrokerError::Storage)
@@ -71,6 +90,9 @@ impl PendingProduce {
                 Wait::Duplicate(stream, end) => wait_durable(&self.streams, &stream, end).await,
             };
             if let Err(e) = outcome {
+                if is_fenced(&e) {
+                    count_refused(records);
+                }
                 let part = &mut self.response.responses[t].partition_responses[p];
                 part.error_code = code(&e);
                 part.error_message = Some(message(&e));
@@ -201,9 +223,20 @@ impl Broker {
                         if log_append {
                             pr.log_append_time_ms = now;
                         }
-                        waits.push((ti, pi, wait));
+                        let records = pd
+                            .records
+                            .as_ref()
+                            .map_or(0, |d| records::parse_header(d).map_or(0, |h| h.record_count));
+                        waits.push((ti, pi, wait, records));
                     }
                     Err(e) => {
+                        if is_fenced(&e) {
+                            count_refused(
+                                pd.records
+                                    .as_ref()
+                                    .map_or(0, |d| records::parse_header(d).map_or(0, |h| h.record_count)),
+                            );
+                        }
                         tracing::debug!(partition = pd.index, error = %e, "produce rejected");
                         pr.error_code = code(&e);
                         pr.error_message = Some(message(&e));

@@ -134,8 +134,6 @@ pub(crate) struct PartitionState {
     pub producers: Mutex<PartitionProducers>,
     loaded: OnceCell<()>,
     dirty: AtomicBool,
-    /// The stream's rewind count when this state was loaded.
-    rewinds: u64,
 }
 
 impl PartitionState {
@@ -241,16 +239,9 @@ impl Producers {
     pub async fn partition(&self, stream: &Stream) -> Result<Arc<PartitionState>, BrokerError> {
         let state = {
             let mut map = self.partitions.lock().unwrap_or_else(|e| e.into_inner());
-            let rewinds = stream.rewinds();
-            let entry = map
-                .entry(stream.id())
-                .or_insert_with(|| Arc::new(PartitionState { rewinds, ..Default::default() }));
-            if entry.rewinds != rewinds {
-                // Appends were rewound after a failed WAL write: what this state
-                // recorded may never have been written. Rebuild from the log.
-                *entry = Arc::new(PartitionState { rewinds, ..Default::default() });
-            }
-            Arc::clone(entry)
+            // Offsets are final (a failed WAL write is retried, never
+            // rewound), so what this state recorded stays true.
+            Arc::clone(map.entry(stream.id()).or_default())
         };
         state.loaded.get_or_try_init(|| self.load(stream, &state)).await?;
         Ok(state)

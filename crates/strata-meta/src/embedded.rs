@@ -1,10 +1,23 @@
 //! The embedded metadata store for a single node: the whole key space in memory,
-//! persisted as a manifest object in the object store. Each commit writes the
-//! next manifest `<prefix>/manifest/<revision>` with create-if-absent, so a second
-//! process that starts on the same prefix and commits fences this one: our next
-//! create finds the revision taken and the store turns permanently fenced.
+//! persisted as manifest objects in the object store, owned by one process at a
+//! time through owner epochs (see `docs/ownership.md`).
+//!
+//! - `<prefix>/epochs/<E>`: created (create-if-absent) by the process that takes
+//!   the prefix over, one more than the largest listed; never deleted. Epochs
+//!   are therefore dense, and "is anyone newer than me?" is one HEAD of
+//!   `epochs/<E+1>`.
+//! - `<prefix>/manifest/<E>-<rev>`: the key space at revision `rev`, written by
+//!   the owner of epoch `E` with create-if-absent. The newest manifest is the
+//!   largest `(E, rev)`, so a zombie's later commits (a lower epoch) never
+//!   outrank the new owner's, and never collide with its names.
+//!
+//! A commit counts only once its manifest is written **and** `epochs/<E+1>` is
+//! still absent afterwards; a lost PUT response is resolved by writing the same
+//! name again (`AlreadyExists` with our bytes means it landed).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -14,62 +27,145 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use tokio::sync::{Mutex, broadcast};
 
-use crate::manifest::Manifest;
+use crate::manifest::{FORMAT_VERSION, Manifest};
 use crate::{Condition, Entry, Event, MetaError, MetaStore, Op, Revision, TxnOutcome};
 
-/// How many old manifests are kept behind the newest one.
+/// How many of its own older manifests an owner keeps behind the newest one.
 const KEEP_OLD_MANIFESTS: u64 = 2;
+
+/// Settings of the embedded store.
+#[derive(Debug, Clone, Copy)]
+pub struct EmbeddedConfig {
+    /// How long a commit keeps retrying to learn its outcome (a PUT or the
+    /// epoch check failing transiently) before it answers `OutcomeUnknown`.
+    pub resolve_deadline: Duration,
+    /// The most operations one transaction may carry.
+    pub max_txn_ops: usize,
+}
+
+impl Default for EmbeddedConfig {
+    fn default() -> Self {
+        EmbeddedConfig { resolve_deadline: Duration::from_secs(30), max_txn_ops: crate::MAX_TXN_OPS }
+    }
+}
 
 /// The single-node metadata store persisted in the object store.
 pub struct EmbeddedStore {
     store: Arc<dyn ObjectStore>,
     prefix: String,
+    config: EmbeddedConfig,
+    /// The owner epoch this process holds.
+    epoch: u64,
     state: Mutex<State>,
+    fenced: AtomicBool,
     events: broadcast::Sender<Event>,
 }
 
 struct State {
     manifest: Manifest,
-    fenced: bool,
+    /// Set once a commit's outcome could not be learnt: the view is no longer
+    /// trustworthy and every further commit is refused.
+    unknown: Option<String>,
+}
+
+/// Why writing a manifest or epoch record did not succeed.
+enum PutFailure {
+    /// The name holds other bytes: somebody else wrote it.
+    Taken,
+    /// The store kept failing past the deadline: it may or may not have landed.
+    Unknown(String),
 }
 
 impl EmbeddedStore {
-    /// Opens the store under `prefix` (for example `meta`), loading the newest
-    /// manifest, or starting empty when there is none.
+    /// Opens the store under `prefix` (for example `meta`) with default
+    /// settings: claims the next owner epoch, loads the newest manifest (or
+    /// starts empty) and commits the takeover.
     pub async fn open(store: Arc<dyn ObjectStore>, prefix: &str) -> Result<Self, MetaError> {
+        Self::open_with(store, prefix, EmbeddedConfig::default()).await
+    }
+
+    /// Opens the store with explicit settings.
+    pub async fn open_with(
+        store: Arc<dyn ObjectStore>,
+        prefix: &str,
+        config: EmbeddedConfig,
+    ) -> Result<Self, MetaError> {
         let prefix = prefix.trim_end_matches('/').to_string();
-        let manifest = load_newest(&store, &prefix).await?;
-        tracing::debug!(revision = manifest.revision, "metadata manifest loaded");
+        check_layout(&store, &prefix).await?;
+        let token = Bytes::from(format!("{}-{}-{}", std::process::id(), now_nanos(), rand_u64()));
+        let epoch = claim_epoch(&store, &prefix, &token, config.resolve_deadline).await?;
+        // Listed after the claim: everything a previous owner committed before
+        // its epoch check could pass is visible here.
+        let mut manifest = load_newest(&store, &prefix).await?;
+        manifest.epoch = epoch;
+        tracing::info!(epoch, revision = manifest.revision, "metadata prefix taken over");
         let (events, _) = broadcast::channel(1024);
-        let this = Self { store, prefix, state: Mutex::new(State { manifest, fenced: false }), events };
-        this.take_over().await?;
+        let this = Self {
+            store,
+            prefix,
+            config,
+            epoch,
+            state: Mutex::new(State { manifest, unknown: None }),
+            fenced: AtomicBool::new(false),
+            events,
+        };
+        // The takeover commit: from now on the newest manifest is ours.
+        this.txn(vec![], vec![Op::Put(OWNER_KEY.into(), token)]).await?;
+        this.delete_older_epochs().await;
         Ok(this)
     }
 
-    /// Claims the prefix: commits the next revision (recording this process as
-    /// owner), reloading and retrying while a previous owner is still
-    /// committing. Once it succeeds, the previous owner's next commit fails.
-    async fn take_over(&self) -> Result<(), MetaError> {
-        let owner = Bytes::from(format!("{}-{}", std::process::id(), now_nanos()));
-        for attempt in 0..50 {
-            match self.txn(vec![], vec![Op::Put(OWNER_KEY.into(), owner.clone())]).await {
-                Ok(_) => return Ok(()),
-                Err(MetaError::Fenced(_)) => {
-                    let newest = load_newest(&self.store, &self.prefix).await?;
-                    let mut state = self.state.lock().await;
-                    state.manifest = newest;
-                    state.fenced = false;
-                    drop(state);
-                    tokio::time::sleep(std::time::Duration::from_millis(10 * (attempt + 1))).await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Err(MetaError::Fenced(self.prefix.clone()))
+    fn manifest_path(&self, revision: u64) -> Path {
+        manifest_path(&self.prefix, self.epoch, revision)
     }
 
-    fn manifest_path(&self, revision: u64) -> Path {
-        Path::from(format!("{}/manifest/{revision:020}", self.prefix))
+    /// Removes manifests of earlier epochs (best effort: they are outranked).
+    async fn delete_older_epochs(&self) {
+        let dir = Path::from(format!("{}/manifest", self.prefix));
+        let Ok(metas) = self.store.list(Some(&dir)).try_collect::<Vec<_>>().await else { return };
+        for m in metas {
+            if m.location.filename().and_then(parse_manifest_name).is_some_and(|(e, _)| e < self.epoch)
+                && let Err(e) = self.store.delete(&m.location).await
+                && !matches!(e, object_store::Error::NotFound { .. })
+            {
+                tracing::debug!(error = %e, "could not delete an outranked manifest");
+            }
+        }
+    }
+
+    /// Marks the store fenced (logging once).
+    fn set_fenced(&self, why: &str) -> MetaError {
+        if !self.fenced.swap(true, Ordering::AcqRel) {
+            tracing::error!(prefix = %self.prefix, epoch = self.epoch, why,
+                "a newer owner epoch exists on this metadata prefix: fenced");
+        }
+        MetaError::Fenced(self.prefix.clone())
+    }
+
+    /// Writes `bytes` at `path` with create-if-absent, retrying transient
+    /// failures until `resolve_deadline`; `AlreadyExists` holding the same
+    /// bytes means an earlier attempt landed.
+    async fn put_resolved(&self, path: &Path, bytes: &Bytes) -> Result<(), PutFailure> {
+        put_resolved(&self.store, path, bytes, self.config.resolve_deadline).await
+    }
+
+    /// Whether `epochs/<E+1>` exists, retried until the deadline.
+    async fn newer_epoch_exists(&self, deadline: Duration) -> Result<bool, MetaError> {
+        let path = epoch_path(&self.prefix, self.epoch + 1);
+        let until = tokio::time::Instant::now() + deadline;
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            match self.store.head(&path).await {
+                Ok(_) => return Ok(true),
+                Err(object_store::Error::NotFound { .. }) => return Ok(false),
+                Err(e) if tokio::time::Instant::now() + backoff >= until => return Err(e.into()),
+                Err(e) => {
+                    tracing::debug!(error = %e, "epoch check failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
     }
 }
 
@@ -80,22 +176,112 @@ fn now_nanos() -> u128 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
 }
 
-/// Loads the newest manifest under `prefix`, or an empty one.
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(now_nanos());
+    h.finish()
+}
+
+fn epoch_path(prefix: &str, epoch: u64) -> Path {
+    Path::from(format!("{prefix}/epochs/{epoch:020}"))
+}
+
+fn manifest_path(prefix: &str, epoch: u64, revision: u64) -> Path {
+    Path::from(format!("{prefix}/manifest/{epoch:020}-{revision:020}"))
+}
+
+/// `<epoch>-<revision>`.
+fn parse_manifest_name(name: &str) -> Option<(u64, u64)> {
+    let (e, r) = name.split_once('-')?;
+    Some((e.parse().ok()?, r.parse().ok()?))
+}
+
+/// Refuses a prefix written in the version-1 layout (`manifest/<rev>`).
+async fn check_layout(store: &Arc<dyn ObjectStore>, prefix: &str) -> Result<(), MetaError> {
+    let dir = Path::from(format!("{prefix}/manifest"));
+    let metas: Vec<_> = store.list(Some(&dir)).try_collect().await?;
+    let old = metas.iter().any(|m| m.location.filename().is_some_and(|n| n.parse::<u64>().is_ok()));
+    if old {
+        return Err(MetaError::Format { prefix: prefix.to_string(), found: 1, supported: FORMAT_VERSION });
+    }
+    Ok(())
+}
+
+async fn put_resolved(
+    store: &Arc<dyn ObjectStore>,
+    path: &Path,
+    bytes: &Bytes,
+    deadline: Duration,
+) -> Result<(), PutFailure> {
+    let until = tokio::time::Instant::now() + deadline;
+    let mut backoff = Duration::from_millis(20);
+    loop {
+        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+        let error = match store.put_opts(path, PutPayload::from_bytes(bytes.clone()), opts).await {
+            Ok(_) => return Ok(()),
+            Err(object_store::Error::AlreadyExists { .. }) => match store.get(path).await {
+                Ok(got) => match got.bytes().await {
+                    Ok(existing) if existing == *bytes => return Ok(()),
+                    Ok(_) => return Err(PutFailure::Taken),
+                    Err(e) => e.to_string(),
+                },
+                Err(e) => e.to_string(),
+            },
+            Err(e) => e.to_string(),
+        };
+        if tokio::time::Instant::now() + backoff >= until {
+            return Err(PutFailure::Unknown(format!("{path}: {error}")));
+        }
+        tracing::debug!(%path, error, "metadata write failed; retrying under the same name");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// Claims the next owner epoch: lists `epochs/`, creates `max + 1`, and
+/// retries above a racing winner.
+async fn claim_epoch(
+    store: &Arc<dyn ObjectStore>,
+    prefix: &str,
+    token: &Bytes,
+    deadline: Duration,
+) -> Result<u64, MetaError> {
+    let dir = Path::from(format!("{prefix}/epochs"));
+    for attempt in 0..50u64 {
+        let metas: Vec<_> = store.list(Some(&dir)).try_collect().await?;
+        let max = metas.iter().filter_map(|m| m.location.filename()?.parse::<u64>().ok()).max().unwrap_or(0);
+        let next = max + 1;
+        match put_resolved(store, &epoch_path(prefix, next), token, deadline).await {
+            Ok(()) => return Ok(next),
+            Err(PutFailure::Taken) => {
+                tokio::time::sleep(Duration::from_millis(5 * (attempt + 1))).await;
+            }
+            Err(PutFailure::Unknown(e)) => return Err(MetaError::OutcomeUnknown(e)),
+        }
+    }
+    Err(MetaError::Fenced(prefix.to_string()))
+}
+
+/// Loads the newest manifest under `prefix` (largest `(epoch, revision)`), or
+/// an empty one.
 async fn load_newest(store: &Arc<dyn ObjectStore>, prefix: &str) -> Result<Manifest, MetaError> {
     let dir = Path::from(format!("{prefix}/manifest"));
     let metas: Vec<_> = store.list(Some(&dir)).try_collect().await?;
     let newest = metas
         .iter()
-        .filter_map(|m| {
-            let name = m.location.filename()?;
-            name.parse::<u64>().ok().map(|rev| (rev, m.location.clone()))
-        })
-        .max_by_key(|(rev, _)| *rev);
+        .filter_map(|m| parse_manifest_name(m.location.filename()?).map(|id| (id, m.location.clone())))
+        .max_by_key(|(id, _)| *id);
     match newest {
         None => Ok(Manifest::default()),
-        Some((_, path)) => {
+        Some(((epoch, revision), path)) => {
             let data = store.get(&path).await?.bytes().await?;
-            Manifest::decode(data).map_err(|reason| MetaError::Corrupt { path: path.to_string(), reason })
+            let corrupt = |reason: String| MetaError::Corrupt { path: path.to_string(), reason };
+            let m = Manifest::decode(data).map_err(corrupt)?;
+            if (m.epoch, m.revision) != (epoch, revision) {
+                return Err(corrupt(format!("holds epoch {} revision {}", m.epoch, m.revision)));
+            }
+            Ok(m)
         }
     }
 }
@@ -131,8 +317,14 @@ impl MetaStore for EmbeddedStore {
 
     async fn txn(&self, conditions: Vec<Condition>, ops: Vec<Op>) -> Result<TxnOutcome, MetaError> {
         let mut state = self.state.lock().await;
-        if state.fenced {
+        if self.fenced.load(Ordering::Acquire) {
             return Err(MetaError::Fenced(self.prefix.clone()));
+        }
+        if let Some(why) = &state.unknown {
+            return Err(MetaError::OutcomeUnknown(why.clone()));
+        }
+        if ops.len() > self.config.max_txn_ops {
+            return Err(MetaError::TooLarge { ops: ops.len(), max: self.config.max_txn_ops });
         }
         if !conditions.iter().all(|c| check(&state.manifest, c)) {
             return Ok(TxnOutcome::Conflict);
@@ -154,25 +346,31 @@ impl MetaStore for EmbeddedStore {
                 }
             }
         }
-        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
-        let payload = PutPayload::from_bytes(next.encode());
-        match self.store.put_opts(&self.manifest_path(rev), payload, opts).await {
-            Ok(_) => {}
-            Err(object_store::Error::AlreadyExists { .. }) => {
-                state.fenced = true;
-                tracing::error!(
-                    prefix = %self.prefix,
-                    revision = rev,
-                    "metadata manifest revision already written by another process: fenced, \
-                     this broker stops acknowledging"
-                );
-                return Err(MetaError::Fenced(self.prefix.clone()));
+        match self.put_resolved(&self.manifest_path(rev), &next.encode()).await {
+            Ok(()) => {}
+            // Only this epoch's owner writes its names: another writer means
+            // two processes hold one epoch, which the claim rules out; stop.
+            Err(PutFailure::Taken) => return Err(self.set_fenced("manifest name taken")),
+            Err(PutFailure::Unknown(why)) => {
+                state.unknown = Some(why.clone());
+                return Err(MetaError::OutcomeUnknown(why));
             }
-            Err(e) => return Err(e.into()),
+        }
+        // Confirmed only if no newer owner claimed the prefix meanwhile: one
+        // that did lists manifests after its claim, so if the claim is not
+        // there yet, our manifest is in its view.
+        match self.newer_epoch_exists(self.config.resolve_deadline).await {
+            Ok(false) => {}
+            Ok(true) => return Err(self.set_fenced("newer epoch after commit")),
+            Err(e) => {
+                let why = format!("commit {rev} written but the epoch check failed: {e}");
+                state.unknown = Some(why.clone());
+                return Err(MetaError::OutcomeUnknown(why));
+            }
         }
         state.manifest = next;
         drop(state);
-        if rev > KEEP_OLD_MANIFESTS {
+        if rev > KEEP_OLD_MANIFESTS + 1 {
             let old = self.manifest_path(rev - KEEP_OLD_MANIFESTS - 1);
             if let Err(e) = self.store.delete(&old).await
                 && !matches!(e, object_store::Error::NotFound { .. })
@@ -191,26 +389,28 @@ impl MetaStore for EmbeddedStore {
     }
 
     async fn check_fenced(&self) -> Result<(), MetaError> {
-        let mut state = self.state.lock().await;
-        if state.fenced {
+        if self.fenced.load(Ordering::Acquire) {
             return Err(MetaError::Fenced(self.prefix.clone()));
         }
-        // Another process that committed has written our next revision.
-        match self.store.head(&self.manifest_path(state.manifest.revision + 1)).await {
-            Ok(_) => {
-                state.fenced = true;
-                tracing::error!(prefix = %self.prefix, "another process committed metadata on this prefix: fenced, \
-                    this broker stops acknowledging");
-                Err(MetaError::Fenced(self.prefix.clone()))
-            }
-            Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e.into()),
+        match self.newer_epoch_exists(Duration::ZERO).await? {
+            true => Err(self.set_fenced("epoch poll")),
+            false => Ok(()),
         }
+    }
+
+    fn is_fenced(&self) -> bool {
+        self.fenced.load(Ordering::Acquire)
+    }
+
+    fn owner_epoch(&self) -> Option<u64> {
+        Some(self.epoch)
+    }
+
+    fn max_txn_ops(&self) -> usize {
+        self.config.max_txn_ops
     }
 }
 
-/// Returns the revision that the store's newest manifest holds (for tests and
-/// diagnostics).
 impl EmbeddedStore {
     /// The revision of the last committed transaction.
     pub async fn revision(&self) -> Revision {
@@ -221,56 +421,101 @@ impl EmbeddedStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
-    use object_store::local::LocalFileSystem;
+    use crate::faulty::{Fault, FaultyStore, Operation};
+    use object_store::memory::InMemory;
 
-    async fn open(dir: &std::path::Path) -> EmbeddedStore {
-        let fs = LocalFileSystem::new_with_prefix(dir).expect("local fs");
-        EmbeddedStore::open(Arc::new(fs), "meta").await.expect("open")
+    async fn open(bucket: &Arc<dyn ObjectStore>) -> EmbeddedStore {
+        EmbeddedStore::open(Arc::clone(bucket), "meta").await.expect("open")
+    }
+
+    fn bucket() -> Arc<dyn ObjectStore> {
+        Arc::new(InMemory::new())
     }
 
     #[tokio::test]
-    async fn cas_persist_and_fence() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let a = open(dir.path()).await;
-        let mut watch = a.watch();
-        let r1 = a.put("topics/x", Bytes::from_static(b"1")).await.expect("put");
-        assert_eq!(watch.recv().await.expect("event").key, "topics/x");
-        // Compare-and-set: wrong version conflicts, right version commits.
-        let bad = a
-            .txn(vec![Condition::Version("topics/x".into(), r1 + 5)], vec![Op::Delete("topics/x".into())])
-            .await
-            .expect("txn");
-        assert_eq!(bad, TxnOutcome::Conflict);
-        let created = a
-            .txn(
-                vec![Condition::Absent("topics/y".into())],
-                vec![Op::Put("topics/y".into(), Bytes::from_static(b"2"))],
-            )
-            .await
-            .expect("txn");
-        assert!(matches!(created, TxnOutcome::Committed(_)));
-        assert_eq!(a.list("topics/").await.expect("list").len(), 2);
+    async fn conformance() {
+        let b = bucket();
+        crate::conformance::compare_and_set(&open(&b).await).await;
+        crate::conformance::oversize_transaction_refused(&open(&b).await).await;
+        let first = open(&b).await;
+        let second = async { Box::new(open(&b).await) as Box<dyn MetaStore> };
+        crate::conformance::a_new_owner_fences_the_old(&first, second).await;
+    }
 
-        // A second process sees everything and, once it commits, fences the first.
-        let b = open(dir.path()).await;
-        assert_eq!(b.get("topics/y").await.expect("get").map(|e| e.value), Some(Bytes::from_static(b"2")));
-        b.put("topics/z", Bytes::new()).await.expect("b put");
-        let err = a.put("topics/w", Bytes::new()).await;
-        assert!(matches!(err, Err(MetaError::Fenced(_))), "{err:?}");
-        // Fenced stays fenced.
-        assert!(matches!(a.put("k", Bytes::new()).await, Err(MetaError::Fenced(_))));
+    #[tokio::test]
+    async fn epochs_are_dense_and_survive_any_number_of_commits() {
+        let b = bucket();
+        let a = open(&b).await;
+        assert_eq!(a.owner_epoch(), Some(1));
+        let c = open(&b).await;
+        assert_eq!(c.owner_epoch(), Some(2));
+        // Many commits by the new owner: old manifests are deleted, epoch
+        // records are not, so the first owner still learns it is fenced.
+        for i in 0..20 {
+            c.put(&format!("k{i}"), Bytes::new()).await.expect("put");
+        }
         assert!(matches!(a.check_fenced().await, Err(MetaError::Fenced(_))));
-        // Opening takes the prefix over; a poll tells the previous owner
-        // without it committing anything.
-        let d = open(dir.path()).await;
-        assert!(d.check_fenced().await.is_ok());
-        let e = open(dir.path()).await;
-        assert!(matches!(d.check_fenced().await, Err(MetaError::Fenced(_))));
-        assert!(e.check_fenced().await.is_ok());
-        e.put("topics/v", Bytes::new()).await.expect("e put");
-        let c = open(dir.path()).await;
-        assert!(c.get("topics/z").await.expect("get").is_some());
-        assert!(c.get("topics/w").await.expect("get").is_none());
+        assert!(a.is_fenced());
+        let manifests: Vec<_> = b.list(Some(&Path::from("meta/manifest"))).try_collect().await.expect("list");
+        assert!(manifests.len() <= 3, "old manifests deleted: {}", manifests.len());
+        let epochs: Vec<_> = b.list(Some(&Path::from("meta/epochs"))).try_collect().await.expect("list");
+        assert_eq!(epochs.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_zombie_commit_never_outranks_nor_fences_the_new_owner() {
+        let b = bucket();
+        let a = open(&b).await;
+        a.put("x", Bytes::from_static(b"a1")).await.expect("put");
+        let c = open(&b).await;
+        // The zombie commits after the takeover: the write lands under its own
+        // epoch's name, the check after it tells it is fenced.
+        assert!(matches!(a.put("x", Bytes::from_static(b"zombie")).await, Err(MetaError::Fenced(_))));
+        // The new owner goes on committing, unfenced, and its view wins.
+        c.put("y", Bytes::new()).await.expect("new owner commits");
+        assert!(c.check_fenced().await.is_ok());
+        let d = open(&b).await;
+        assert_eq!(d.get("x").await.expect("get").map(|e| e.value), Some(Bytes::from_static(b"a1")));
+        assert!(d.get("y").await.expect("get").is_some());
+    }
+
+    #[tokio::test]
+    async fn a_lost_put_response_is_resolved_by_writing_the_same_name_again() {
+        let b = bucket();
+        let faulty = FaultyStore::new(Arc::clone(&b));
+        let a = EmbeddedStore::open(Arc::new(faulty.clone()), "meta").await.expect("open");
+        faulty.set(Operation::Put, Fault::LoseResponse(1));
+        let rev = a.put("k", Bytes::from_static(b"v")).await.expect("committed despite the lost response");
+        assert!(a.check_fenced().await.is_ok(), "the writer is not fenced by its own write");
+        assert_eq!(a.put("k2", Bytes::new()).await.expect("next commit"), rev + 1);
+        let c = open(&b).await;
+        assert_eq!(c.get("k").await.expect("get").map(|e| e.value), Some(Bytes::from_static(b"v")));
+    }
+
+    #[tokio::test]
+    async fn an_unresolvable_outcome_is_reported_and_refuses_further_commits() {
+        let b = bucket();
+        let faulty = FaultyStore::new(Arc::clone(&b));
+        let config = EmbeddedConfig { resolve_deadline: Duration::from_millis(100), ..Default::default() };
+        let a = EmbeddedStore::open_with(Arc::new(faulty.clone()), "meta", config).await.expect("open");
+        crate::conformance::outcome_unknown(&a, || faulty.set(Operation::Put, Fault::FailAlways)).await;
+        faulty.clear();
+        assert!(matches!(a.put("later", Bytes::new()).await, Err(MetaError::OutcomeUnknown(_))));
+        // A restart reads back what is there.
+        let c = open(&b).await;
+        assert!(c.get("later").await.expect("get").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_version_one_prefix_is_refused_with_its_version() {
+        let b = bucket();
+        b.put(&Path::from("meta/manifest/00000000000000000007"), PutPayload::from_static(b"old"))
+            .await
+            .expect("put");
+        match EmbeddedStore::open(Arc::clone(&b), "meta").await {
+            Err(MetaError::Format { found: 1, supported: 2, .. }) => {}
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("a version-1 prefix was opened"),
+        }
     }
 }

@@ -1,15 +1,40 @@
 use thiserror::Error;
 
+/// What a caller should do about a [`MetaError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Another process owns the prefix: stop acknowledging and exit.
+    Fenced,
+    /// A transient failure: retry later; nothing was applied.
+    Transient,
+    /// A commit may or may not have been applied and the store could not
+    /// tell: the in-memory view can no longer be trusted (restart and reload).
+    Unknown,
+    /// Stored bytes do not decode, or the request can never succeed.
+    Corrupt,
+}
+
 /// Errors of the metadata store.
 #[derive(Debug, Error)]
 pub enum MetaError {
-    /// Another process has written a newer manifest on the same prefix; this
-    /// process must stop acknowledging anything.
+    /// A newer owner epoch exists on the same prefix; this process must stop
+    /// acknowledging anything.
     #[error("fenced: another process owns metadata prefix {0}")]
     Fenced(String),
-    /// The backing object store failed.
+    /// The backing object store failed (nothing was applied).
     #[error("object store: {0}")]
     ObjectStore(#[from] object_store::Error),
+    /// A commit was sent but its outcome could not be learnt in time.
+    #[error("outcome of a metadata commit unknown: {0}")]
+    OutcomeUnknown(String),
+    /// A transaction has more operations than the store accepts.
+    #[error("transaction of {ops} operations exceeds the store's limit of {max}")]
+    TooLarge {
+        /// Operations asked for.
+        ops: usize,
+        /// The store's limit.
+        max: usize,
+    },
     /// A persisted manifest could not be decoded.
     #[error("corrupt manifest {path}: {reason}")]
     Corrupt {
@@ -18,4 +43,30 @@ pub enum MetaError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The prefix holds a layout this build does not read.
+    #[error(
+        "metadata prefix {prefix} holds format version {found}; this build reads and writes version {supported}"
+    )]
+    Format {
+        /// The prefix.
+        prefix: String,
+        /// The version found.
+        found: u8,
+        /// The version this build supports.
+        supported: u8,
+    },
+}
+
+impl MetaError {
+    /// What the caller should do about this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            MetaError::Fenced(_) => ErrorKind::Fenced,
+            MetaError::ObjectStore(_) => ErrorKind::Transient,
+            MetaError::OutcomeUnknown(_) => ErrorKind::Unknown,
+            MetaError::TooLarge { .. } | MetaError::Corrupt { .. } | MetaError::Format { .. } => {
+                ErrorKind::Corrupt
+            }
+        }
+    }
 }

@@ -5,11 +5,13 @@
 //! through it and the cluster layer keeps topics and ids in it. It never depends
 //! on any other Strata crate.
 
+pub mod conformance;
 mod embedded;
 mod error;
+pub mod faulty;
 mod manifest;
 mod store;
 
-pub use embedded::EmbeddedStore;
-pub use error::MetaError;
-pub use store::{Condition, Entry, Event, MetaStore, Op, Revision, TxnOutcome};
+pub use embedded::{EmbeddedConfig, EmbeddedStore};
+pub use error::{ErrorKind, MetaError};
+pub use store::{Condition, Entry, Event, MAX_TXN_OPS, MetaStore, Op, Revision, TxnOutcome};

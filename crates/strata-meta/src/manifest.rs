@@ -2,7 +2,7 @@
 //! one revision. Layout (all integers big-endian):
 //!
 //! ```text
-//! magic "STRM" | version u8 = 1 | revision u64 | count u32 |
+//! magic "STRM" | version u8 = 2 | epoch u64 | revision u64 | count u32 |
 //!   count × (key_len u32 | key | value_len u32 | value | mod_revision u64) |
 //! crc32c u32 of everything before it
 //! ```
@@ -12,11 +12,14 @@ use std::collections::BTreeMap;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 const MAGIC: &[u8; 4] = b"STRM";
-const FORMAT_VERSION: u8 = 1;
+/// The manifest format (and prefix layout) version this build reads and writes.
+pub(crate) const FORMAT_VERSION: u8 = 2;
 
 /// The decoded contents of a manifest.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct Manifest {
+    /// The owner epoch that wrote it.
+    pub epoch: u64,
     pub revision: u64,
     pub entries: BTreeMap<String, (Bytes, u64)>,
 }
@@ -26,6 +29,7 @@ impl Manifest {
         let mut buf = BytesMut::new();
         buf.put_slice(MAGIC);
         buf.put_u8(FORMAT_VERSION);
+        buf.put_u64(self.epoch);
         buf.put_u64(self.revision);
         buf.put_u32(self.entries.len() as u32);
         for (key, (value, rev)) in &self.entries {
@@ -41,7 +45,7 @@ impl Manifest {
     }
 
     pub(crate) fn decode(mut data: Bytes) -> Result<Self, String> {
-        if data.len() < 4 + 1 + 8 + 4 + 4 {
+        if data.len() < 4 + 1 + 8 + 8 + 4 + 4 {
             return Err("too short".into());
         }
         let body_len = data.len() - 4;
@@ -58,6 +62,7 @@ impl Manifest {
         if version != FORMAT_VERSION {
             return Err(format!("unsupported format version {version}"));
         }
+        let epoch = data.get_u64();
         let revision = data.get_u64();
         let count = data.get_u32();
         let mut entries = BTreeMap::new();
@@ -74,7 +79,7 @@ impl Manifest {
         if data.has_remaining() {
             return Err("trailing bytes".into());
         }
-        Ok(Manifest { revision, entries })
+        Ok(Manifest { epoch, revision, entries })
     }
 }
 
@@ -95,7 +100,7 @@ mod tests {
 
     #[test]
     fn round_trip_and_corruption() {
-        let mut m = Manifest { revision: 7, ..Default::default() };
+        let mut m = Manifest { epoch: 3, revision: 7, ..Default::default() };
         m.entries.insert("a".into(), (Bytes::from_static(b"1"), 3));
         m.entries.insert("b/c".into(), (Bytes::new(), 7));
         let enc = m.encode();

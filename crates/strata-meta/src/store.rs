@@ -4,6 +4,9 @@ use tokio::sync::broadcast;
 
 use crate::MetaError;
 
+/// The default bound on operations per transaction (etcd's `--max-txn-ops`).
+pub const MAX_TXN_OPS: usize = 128;
+
 /// A monotonically increasing store-wide revision; every committed transaction
 /// gets the next one. A key's version is the revision that last wrote it.
 pub type Revision = u64;
@@ -72,9 +75,28 @@ pub trait MetaStore: Send + Sync + 'static {
     fn watch(&self) -> broadcast::Receiver<Event>;
 
     /// Returns `Err(MetaError::Fenced)` when another process has taken over
-    /// this store (for stores that can be fenced); cheap enough to poll.
+    /// this store (for stores that can be fenced). It asks the authoritative
+    /// record, not a cached view, so the answer holds at the moment of the
+    /// call however long this process was paused before it; cheap enough to
+    /// poll.
     async fn check_fenced(&self) -> Result<(), MetaError> {
         Ok(())
+    }
+
+    /// Whether this store has already seen itself fenced (no I/O).
+    fn is_fenced(&self) -> bool {
+        false
+    }
+
+    /// The owner epoch this process holds, for stores with one.
+    fn owner_epoch(&self) -> Option<u64> {
+        None
+    }
+
+    /// The most operations one transaction may carry (etcd's default is 128);
+    /// larger transactions are refused with [`MetaError::TooLarge`].
+    fn max_txn_ops(&self) -> usize {
+        MAX_TXN_OPS
     }
 
     /// Creates or replaces `key` unconditionally.

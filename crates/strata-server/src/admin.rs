@@ -21,6 +21,9 @@ pub struct AdminState {
     pub metrics: RenderMetrics,
     /// Called per request to `/readyz`.
     pub ready: IsReady,
+    /// Called per request to `/healthz` (false once the process must be
+    /// restarted, for example after it was fenced).
+    pub live: IsReady,
 }
 
 async fn metrics(state: axum::extract::State<AdminState>) -> impl IntoResponse {
@@ -34,6 +37,10 @@ async fn metrics(state: axum::extract::State<AdminState>) -> impl IntoResponse {
             "metrics rendering failed\n".to_string(),
         ),
     }
+}
+
+async fn live(state: axum::extract::State<AdminState>) -> impl IntoResponse {
+    if (state.live)() { (StatusCode::OK, "ok\n") } else { (StatusCode::SERVICE_UNAVAILABLE, "stopped\n") }
 }
 
 async fn ready(state: axum::extract::State<AdminState>) -> impl IntoResponse {
@@ -52,7 +59,7 @@ pub async fn serve_admin(
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(live))
         .route("/readyz", get(ready))
         .with_state(state);
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await

@@ -134,8 +134,11 @@ impl StreamStore {
         for stream in streams {
             let ranges: Vec<Arc<ObjRange>> = stream.lock().ranges.values().cloned().collect();
             let entries: Vec<&RangeEntry> = ranges.iter().map(|r| &r.entry).collect();
+            // A switch writes one range, deletes the others and records up to
+            // one gc entry per input: it must fit in one transaction.
+            let most = (self.shared.meta.max_txn_ops() / 2).max(2);
             for group in plan(&entries, &self.config.compaction) {
-                let group = &ranges[group];
+                let group = &ranges[group.start..group.end.min(group.start + most)];
                 if let Some(bytes) = self.compact_group(&stream, group).await? {
                     outcome.objects_written += 1;
                     outcome.ranges_merged += group.len();
@@ -181,6 +184,7 @@ impl StreamStore {
         let id = stream.id();
         let written = self.write_object(vec![(id, batches)]).await?;
         let Some((_, entry)) = written.into_iter().next() else { return Ok(None) };
+        let _unprotect = crate::store::Unprotect::new(self, vec![entry.object.clone()]);
         let bytes = entry.object_size;
         self.compaction_throttle.take(bytes).await;
         let _guard = self.changes.lock().await;
@@ -190,6 +194,8 @@ impl StreamStore {
                 && group.iter().all(|r| inner.ranges.get(&r.entry.start).is_some_and(|x| Arc::ptr_eq(x, r)))
         };
         if !unchanged || entry.start != first.entry.start || entry.end != last.entry.end {
+            // Definitely not committed: the output can go. (After an error of
+            // the switch below it stays: the switch may have landed.)
             if let Err(e) = self.shared.objects.delete(&Path::from(entry.object.as_str())).await {
                 tracing::warn!(object = %entry.object, error = %e, "cannot remove an unused compacted object");
             }
@@ -199,7 +205,7 @@ impl StreamStore {
         let mut ops = vec![Op::Put(index::range_key(id, entry.start), index::encode(&entry))];
         ops.extend(group[1..].iter().map(|r| Op::Delete(index::range_key(id, r.entry.start))));
         ops.extend(self.release_objects(&old));
-        self.shared.meta.txn(vec![], ops).await?;
+        self.commit(vec![], ops).await?;
         self.commit_release(&old);
         self.shared.refcounts.lock().unwrap_or_else(|e| e.into_inner()).insert(entry.object.clone(), 1);
         let starts: Vec<i64> = group.iter().map(|r| r.entry.start).collect();

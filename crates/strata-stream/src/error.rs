@@ -1,5 +1,21 @@
 use thiserror::Error;
 
+/// What a caller should do about a [`StreamError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Another process owns the data: answer "not the leader" and stop.
+    Fenced,
+    /// Retry later.
+    Transient,
+    /// A commit's outcome is unknown: the process must restart and reload.
+    Unknown,
+    /// Bytes that do not decode, or a request that can never succeed.
+    Corrupt,
+    /// The caller asked for something that is not there (a closed stream, an
+    /// offset out of range).
+    Request,
+}
+
 /// Errors of the stream layer.
 #[derive(Debug, Error)]
 pub enum StreamError {
@@ -9,6 +25,16 @@ pub enum StreamError {
     /// The WAL failed earlier and no longer accepts appends.
     #[error("the wal has failed and accepts no more appends")]
     Failed,
+    /// A newer owner holds the prefix: this process acknowledges nothing more.
+    #[error("fenced: a newer owner holds this prefix")]
+    Fenced,
+    /// A transient failure: retry; nothing was written.
+    #[error("temporarily unavailable: {0}")]
+    Unavailable(String),
+    /// A write did not complete in time: it keeps its offsets and may still
+    /// become durable (retry; an idempotent retry is deduplicated).
+    #[error("the write did not complete in time and may still land")]
+    AckTimeout,
     /// The WAL holds bytes that do not decode (outside the torn tail).
     #[error("corrupt wal segment {segment}: {reason}")]
     Corrupt {
@@ -47,4 +73,27 @@ pub enum StreamError {
         /// Why.
         reason: String,
     },
+}
+
+impl StreamError {
+    /// What the caller should do about this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            StreamError::Fenced => ErrorKind::Fenced,
+            StreamError::Meta(m) => match m.kind() {
+                strata_meta::ErrorKind::Fenced => ErrorKind::Fenced,
+                strata_meta::ErrorKind::Transient => ErrorKind::Transient,
+                strata_meta::ErrorKind::Unknown => ErrorKind::Unknown,
+                strata_meta::ErrorKind::Corrupt => ErrorKind::Corrupt,
+            },
+            StreamError::Unavailable(_) | StreamError::AckTimeout | StreamError::ObjectStore(_) => {
+                ErrorKind::Transient
+            }
+            StreamError::Io(_) | StreamError::Failed => ErrorKind::Transient,
+            StreamError::Corrupt { .. } | StreamError::ShortObject(_) | StreamError::BadRecord { .. } => {
+                ErrorKind::Corrupt
+            }
+            StreamError::Closed(_) | StreamError::OutOfRange { .. } => ErrorKind::Request,
+        }
+    }
 }

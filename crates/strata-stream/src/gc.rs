@@ -107,6 +107,7 @@ impl StreamStore {
     pub async fn collect_garbage(&self) -> Result<usize, StreamError> {
         let now = now_ms();
         let mut done: Vec<(String, u64)> = Vec::new();
+        let mut confirmed = false;
         for e in self.shared.meta.list(index::GC_PREFIX).await? {
             let g: GcEntry = decode(&e.key, &e.value)?;
             if g.deadline_ms > now {
@@ -115,6 +116,11 @@ impl StreamStore {
             let Some(object) = e.key.strip_prefix(index::GC_PREFIX) else { continue };
             if self.shared.leases.is_held(object) {
                 continue; // a read is using it: next round
+            }
+            if !confirmed {
+                // Deletes decide from metadata read as the current owner.
+                self.confirm_owner().await?;
+                confirmed = true;
             }
             // Re-referenced since (cannot happen today; cheap to check).
             if !self.shared.refcounts.lock().unwrap_or_else(|e| e.into_inner()).contains_key(object) {
@@ -131,9 +137,13 @@ impl StreamStore {
         if done.is_empty() {
             return Ok(0);
         }
-        let conditions = done.iter().map(|(k, rev)| Condition::Version(k.clone(), *rev)).collect();
-        let ops = done.iter().map(|(k, _)| Op::Delete(k.clone())).collect();
-        self.shared.meta.txn(conditions, ops).await?;
+        // Each record's removal stands alone: parts may commit separately.
+        let max = self.shared.meta.max_txn_ops().max(1);
+        for part in done.chunks(max) {
+            let conditions = part.iter().map(|(k, rev)| Condition::Version(k.clone(), *rev)).collect();
+            let ops = part.iter().map(|(k, _)| Op::Delete(k.clone())).collect();
+            self.commit(conditions, ops).await?;
+        }
         metrics::counter!("strata_gc_deleted_objects_total").increment(done.len() as u64);
         tracing::debug!(objects = done.len(), "garbage collected");
         Ok(done.len())
@@ -164,27 +174,37 @@ impl StreamStore {
         };
         let age = self.config.orphan_age;
         let now = std::time::SystemTime::now();
+        let protected = self.protected.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let mut sweep = OrphanSweep::default();
         let old_enough = |m: &object_store::ObjectMeta| {
             let modified: std::time::SystemTime = m.last_modified.into();
             now.duration_since(modified).unwrap_or_default() >= age
         };
         let data: Vec<_> = self.shared.objects.list(Some(&Path::from("data"))).try_collect().await?;
-        for m in data.iter().filter(|m| !known.contains(m.location.as_ref()) && old_enough(m)) {
+        let wal: Vec<_> = if matches!(self.config.wal, crate::WalKind::Object(_)) {
+            self.shared.objects.list(Some(&Path::from("wal"))).try_collect().await?
+        } else {
+            Vec::new()
+        };
+        // Listed, then confirmed: an object a newer owner wrote came after its
+        // claim, hence after this confirmation, hence after the listing.
+        self.confirm_owner().await?;
+        let orphan = |m: &&object_store::ObjectMeta| {
+            let name: &str = m.location.as_ref();
+            !known.contains(name) && !protected.contains(name) && old_enough(m)
+        };
+        for m in data.iter().filter(orphan) {
             match self.shared.objects.delete(&m.location).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => sweep.data_objects += 1,
                 Err(e) => tracing::warn!(object = %m.location, error = %e, "cannot delete orphan"),
             }
         }
-        if matches!(self.config.wal, crate::WalKind::Object(_)) {
-            let wal: Vec<_> = self.shared.objects.list(Some(&Path::from("wal"))).try_collect().await?;
-            for m in wal.iter().filter(|m| old_enough(m)) {
-                let seq = m.location.filename().and_then(|f| f.strip_suffix(".wal")?.parse::<u64>().ok());
-                if seq.is_some_and(|s| s < checkpoint.segment) {
-                    match self.shared.objects.delete(&m.location).await {
-                        Ok(()) | Err(object_store::Error::NotFound { .. }) => sweep.wal_objects += 1,
-                        Err(e) => tracing::warn!(object = %m.location, error = %e, "cannot delete orphan"),
-                    }
+        for m in wal.iter().filter(|m| old_enough(m)) {
+            let seq = m.location.filename().and_then(crate::wal::object::parse_wal_name);
+            if matches!(seq, Some(Ok((s, _))) if s < checkpoint.segment) {
+                match self.shared.objects.delete(&m.location).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => sweep.wal_objects += 1,
+                    Err(e) => tracing::warn!(object = %m.location, error = %e, "cannot delete orphan"),
                 }
             }
         }

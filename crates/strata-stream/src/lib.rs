@@ -27,9 +27,9 @@ mod stream;
 pub mod wal;
 
 pub use compaction::{CompactionConfig, CompactionOutcome};
-pub use error::StreamError;
+pub use error::{ErrorKind, StreamError};
 pub use gc::OrphanSweep;
 pub use index::StreamMeta;
-pub use store::{StoreStats, StreamStore, StreamStoreConfig, WalKind};
+pub use store::{FENCE_POLL, Stop, StoreStats, StreamStore, StreamStoreConfig, WalKind};
 pub use stream::{AppendMeta, Appended, BatchInfo, ReadBatch, Stream, StreamId};
 pub use wal::object::ObjectWalConfig;

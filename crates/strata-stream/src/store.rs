@@ -115,6 +115,43 @@ pub struct StreamStore {
     pub(crate) changes: tokio::sync::Mutex<()>,
     /// Paces compaction's reads and writes.
     pub(crate) compaction_throttle: crate::compaction::Throttle,
+    /// Data objects being written whose index commit is still to come: the
+    /// orphan sweep never deletes them.
+    pub(crate) protected: Mutex<HashSet<String>>,
+    /// Why the store stopped for good (fenced, or a commit outcome unknown).
+    stopped: watch::Sender<Option<Stop>>,
+}
+
+/// Why a store stopped for good; the process should exit so that an
+/// orchestrator restarts it from the authoritative state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// A newer owner holds the prefix.
+    Fenced,
+    /// A metadata commit's outcome could not be learnt.
+    OutcomeUnknown,
+}
+
+/// Removes names from the store's protected set when dropped.
+pub(crate) struct Unprotect<'a> {
+    store: &'a StreamStore,
+    names: Vec<String>,
+}
+
+impl<'a> Unprotect<'a> {
+    /// Unprotects `names` (already protected by `write_object`) on drop.
+    pub(crate) fn new(store: &'a StreamStore, names: Vec<String>) -> Self {
+        Unprotect { store, names }
+    }
+}
+
+impl Drop for Unprotect<'_> {
+    fn drop(&mut self) {
+        let mut protected = self.store.protected.lock().unwrap_or_else(|e| e.into_inner());
+        for n in &self.names {
+            protected.remove(n);
+        }
+    }
 }
 
 /// Live figures of a store, for metrics.
@@ -139,6 +176,9 @@ pub struct StoreStats {
     /// Block-cache `(hits, misses)` (a miss is a GET).
     pub block_cache_lookups: (u64, u64),
 }
+
+/// How often the store polls the owner epoch record.
+pub const FENCE_POLL: Duration = Duration::from_millis(1000);
 
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
@@ -259,13 +299,15 @@ impl StreamStore {
             generation: gen_rx,
             changes: tokio::sync::Mutex::new(()),
             compaction_throttle: crate::compaction::Throttle::new(config.compaction.bytes_per_sec),
+            protected: Mutex::new(HashSet::new()),
+            stopped: watch::channel(None).0,
             config,
         });
         Ok(store)
     }
 
-    /// Starts the background uploader and garbage collector; they stop when
-    /// the store is dropped.
+    /// Starts the background uploader, garbage collector, compaction, orphan
+    /// sweep and fence poll; they stop when the store is dropped or stopped.
     pub fn start_background(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
         let interval = self.config.upload_interval;
@@ -279,71 +321,173 @@ impl StreamStore {
                     let _ = tokio::time::timeout(interval, shared.upload_now.notified()).await;
                 }
                 let Some(store) = weak.upgrade() else { return };
-                if let Err(strata_meta::MetaError::Fenced(prefix)) = store.shared.meta.check_fenced().await {
-                    store.fenced(&prefix);
+                if store.is_stopped() {
                     return;
                 }
                 match store.upload_once().await {
                     // A large upload means more may be waiting: go again at once.
                     Ok(n) => more = n >= full,
-                    Err(StreamError::Meta(strata_meta::MetaError::Fenced(prefix))) => {
-                        store.fenced(&prefix);
-                        return;
-                    }
                     Err(e) => {
                         more = false;
+                        if !store.on_error(&e) {
+                            return;
+                        }
                         tracing::warn!(error = %e, "upload failed; retrying");
                     }
                 }
             }
         });
-        let weak = Arc::downgrade(self);
         let every = (self.config.gc_grace / 4).clamp(Duration::from_millis(100), Duration::from_secs(10));
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                let Some(store) = weak.upgrade() else { return };
-                if let Err(e) = store.collect_garbage().await {
-                    tracing::warn!(error = %e, "garbage collection failed");
-                }
-            }
+        self.every(every, "garbage collection", |s| {
+            Box::pin(async move { s.collect_garbage().await.map(|_| ()) })
         });
         let compaction_every = self.config.compaction.interval;
         if !compaction_every.is_zero() {
-            let weak = Arc::downgrade(self);
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(compaction_every).await;
-                    let Some(store) = weak.upgrade() else { return };
-                    if store.shared.wal.is_failed() {
-                        continue;
+            self.every(compaction_every, "compaction", |s| {
+                Box::pin(async move {
+                    if s.shared.wal.is_failed() {
+                        return Ok(());
                     }
-                    if let Err(e) = store.compact_once().await {
-                        tracing::warn!(error = %e, "compaction failed");
-                    }
-                }
+                    s.compact_once().await.map(|_| ())
+                })
             });
         }
-        let weak = Arc::downgrade(self);
         let sweep_every = self.config.orphan_interval.max(Duration::from_millis(10));
+        self.every(sweep_every, "orphan sweep", |s| {
+            Box::pin(async move { s.sweep_orphans().await.map(|_| ()) })
+        });
+        // The fence poll: a paused process learns within a poll of resuming.
+        self.every(FENCE_POLL, "fence poll", |s| {
+            Box::pin(async move { s.shared.meta.check_fenced().await.map_err(StreamError::from) })
+        });
+    }
+
+    /// Runs `job` every `period` until the store is dropped or stopped.
+    fn every(
+        self: &Arc<Self>,
+        period: Duration,
+        name: &'static str,
+        job: impl Fn(Arc<StreamStore>) -> futures::future::BoxFuture<'static, Result<(), StreamError>>
+        + Send
+        + 'static,
+    ) {
+        let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(sweep_every).await;
+                tokio::time::sleep(period).await;
                 let Some(store) = weak.upgrade() else { return };
-                if let Err(e) = store.sweep_orphans().await {
-                    tracing::warn!(error = %e, "orphan sweep failed");
+                if store.is_stopped() {
+                    return;
+                }
+                if let Err(e) = job(Arc::clone(&store)).await
+                    && store.on_error(&e)
+                {
+                    tracing::warn!(error = %e, "{name} failed");
                 }
             }
         });
     }
 
-    /// Another process owns the metadata: refuse every append from now on.
-    fn fenced(&self, prefix: &str) {
-        tracing::error!(
-            prefix,
-            "fenced by another process on the same metadata prefix: refusing all appends"
-        );
+    /// Reacts to an error of a background job or a commit: fencing and unknown
+    /// outcomes stop the store for good. Returns whether work may go on.
+    pub(crate) fn on_error(&self, e: &StreamError) -> bool {
+        match e.kind() {
+            crate::ErrorKind::Fenced => {
+                self.stop(Stop::Fenced);
+                false
+            }
+            crate::ErrorKind::Unknown => {
+                self.stop(Stop::OutcomeUnknown);
+                false
+            }
+            _ => true,
+        }
+    }
+
+    /// Stops the store for good: appends are refused, background jobs end.
+    pub fn stop(&self, why: Stop) {
         self.shared.wal.refuse();
+        let first = self.stopped.send_if_modified(|s| {
+            if s.is_none() {
+                *s = Some(why);
+                true
+            } else {
+                false
+            }
+        });
+        if first {
+            tracing::error!(?why, "stream store stopped: refusing all appends and background work");
+        }
+    }
+
+    /// Whether the store stopped for good, and why. A store stops when a
+    /// newer owner is seen anywhere (a commit, a WAL flush, the fence poll).
+    pub fn stopped(&self) -> Option<Stop> {
+        if self.stopped.borrow().is_none() && (self.shared.meta.is_fenced() || self.shared.wal.is_fenced()) {
+            self.stop(Stop::Fenced);
+        }
+        *self.stopped.borrow()
+    }
+
+    fn is_stopped(&self) -> bool {
+        self.stopped().is_some()
+    }
+
+    /// Resolves once the store has stopped for good.
+    pub async fn wait_stopped(&self) -> Stop {
+        let mut rx = self.stopped.subscribe();
+        loop {
+            if let Some(why) = self.stopped() {
+                return why;
+            }
+            // Also polls: the WAL writer and the metadata store flip their
+            // own flags without telling us.
+            let _ = tokio::time::timeout(Duration::from_millis(100), rx.changed()).await;
+        }
+    }
+
+    /// Proves, from the authoritative epoch record, that this process still
+    /// owns the prefix: the last step before any delete.
+    pub(crate) async fn confirm_owner(&self) -> Result<(), StreamError> {
+        if self.is_stopped() {
+            return Err(StreamError::Fenced);
+        }
+        match self.shared.meta.check_fenced().await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let e = StreamError::Meta(e);
+                self.on_error(&e);
+                Err(e)
+            }
+        }
+    }
+
+    /// Commits `ops` in transactions of at most the store's limit. Only for
+    /// ops that are independent of each other (see `docs/ownership.md`).
+    pub(crate) async fn commit_chunked(&self, ops: Vec<Op>) -> Result<(), StreamError> {
+        let max = self.shared.meta.max_txn_ops().max(1);
+        let mut ops = ops.into_iter().peekable();
+        while ops.peek().is_some() {
+            let chunk: Vec<Op> = ops.by_ref().take(max).collect();
+            self.commit(vec![], chunk).await?;
+        }
+        Ok(())
+    }
+
+    /// One metadata transaction; fencing and unknown outcomes stop the store.
+    pub(crate) async fn commit(
+        &self,
+        conditions: Vec<strata_meta::Condition>,
+        ops: Vec<Op>,
+    ) -> Result<TxnOutcome, StreamError> {
+        match self.shared.meta.txn(conditions, ops).await {
+            Ok(o) => Ok(o),
+            Err(e) => {
+                let e = StreamError::Meta(e);
+                self.on_error(&e);
+                Err(e)
+            }
+        }
     }
 
     pub(crate) fn lock_streams(&self) -> std::sync::MutexGuard<'_, HashMap<StreamId, Arc<Stream>>> {
@@ -381,7 +525,8 @@ impl StreamStore {
         if ops.is_empty() {
             return Ok(Vec::new());
         }
-        self.shared.meta.txn(vec![], ops).await?;
+        // Each stream's epoch bump stands alone: parts may commit separately.
+        self.commit_chunked(ops).await?;
         Ok(plans
             .into_iter()
             .map(|(stream, epoch, next)| {
@@ -403,6 +548,9 @@ impl StreamStore {
             .map_err(|e| StreamError::Io(std::io::Error::other(e)))?;
         let name = format!("data/{}.obj", uuid::Uuid::new_v4().simple());
         let size = data.len() as u64;
+        // Protected from the orphan sweep from before the PUT until the
+        // caller's index commit (the caller unprotects).
+        self.protected.lock().unwrap_or_else(|e| e.into_inner()).insert(name.clone());
         self.shared.objects.put(&Path::from(name.as_str()), PutPayload::from_bytes(data)).await?;
         Ok(secs
             .into_iter()
@@ -429,8 +577,12 @@ impl StreamStore {
     pub async fn delete_stream(&self, id: StreamId) -> Result<(), StreamError> {
         let _guard = self.changes.lock().await;
         let stream = self.lock_streams().get(&id).cloned();
-        let mut ops =
+        // The tombstone first: once it is committed, open ignores the
+        // stream's remaining records, so the rest may commit in parts.
+        let tombstone =
             vec![Op::Put(index::deleted_key(id), Bytes::from_static(b"{}")), Op::Delete(index::meta_key(id))];
+        self.commit(vec![], tombstone).await?;
+        let mut ops = Vec::new();
         let mut objects = Vec::new();
         if let Some(s) = &stream {
             for r in s.lock().ranges.values() {
@@ -439,7 +591,7 @@ impl StreamStore {
             }
         }
         ops.extend(self.release_objects(&objects));
-        self.shared.meta.txn(vec![], ops).await?;
+        self.commit_chunked(ops).await?;
         self.commit_release(&objects);
         self.deleted.lock().unwrap_or_else(|e| e.into_inner()).insert(id);
         if let Some(s) = self.lock_streams().remove(&id) {
@@ -479,7 +631,11 @@ impl StreamStore {
         let mut ops = vec![Op::Put(index::meta_key(id), index::encode(&meta))];
         ops.extend(dropped.iter().map(|(start, _)| Op::Delete(index::range_key(id, *start))));
         ops.extend(self.release_objects(&objects));
-        self.shared.meta.txn(vec![], ops).await?;
+        // The start moves first (its own transaction): range deletes and gc
+        // records below it may then commit in parts.
+        let (first, rest) = ops.split_at(1);
+        self.commit(vec![], first.to_vec()).await?;
+        self.commit_chunked(rest.to_vec()).await?;
         self.commit_release(&objects);
         let mut inner = stream.lock();
         inner.start_offset = inner.start_offset.max(new_start);
@@ -530,8 +686,11 @@ impl StreamStore {
                 objects.push(shared);
             }
             let written =
-                futures::future::try_join_all(objects.into_iter().map(|o| self.write_object(o))).await?;
-            let entries: Vec<(StreamId, RangeEntry)> = written.into_iter().flatten().collect();
+                futures::future::try_join_all(objects.into_iter().map(|o| self.write_object(o))).await;
+            let entries: Vec<(StreamId, RangeEntry)> = written?.into_iter().flatten().collect();
+            let mut names: Vec<String> = entries.iter().map(|(_, r)| r.object.clone()).collect();
+            names.dedup();
+            let _unprotect = Unprotect::new(self, names);
             // Streams deleted meanwhile must not get entries back.
             let live: Vec<(StreamId, RangeEntry)> = {
                 let deleted = self.deleted.lock().unwrap_or_else(|e| e.into_inner());
@@ -542,12 +701,10 @@ impl StreamStore {
                 .map(|(id, r)| Op::Put(index::range_key(*id, r.start), index::encode(r)))
                 .collect();
             if !ops.is_empty() {
-                if let TxnOutcome::Conflict = self.shared.meta.txn(Vec::new(), ops).await? {
-                    return Err(StreamError::BadRecord {
-                        key: index::CHECKPOINT_KEY.into(),
-                        reason: "index commit conflicted".into(),
-                    });
-                }
+                // Split by streams: each part indexes complete ranges; the
+                // checkpoint moves only after every part (replay skips what a
+                // range already covers).
+                self.commit_chunked(ops).await?;
                 {
                     let mut refcounts = self.shared.refcounts.lock().unwrap_or_else(|e| e.into_inner());
                     for (_, r) in &live {
@@ -573,10 +730,7 @@ impl StreamStore {
         };
         if segment > current.segment {
             let cp = Checkpoint { segment, position: 0 };
-            self.shared
-                .meta
-                .txn(vec![], vec![Op::Put(index::CHECKPOINT_KEY.into(), index::encode(&cp))])
-                .await?;
+            self.commit(vec![], vec![Op::Put(index::CHECKPOINT_KEY.into(), index::encode(&cp))]).await?;
             self.shared.wal.delete_before(segment).await;
         }
         Ok(uploaded)
@@ -817,8 +971,8 @@ mod tests {
 
     mod faults {
         use super::*;
-        use crate::OrphanSweep;
         use crate::object_stores::{Fault, FaultyStore, Operation, RetryConfig, RetryingStore};
+        use crate::{OrphanSweep, Stop};
 
         fn quick_retry() -> RetryConfig {
             RetryConfig {
@@ -853,8 +1007,15 @@ mod tests {
                 }
             }
             async fn open(&self) -> Arc<StreamStore> {
-                let meta: Arc<dyn MetaStore> =
-                    Arc::new(EmbeddedStore::open(Arc::new(self.meta.clone()), "meta").await.expect("meta"));
+                let meta_config = strata_meta::EmbeddedConfig {
+                    resolve_deadline: Duration::from_millis(300),
+                    ..Default::default()
+                };
+                let meta: Arc<dyn MetaStore> = Arc::new(
+                    EmbeddedStore::open_with(Arc::new(self.meta.clone()), "meta", meta_config)
+                        .await
+                        .expect("meta"),
+                );
                 let data: Arc<dyn ObjectStore> =
                     Arc::new(RetryingStore::new(Arc::new(self.data.clone()), self.retry));
                 let mut cfg = StreamStoreConfig::new(self.dir.path().join("wal"));
@@ -913,7 +1074,7 @@ mod tests {
         }
 
         #[tokio::test]
-        async fn a_failed_index_commit_leaves_an_unindexed_object_and_no_loss() {
+        async fn a_failed_index_commit_stops_the_store_and_a_restart_loses_nothing() {
             let env = FaultEnv::new();
             let store = env.open().await;
             store.acquire(&[1]).await.expect("acquire");
@@ -926,9 +1087,18 @@ mod tests {
             assert!(store.upload_once().await.is_err());
             assert_eq!(env.object_count().await, 1, "the object was written");
             assert!(a.ranges().is_empty(), "but not indexed");
-            assert_eq!(texts(&a, 0).await, before);
+            // The commit's outcome is unknown: the store stops rather than
+            // build on a view it cannot trust, and refuses appends.
+            assert_eq!(store.stopped(), Some(Stop::OutcomeUnknown));
+            assert!(matches!(a.append(1, 0, |_, _| Bytes::from_static(b"x")), Err(StreamError::Fenced)));
             env.meta.clear();
-            store.upload_once().await.expect("upload after recovery");
+            drop(a);
+            drop(store);
+            // The restart reads back: every batch once, from the WAL.
+            let store = env.open().await;
+            let a = store.open_stream(1);
+            assert_eq!(texts(&a, 0).await, before);
+            store.upload_once().await.expect("upload after the restart");
             assert_eq!(a.ranges().len(), 1);
             assert_eq!(texts(&a, 0).await, before);
             // The first object is an orphan: the sweep removes it, and only it.
@@ -943,6 +1113,40 @@ mod tests {
             let store = env.open().await;
             let a = store.open_stream(1);
             assert_eq!(texts(&a, 0).await, before);
+        }
+
+        #[tokio::test]
+        async fn lost_responses_at_every_write_point_lose_and_duplicate_nothing() {
+            let env = FaultEnv::new();
+            let store = env.open().await;
+            store.acquire(&[1]).await.expect("acquire");
+            let a = store.open_stream(1);
+            // Data object PUT, manifest PUT, then object deletes (GC).
+            for (faulty, op) in
+                [(&env.data, Operation::Put), (&env.meta, Operation::Put), (&env.data, Operation::Delete)]
+            {
+                for i in 0..3 {
+                    append(&a, i).await;
+                }
+                faulty.set(op, Fault::LoseResponse(1));
+                store.upload_once().await.expect("upload resolves the lost response");
+                let end = a.offsets().1;
+                store.trim(&a, end - 1).await.expect("trim");
+                store.collect_garbage().await.expect("gc");
+                store.collect_garbage().await.expect("gc again");
+                env.data.clear();
+                env.meta.clear();
+                assert!(store.stopped().is_none(), "{op:?}: not fenced by its own write");
+            }
+            let (start, end) = a.offsets();
+            let expected = texts(&a, start).await;
+            assert_eq!(expected.len(), 1, "one batch left after the trims");
+            drop(a);
+            drop(store);
+            let store = env.open().await;
+            let a = store.open_stream(1);
+            assert_eq!(a.offsets(), (start, end));
+            assert_eq!(texts(&a, start).await, expected);
         }
 
         /// Appends to streams 1 and 2 and uploads after each round: `rounds`

@@ -201,7 +201,6 @@ pub struct Stream {
     id: StreamId,
     inner: Mutex<Inner>,
     pub(crate) shared: Arc<Shared>,
-    rewinds: std::sync::atomic::AtomicU64,
 }
 
 /// The outcome of an accepted append: its offset, and a future that resolves
@@ -210,7 +209,7 @@ pub struct Stream {
 pub struct Appended {
     /// The offset assigned to the batch's first record.
     pub base_offset: i64,
-    durable: oneshot::Receiver<Result<(), ()>>,
+    durable: oneshot::Receiver<Result<(), crate::wal::AckError>>,
 }
 
 impl Appended {
@@ -218,7 +217,8 @@ impl Appended {
     pub async fn durable(self) -> Result<i64, StreamError> {
         match self.durable.await {
             Ok(Ok(())) => Ok(self.base_offset),
-            _ => Err(StreamError::Failed),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(StreamError::Failed),
         }
     }
 }
@@ -237,7 +237,6 @@ impl Stream {
                 closed: false,
             }),
             shared,
-            rewinds: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -319,7 +318,21 @@ impl Stream {
             // First batch of a stream whose earlier data was trimmed away.
             inner.durable_end = info.base_offset;
         }
-        if info.base_offset != inner.durable_end {
+        // The overlap rule (docs/ownership.md, rule 5): offsets are final, so
+        // a batch whose offsets are already taken by durable data is never
+        // served a second time.
+        if info.base_offset < inner.durable_end {
+            tracing::error!(
+                stream = self.id,
+                durable_end = inner.durable_end,
+                base = info.base_offset,
+                end,
+                "batch overlaps durable offsets; skipped"
+            );
+            metrics::counter!("strata_wal_overlapping_batches_total").increment(1);
+            return;
+        }
+        if info.base_offset > inner.durable_end {
             tracing::warn!(
                 stream = self.id,
                 expected = inner.durable_end,
@@ -334,20 +347,6 @@ impl Stream {
         if inner.next_offset < end {
             inner.next_offset = end;
         }
-    }
-
-    /// After a failed WAL write: the next append continues at the durable end
-    /// (the failed batches' offsets are handed out again).
-    pub(crate) fn rewind_to_durable(&self) {
-        let mut inner = self.lock();
-        inner.next_offset = inner.durable_end;
-        self.rewinds.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-    }
-
-    /// How many times appends were rewound after a failed WAL write: state a
-    /// caller derived from appends (producer sequences) is stale when it changes.
-    pub fn rewinds(&self) -> u64 {
-        self.rewinds.load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub(crate) fn close(&self) {

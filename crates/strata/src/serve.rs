@@ -64,6 +64,8 @@ fn split_host_port(addr: &str) -> anyhow::Result<(String, i32)> {
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let data_dir = absolute(&settings.data_dir)?;
     std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    // One process per data directory: the lock lives as long as the process.
+    let _lock = lock_data_dir(&data_dir)?;
     let object_url = settings
         .object_store
         .clone()
@@ -90,8 +92,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("binding the admin port {addr}"))?;
             let bound = listener.local_addr()?;
-            let (render_store, ready_store, ready_flag) =
-                (Arc::clone(&opened), Arc::clone(&opened), Arc::clone(&serving));
+            let (render_store, ready_store, ready_flag, live_store) =
+                (Arc::clone(&opened), Arc::clone(&opened), Arc::clone(&serving), Arc::clone(&opened));
             let state = AdminState {
                 metrics: Arc::new(move || {
                     crate::metrics::render(&recorder, render_store.get(), &object_stats)
@@ -99,6 +101,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
                 ready: Arc::new(move || {
                     ready_flag.load(Ordering::Acquire) && ready_store.get().is_some_and(|s| !s.is_failed())
                 }),
+                live: Arc::new(move || live_store.get().is_none_or(|s| s.stopped().is_none())),
             };
             tokio::spawn(async move {
                 if let Err(e) = serve_admin(listener, state, std::future::pending()).await {
@@ -175,7 +178,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     broker_config.num_partitions = settings.num_partitions;
     broker_config.retention_check_interval =
         Duration::from_millis(settings.retention_check_interval_ms.max(10));
-    let broker = Broker::start(broker_config, Arc::clone(&catalog), streams, meta)
+    let broker = Broker::start(broker_config, Arc::clone(&catalog), Arc::clone(&streams), meta)
         .await
         .context("starting the broker")?;
     let server = Server::bind(&bound.to_string(), broker, server_config)
@@ -193,9 +196,56 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         "strata listening"
     );
     serving.store(true, Ordering::Release);
-    server.run(shutdown_signal()).await;
+    let stopped = {
+        let streams = Arc::clone(&streams);
+        async move { streams.wait_stopped().await }
+    };
+    tokio::select! {
+        () = server.run(shutdown_signal()) => {}
+        why = stopped => {
+            // docs/ownership.md, rule 8: acknowledge nothing more and exit, so
+            // that an orchestrator restarts the process from the bucket.
+            // A short linger answers what clients already sent with
+            // NOT_LEADER_OR_FOLLOWER (appends are refused) before the
+            // listeners close with the process.
+            tokio::time::sleep(FENCED_LINGER).await;
+            tracing::error!(
+                ?why,
+                refused_records = strata_broker::refused_fenced_records(),
+                "this process no longer owns its prefix (or cannot trust its view): exiting"
+            );
+            std::process::exit(FENCED_EXIT_CODE);
+        }
+    }
     tracing::info!("shutting down");
     Ok(())
+}
+
+/// The exit status of a process that stopped because it was fenced or could
+/// not learn a commit's outcome.
+pub const FENCED_EXIT_CODE: i32 = 3;
+
+/// How long a stopped process keeps refusing requests before it exits.
+const FENCED_LINGER: Duration = Duration::from_millis(500);
+
+/// Takes the exclusive lock of `<data-dir>/LOCK` for the life of the process.
+fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+    let path = dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "the data directory {} is in use by another strata process (lock {} is held)",
+            dir.display(),
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("locking {}", path.display())),
+    }
 }
 
 async fn shutdown_signal() {

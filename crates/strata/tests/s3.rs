@@ -222,7 +222,8 @@ async fn a_new_process_with_an_empty_disk_serves_everything_acknowledged() {
 
 /// The S3 server is stopped mid-load and started again: while it is down,
 /// produces fail with a retriable error (never hang, never an ack); afterwards
-/// they succeed by themselves; every acknowledged message is there.
+/// they succeed by themselves; every acknowledged message is there, and the
+/// produce whose outcome was unknown is there at most once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_outage_fails_produces_retriably_then_service_resumes() {
     use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -293,5 +294,8 @@ async fn s3_outage_fails_produces_retriably_then_service_resumes() {
     for (off, v) in &acked {
         assert_eq!(stored.get(off), Some(v), "acknowledged offset {off} lost");
     }
-    assert!(stored.values().all(|v| v != "while-down"), "a failed produce must not be stored");
+    // The failed produce's outcome was unknown (REQUEST_TIMED_OUT): its
+    // offsets stayed reserved and it may have landed once S3 came back, but
+    // never twice, and never in place of something acknowledged.
+    assert!(stored.values().filter(|v| *v == "while-down").count() <= 1, "stored twice: {stored:?}");
 }

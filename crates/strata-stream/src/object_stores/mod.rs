@@ -3,11 +3,10 @@
 //! injected faults.
 
 mod durable_local;
-mod faulty;
 mod instrumented;
 mod retrying;
 
 pub use durable_local::DurableLocalStore;
-pub use faulty::{Fault, FaultyStore, Operation};
 pub use instrumented::{InstrumentedStore, ObjectStoreStats, RequestKind};
 pub use retrying::{RetryConfig, RetryingStore, is_transient};
+pub use strata_meta::faulty::{Fault, FaultyStore, Operation};

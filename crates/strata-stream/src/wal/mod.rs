@@ -36,10 +36,84 @@ pub(crate) struct WalEntry {
     pub base_offset: i64,
     pub meta: AppendMeta,
     pub payload: Bytes,
-    pub done: Option<oneshot::Sender<Result<(), ()>>>,
+    pub done: Option<oneshot::Sender<Result<(), AckError>>>,
     /// When the append was submitted (the object WAL's gather window starts
     /// at its first entry's submission).
     pub submitted: std::time::Instant,
+}
+
+/// Why an append was not acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AckError {
+    /// A newer owner exists: this process acknowledges nothing more.
+    Fenced,
+    /// The write did not complete in time (the store is failing); the batch
+    /// keeps its offsets and becomes durable if the write lands later.
+    Unavailable,
+    /// The WAL failed for good (a local write or sync error).
+    Failed,
+}
+
+impl From<AckError> for StreamError {
+    fn from(e: AckError) -> Self {
+        match e {
+            AckError::Fenced => StreamError::Fenced,
+            AckError::Unavailable => StreamError::AckTimeout,
+            AckError::Failed => StreamError::Failed,
+        }
+    }
+}
+
+impl WalEntry {
+    /// Answers the append (once; later calls do nothing).
+    pub(crate) fn answer(&mut self, outcome: Result<(), AckError>) {
+        if let Some(done) = self.done.take() {
+            let _ = done.send(outcome);
+        }
+    }
+}
+
+/// The WAL's health, shared by its handle and its writer thread.
+#[derive(Debug, Default)]
+pub(crate) struct Health {
+    /// A local write or sync failed: appends are refused for good.
+    failed: AtomicBool,
+    /// Writes are failing transiently: appends are refused until one lands.
+    stalled: AtomicBool,
+    /// A newer owner exists: appends are refused for good.
+    fenced: AtomicBool,
+}
+
+impl Health {
+    /// The error an append gets now, if any.
+    pub(crate) fn check(&self) -> Result<(), StreamError> {
+        if self.fenced.load(Ordering::Acquire) {
+            return Err(StreamError::Fenced);
+        }
+        if self.failed.load(Ordering::Acquire) {
+            return Err(StreamError::Failed);
+        }
+        if self.stalled.load(Ordering::Acquire) {
+            return Err(StreamError::Unavailable("object store writes are failing; retry".into()));
+        }
+        Ok(())
+    }
+    pub(crate) fn set_fenced(&self) {
+        self.fenced.store(true, Ordering::Release);
+    }
+    pub(crate) fn is_fenced(&self) -> bool {
+        self.fenced.load(Ordering::Acquire)
+    }
+    pub(crate) fn set_failed(&self) {
+        self.failed.store(true, Ordering::Release);
+    }
+    pub(crate) fn set_stalled(&self, stalled: bool) {
+        self.stalled.store(stalled, Ordering::Release);
+    }
+    /// Whether appends are refused for good.
+    pub(crate) fn is_down(&self) -> bool {
+        self.fenced.load(Ordering::Acquire) || self.failed.load(Ordering::Acquire)
+    }
 }
 
 /// Settings of the file WAL.
@@ -82,7 +156,7 @@ pub(crate) fn decode_segment(data: &Bytes, segment: u64, out: &mut Vec<Replayed>
 pub struct Wal {
     tx: mpsc::UnboundedSender<WalEntry>,
     segments: Arc<Segments>,
-    failed: Arc<AtomicBool>,
+    health: Arc<Health>,
     /// The segment the writer last synced to, published after the synced
     /// batches reached their streams.
     durable_segment: Arc<AtomicU64>,
@@ -197,7 +271,7 @@ impl Wal {
         };
         let file = OpenOptions::new().write(true).open(segment_path(&config.dir, seg_id))?;
         let (tx, rx) = mpsc::unbounded_channel();
-        let failed = Arc::new(AtomicBool::new(false));
+        let health = Arc::new(Health::default());
         let durable_segment = Arc::new(AtomicU64::new(seg_id));
         let dir = config.dir.clone();
         let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -212,18 +286,16 @@ impl Wal {
             preallocated,
             prep: None,
             segments: Arc::clone(&segments),
-            failed: Arc::clone(&failed),
+            health: Arc::clone(&health),
             generation,
         };
         std::thread::Builder::new().name("strata-wal".into()).spawn(move || writer.run())?;
-        Ok((Arc::new(Wal { tx, segments, failed, durable_segment, dir, queued }), replayed))
+        Ok((Arc::new(Wal { tx, segments, health, durable_segment, dir, queued }), replayed))
     }
 
     /// Queues an entry for the writer.
     pub(crate) fn submit(&self, entry: WalEntry) -> Result<(), StreamError> {
-        if self.failed.load(Ordering::Acquire) {
-            return Err(StreamError::Failed);
-        }
+        self.health.check()?;
         // Count before sending, so the writer never subtracts first.
         let len = entry.payload.len();
         self.queued.fetch_add(len, Ordering::AcqRel);
@@ -236,7 +308,12 @@ impl Wal {
 
     /// Makes the WAL refuse every further append (the broker was fenced).
     pub(crate) fn refuse(&self) {
-        self.failed.store(true, Ordering::Release);
+        self.health.set_fenced();
+    }
+
+    /// Whether the WAL refuses appends because a newer owner exists.
+    pub fn is_fenced(&self) -> bool {
+        self.health.is_fenced()
     }
 
     /// Bytes waiting for the writer.
@@ -244,9 +321,10 @@ impl Wal {
         self.queued.load(Ordering::Acquire)
     }
 
-    /// Whether a write or sync has failed (the WAL then refuses appends).
+    /// Whether the WAL refuses appends for good (a failed write or sync, or
+    /// fencing).
     pub fn is_failed(&self) -> bool {
-        self.failed.load(Ordering::Acquire)
+        self.health.is_down()
     }
 
     /// A read handle on a segment.
@@ -358,7 +436,7 @@ struct Writer {
     /// The next segment being zero-filled in the background.
     prep: Option<std::thread::JoinHandle<std::io::Result<PathBuf>>>,
     segments: Arc<Segments>,
-    failed: Arc<AtomicBool>,
+    health: Arc<Health>,
     generation: watch::Sender<u64>,
     durable_segment: Arc<AtomicU64>,
     queued: Arc<std::sync::atomic::AtomicUsize>,
@@ -411,16 +489,14 @@ impl Writer {
             match result {
                 Ok(()) => {
                     self.seg_len += buf.len() as u64;
-                    for (entry, position) in group.drain(..) {
+                    for (mut entry, position) in group.drain(..) {
                         let info = BatchInfo {
                             base_offset: entry.base_offset,
                             meta: entry.meta,
                             size: entry.payload.len() as u32,
                         };
                         entry.stream.on_durable(info, self.seg_id, position, &entry.payload);
-                        if let Some(done) = entry.done {
-                            let _ = done.send(Ok(()));
-                        }
+                        entry.answer(Ok(()));
                     }
                     self.queued.fetch_sub(written_payload, Ordering::AcqRel);
                     self.durable_segment.store(self.seg_id, Ordering::Release);
@@ -438,19 +514,19 @@ impl Writer {
                 Err(e) => {
                     self.fail(&e);
                     self.queued.fetch_sub(written_payload, Ordering::AcqRel);
-                    for (entry, _) in group.drain(..) {
-                        if let Some(done) = entry.done {
-                            let _ = done.send(Err(()));
-                        }
+                    for (mut entry, _) in group.drain(..) {
+                        entry.answer(Err(AckError::Failed));
                     }
                 }
             }
-            if self.failed.load(Ordering::Acquire) {
+            if self.health.is_down() {
                 // Refuse everything still queued; nothing more is written.
-                while let Some(entry) = self.rx.blocking_recv() {
-                    if let Some(done) = entry.done {
-                        let _ = done.send(Err(()));
-                    }
+                while let Some(mut entry) = self.rx.blocking_recv() {
+                    entry.answer(Err(if self.health.is_fenced() {
+                        AckError::Fenced
+                    } else {
+                        AckError::Failed
+                    }));
                 }
                 return;
             }
@@ -459,7 +535,7 @@ impl Writer {
 
     fn fail(&self, e: &std::io::Error) {
         tracing::error!(error = %e, "wal write failed; refusing further appends");
-        self.failed.store(true, Ordering::Release);
+        self.health.set_failed();
     }
 
     /// Starts zero-filling the next segment once this one is half used (or,

@@ -1,32 +1,37 @@
 //! The object WAL: batches from every stream are gathered for a few
-//! milliseconds and written as one object `wal/<sequence>.wal` (the same record
-//! format as a file segment); an append is acknowledged only after the PUT
-//! succeeded and a check found no newer owner of the metadata prefix. No local
-//! disk holds state, so any process can replay a dead broker's WAL objects.
+//! milliseconds and written as one object `wal/<seq>-<epoch>.wal` (the same
+//! record format as a file segment); an append is acknowledged only after the
+//! PUT landed and the owner epoch was confirmed afterwards. No local disk holds
+//! state, so any process can replay a dead broker's WAL objects.
 //!
-//! Fencing: a new owner commits its takeover and then lists the WAL objects. A
-//! zombie's WAL object written before that listing is replayed by the new owner;
-//! one written after it is followed by the zombie's fence check, which then sees
-//! the takeover and withholds the ack. So no acknowledged batch is missed.
-//!
-//! A failed PUT (after the retrying store gave up) fails the batches of that
-//! flush and of everything queued behind it, rewinds those streams' next offsets
-//! to their durable end, refuses appends for a short pause, and then serves again.
+//! Ownership (`docs/ownership.md`, rules 3 to 6):
+//! - At open, after the metadata store claimed its epoch, the WAL lists `wal/`
+//!   and commits `wal/barrier/<epoch>` = the largest sequence listed before it
+//!   replays or accepts anything; its own sequences start above it.
+//! - Replay takes a WAL object `(seq, epoch)` only if every later epoch's
+//!   barrier is at least `seq`: what a zombie wrote after a takeover is never
+//!   replayed, and was never acknowledged (its epoch check came after the
+//!   takeover's claim).
+//! - A PUT that fails is retried under the same name with the same bytes until
+//!   the store answers (`AlreadyExists` means an earlier attempt landed: only
+//!   this epoch's owner writes its names). Past the retry deadline the waiting
+//!   appends get a retriable error, new appends are refused, and the batches
+//!   keep their offsets: they become durable when the PUT lands.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::TryStreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
-use strata_meta::{MetaError, MetaStore};
+use strata_meta::{MetaError, MetaStore, Op, TxnOutcome};
 use tokio::sync::{mpsc, watch};
 
-use super::{Replayed, SegmentHandle, Segments, Wal, WalEntry};
-use crate::{BatchInfo, Stream, StreamError};
+use super::{AckError, Health, Replayed, SegmentHandle, Segments, Wal, WalEntry};
+use crate::{BatchInfo, StreamError};
 
 /// Settings of the object WAL.
 #[derive(Debug, Clone, Copy)]
@@ -37,12 +42,36 @@ pub struct ObjectWalConfig {
     pub flush_bytes: usize,
 }
 
-fn wal_object(seq: u64) -> ObjectPath {
-    ObjectPath::from(format!("wal/{seq:020}.wal"))
+/// The name of WAL object `seq` written under owner `epoch`.
+pub(crate) fn wal_object(seq: u64, epoch: u64) -> ObjectPath {
+    ObjectPath::from(format!("wal/{seq:020}-{epoch:020}.wal"))
 }
 
-/// Opens the object WAL: replays every WAL object from `from_segment` on and
-/// starts the writer. `wal_dir` is only used for naming in errors.
+/// Parses `<seq>-<epoch>.wal`; `Err` for the version-1 name `<seq>.wal`.
+pub(crate) fn parse_wal_name(name: &str) -> Option<Result<(u64, u64), ()>> {
+    let stem = name.strip_suffix(".wal")?;
+    match stem.split_once('-') {
+        Some((seq, epoch)) => Some(Ok((seq.parse().ok()?, epoch.parse().ok()?))),
+        None => stem.parse::<u64>().ok().map(|_| Err(())),
+    }
+}
+
+/// Prefix of the takeover barriers in the metadata store.
+pub const BARRIER_PREFIX: &str = "wal/barrier/";
+
+fn barrier_key(epoch: u64) -> String {
+    format!("{BARRIER_PREFIX}{epoch:020}")
+}
+
+/// Whether WAL object `(seq, epoch)` may be replayed: every later epoch's
+/// barrier is at least `seq`.
+pub(crate) fn replayable(barriers: &BTreeMap<u64, u64>, seq: u64, epoch: u64) -> bool {
+    barriers.range(epoch + 1..).all(|(_, barrier)| seq <= *barrier)
+}
+
+/// Opens the object WAL: sets this epoch's barrier, replays every replayable
+/// WAL object from `from_segment` on, and starts the writer. `wal_dir` is only
+/// used for naming in errors.
 pub(crate) async fn open(
     store: Arc<dyn ObjectStore>,
     meta: Arc<dyn MetaStore>,
@@ -51,18 +80,63 @@ pub(crate) async fn open(
     generation: watch::Sender<u64>,
     wal_dir: std::path::PathBuf,
 ) -> Result<(Arc<Wal>, Vec<Replayed>), StreamError> {
+    let epoch = meta.owner_epoch().unwrap_or(0);
     let listed: Vec<_> = store.list(Some(&ObjectPath::from("wal"))).try_collect().await?;
-    let mut seqs: Vec<u64> = listed
-        .iter()
-        .filter_map(|m| m.location.filename()?.strip_suffix(".wal")?.parse::<u64>().ok())
-        .collect();
-    seqs.sort_unstable();
+    let mut objects: Vec<(u64, u64)> = Vec::new();
+    for m in &listed {
+        match m.location.filename().and_then(parse_wal_name) {
+            Some(Ok(id)) => objects.push(id),
+            Some(Err(())) => {
+                return Err(StreamError::Corrupt {
+                    segment: m.location.to_string(),
+                    reason: "a version-1 wal object (`<seq>.wal`); this build reads version 2 \
+                             (`<seq>-<epoch>.wal`)"
+                        .into(),
+                });
+            }
+            None => {}
+        }
+    }
+    objects.sort_unstable();
+    let mut barriers: BTreeMap<u64, u64> = BTreeMap::new();
+    for e in meta.list(BARRIER_PREFIX).await? {
+        let epoch_of = e.key.strip_prefix(BARRIER_PREFIX).and_then(|k| k.parse::<u64>().ok());
+        let value = std::str::from_utf8(&e.value).ok().and_then(|v| v.parse::<u64>().ok());
+        match (epoch_of, value) {
+            (Some(ep), Some(v)) => {
+                barriers.insert(ep, v);
+            }
+            _ => return Err(StreamError::BadRecord { key: e.key, reason: "not a barrier".into() }),
+        }
+    }
+    // The barrier: nothing listed after this point from an older epoch counts.
+    let highest = objects.iter().map(|(seq, _)| *seq).max();
+    let barrier = highest
+        .into_iter()
+        .chain(barriers.values().copied())
+        .chain(std::iter::once(from_segment.saturating_sub(1)))
+        .max()
+        .unwrap_or(0);
+    let op = Op::Put(barrier_key(epoch), Bytes::from(barrier.to_string()));
+    if let TxnOutcome::Conflict = meta.txn(vec![], vec![op]).await? {
+        return Err(StreamError::BadRecord {
+            key: barrier_key(epoch),
+            reason: "barrier commit conflicted".into(),
+        });
+    }
+    barriers.insert(epoch, barrier);
     let segments = Arc::new(Segments::default());
     let mut replayed = Vec::new();
-    for &seq in &seqs {
-        let path = wal_object(seq);
+    let mut skipped = 0usize;
+    for &(seq, written_by) in &objects {
+        let path = wal_object(seq, written_by);
         if seq < from_segment {
             let _ = store.delete(&path).await;
+            continue;
+        }
+        if !replayable(&barriers, seq, written_by) {
+            skipped += 1;
+            tracing::info!(object = %path, "skipping a wal object written after a takeover (never acknowledged)");
             continue;
         }
         let data = store.get(&path).await?.bytes().await?;
@@ -76,9 +150,10 @@ pub(crate) async fn open(
         }
         segments.insert(seq, SegmentHandle::Object(Arc::clone(&store), path));
     }
-    let next = seqs.last().map(|s| s + 1).unwrap_or(0).max(from_segment);
+    tracing::info!(epoch, barrier, objects = objects.len(), skipped, "object wal opened");
+    let next = (barrier + 1).max(from_segment);
     let (tx, rx) = mpsc::unbounded_channel();
-    let failed = Arc::new(AtomicBool::new(false));
+    let health = Arc::new(Health::default());
     let durable_segment = Arc::new(AtomicU64::new(next.saturating_sub(1)));
     let queued = Arc::new(AtomicUsize::new(0));
     let writer = ObjectWriter {
@@ -87,16 +162,22 @@ pub(crate) async fn open(
         meta,
         config,
         runtime: tokio::runtime::Handle::current(),
+        epoch,
         seq: next,
         segments: Arc::clone(&segments),
-        failed: Arc::clone(&failed),
+        health: Arc::clone(&health),
         generation,
         durable_segment: Arc::clone(&durable_segment),
         queued: Arc::clone(&queued),
+        pending: std::collections::VecDeque::new(),
     };
     std::thread::Builder::new().name("strata-object-wal".into()).spawn(move || writer.run())?;
-    Ok((Arc::new(Wal { tx, segments, failed, durable_segment, dir: wal_dir, queued }), replayed))
+    Ok((Arc::new(Wal { tx, segments, health, durable_segment, dir: wal_dir, queued }), replayed))
 }
+
+/// How long one flush tries before its appends are answered `Unavailable`
+/// (the flush itself goes on until it lands).
+const ACK_DEADLINE: Duration = Duration::from_secs(2);
 
 struct ObjectWriter {
     rx: mpsc::UnboundedReceiver<WalEntry>,
@@ -104,141 +185,153 @@ struct ObjectWriter {
     meta: Arc<dyn MetaStore>,
     config: ObjectWalConfig,
     runtime: tokio::runtime::Handle,
+    epoch: u64,
     seq: u64,
     segments: Arc<Segments>,
-    failed: Arc<AtomicBool>,
+    health: Arc<Health>,
     generation: watch::Sender<u64>,
     durable_segment: Arc<AtomicU64>,
     queued: Arc<AtomicUsize>,
+    /// Appends drained (and answered) while a flush was stalled; written next.
+    pending: std::collections::VecDeque<WalEntry>,
 }
 
-enum Flush {
-    Done,
+/// How one attempt at a flush ended.
+enum Attempt {
+    /// Written and the epoch confirmed afterwards: acknowledge.
+    Durable,
+    /// A newer owner exists.
     Fenced,
-    Failed(StreamError),
+    /// Not known yet (the store failed): try again under the same name.
+    Retry(String),
 }
 
 impl ObjectWriter {
     fn run(mut self) {
         let mut buf = BytesMut::new();
-        while let Some(first) = self.rx.blocking_recv() {
-            // The gather window runs from the first entry's submission: under
-            // load it has passed during the previous PUT, and the next one
-            // starts at once with everything that queued meanwhile.
-            let wait = self.config.flush_delay.saturating_sub(first.submitted.elapsed());
-            if !wait.is_zero() && self.queued.load(Ordering::Acquire) < self.config.flush_bytes {
-                std::thread::sleep(wait);
-            }
+        loop {
             buf.clear();
             let mut group: Vec<(WalEntry, u64)> = Vec::new();
-            super::gather(&mut self.rx, first, &mut buf, 0, self.config.flush_bytes, &mut group);
-            let bytes: usize = group.iter().map(|(e, _)| e.payload.len()).sum();
-            let path = wal_object(self.seq);
+            if self.pending.is_empty() {
+                let Some(first) = self.rx.blocking_recv() else { return };
+                // The gather window runs from the first entry's submission:
+                // under load it has passed during the previous PUT, and the
+                // next one starts at once with everything that queued meanwhile.
+                let wait = self.config.flush_delay.saturating_sub(first.submitted.elapsed());
+                if !wait.is_zero() && self.queued.load(Ordering::Acquire) < self.config.flush_bytes {
+                    std::thread::sleep(wait);
+                }
+                super::gather(&mut self.rx, first, &mut buf, 0, self.config.flush_bytes, &mut group);
+            } else {
+                while buf.len() < self.config.flush_bytes
+                    && let Some(entry) = self.pending.pop_front()
+                {
+                    let start = buf.len() as u64;
+                    let at = super::record::encode(
+                        &mut buf,
+                        entry.stream.id(),
+                        entry.base_offset,
+                        &entry.meta,
+                        &entry.payload,
+                    );
+                    group.push((entry, start + at as u64));
+                }
+            }
             let data = Bytes::from(std::mem::take(&mut buf));
-            let flushed = data.len();
-            let started = std::time::Instant::now();
-            let outcome = self.runtime.block_on(async {
-                let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
-                if let Err(e) = self.store.put_opts(&path, PutPayload::from_bytes(data), opts).await {
-                    return match e {
-                        object_store::Error::AlreadyExists { .. } => Flush::Fenced,
-                        other => Flush::Failed(other.into()),
-                    };
+            if !self.flush(data, group) {
+                return;
+            }
+        }
+    }
+
+    /// Writes one flush until it is durable (true) or this process is fenced
+    /// (false: everything is refused from now on).
+    fn flush(&mut self, data: Bytes, mut group: Vec<(WalEntry, u64)>) -> bool {
+        let bytes: usize = group.iter().map(|(e, _)| e.payload.len()).sum();
+        let path = wal_object(self.seq, self.epoch);
+        let started = std::time::Instant::now();
+        let mut backoff = Duration::from_millis(20);
+        let mut answered = false;
+        loop {
+            match self.runtime.block_on(self.attempt(&path, &data)) {
+                Attempt::Durable => break,
+                Attempt::Fenced => {
+                    tracing::error!(object = %path, "fenced by a newer owner: refusing all appends");
+                    self.health.set_fenced();
+                    self.queued.fetch_sub(bytes, Ordering::AcqRel);
+                    for (mut entry, _) in group {
+                        entry.answer(Err(AckError::Fenced));
+                    }
+                    for mut entry in self.pending.drain(..) {
+                        entry.answer(Err(AckError::Fenced));
+                    }
+                    while let Some(mut entry) = self.rx.blocking_recv() {
+                        entry.answer(Err(AckError::Fenced));
+                    }
+                    return false;
                 }
-                match self.meta.check_fenced().await {
-                    Ok(()) => Flush::Done,
-                    Err(MetaError::Fenced(_)) => Flush::Fenced,
-                    Err(e) => Flush::Failed(e.into()),
-                }
-            });
-            super::record_flush(started.elapsed(), flushed);
-            self.queued.fetch_sub(bytes, Ordering::AcqRel);
-            match outcome {
-                Flush::Done => {
-                    self.segments.insert(self.seq, SegmentHandle::Object(Arc::clone(&self.store), path));
-                    for (entry, position) in group {
-                        let info = BatchInfo {
-                            base_offset: entry.base_offset,
-                            meta: entry.meta,
-                            size: entry.payload.len() as u32,
-                        };
-                        entry.stream.on_durable(info, self.seq, position, &entry.payload);
-                        if let Some(done) = entry.done {
-                            let _ = done.send(Ok(()));
+                Attempt::Retry(error) => {
+                    if !answered && started.elapsed() >= ACK_DEADLINE {
+                        // Offsets stay reserved: the batches become durable
+                        // when the PUT lands; their producers retry meanwhile.
+                        tracing::warn!(object = %path, error, "wal object write failing; appends refused until it lands");
+                        answered = true;
+                        self.health.set_stalled(true);
+                        for (entry, _) in group.iter_mut() {
+                            entry.answer(Err(AckError::Unavailable));
                         }
                     }
-                    self.durable_segment.store(self.seq, Ordering::Release);
-                    self.generation.send_modify(|g| *g += 1);
-                    self.seq += 1;
-                }
-                Flush::Fenced => {
-                    tracing::error!(object = %path, "fenced by a newer owner: refusing all appends");
-                    self.failed.store(true, Ordering::Release);
-                    self.fail_all(group);
-                    return;
-                }
-                Flush::Failed(e) => {
-                    tracing::warn!(object = %path, error = %e, "wal object write failed; failing its batches");
-                    // The object may exist after all (a lost response): never
-                    // reuse its name, and remove it so replay cannot see
-                    // batches that were refused (best effort: see NOTES.md).
-                    self.seq += 1;
-                    if let Err(e) = self.runtime.block_on(self.store.delete(&path))
-                        && !matches!(e, object_store::Error::NotFound { .. })
-                    {
-                        tracing::error!(object = %path, error = %e, "cannot remove a failed wal object");
+                    if answered {
+                        // Appends queued behind this flush keep their offsets
+                        // too, and are answered now.
+                        let mut more: Vec<WalEntry> =
+                            std::iter::from_fn(|| self.rx.try_recv().ok()).collect();
+                        for entry in more.iter_mut() {
+                            entry.answer(Err(AckError::Unavailable));
+                        }
+                        // Written, in order, right after this flush.
+                        self.pending.extend(more);
                     }
-                    self.recover(group);
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
             }
         }
+        super::record_flush(started.elapsed(), data.len());
+        self.queued.fetch_sub(bytes, Ordering::AcqRel);
+        self.segments.insert(self.seq, SegmentHandle::Object(Arc::clone(&self.store), path));
+        for (mut entry, position) in group {
+            let info = BatchInfo {
+                base_offset: entry.base_offset,
+                meta: entry.meta,
+                size: entry.payload.len() as u32,
+            };
+            entry.stream.on_durable(info, self.seq, position, &entry.payload);
+            entry.answer(Ok(()));
+        }
+        self.durable_segment.store(self.seq, Ordering::Release);
+        self.generation.send_modify(|g| *g += 1);
+        self.seq += 1;
+        if answered {
+            self.health.set_stalled(false);
+            tracing::info!("wal object writes succeed again");
+        }
+        true
     }
 
-    /// Fails `group` and everything queued, rewinds the streams involved and
-    /// pauses appends briefly.
-    fn recover(&mut self, group: Vec<(WalEntry, u64)>) {
-        self.failed.store(true, Ordering::Release);
-        let mut streams: HashMap<u64, Arc<Stream>> = HashMap::new();
-        for (entry, _) in &group {
-            streams.insert(entry.stream.id(), Arc::clone(&entry.stream));
+    /// One PUT (create-if-absent) and the epoch check after it.
+    async fn attempt(&self, path: &ObjectPath, data: &Bytes) -> Attempt {
+        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+        match self.store.put_opts(path, PutPayload::from_bytes(data.clone()), opts).await {
+            // Only this epoch's owner writes this name: an earlier attempt of
+            // this very flush landed.
+            Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => {}
+            Err(e) => return Attempt::Retry(e.to_string()),
         }
-        self.fail_entries(group.into_iter().map(|(e, _)| e), &mut streams);
-        // An append that saw the WAL healthy just before may still be sending:
-        // rewinding takes each stream's lock (so it has finished), then the
-        // queue is drained again.
-        for _ in 0..2 {
-            for s in streams.values() {
-                s.rewind_to_durable();
-            }
-            let queued: Vec<WalEntry> = std::iter::from_fn(|| self.rx.try_recv().ok()).collect();
-            self.fail_entries(queued.into_iter(), &mut streams);
-        }
-        for s in streams.values() {
-            s.rewind_to_durable();
-        }
-        std::thread::sleep(Duration::from_millis(200));
-        self.failed.store(false, Ordering::Release);
-    }
-
-    fn fail_entries(&self, entries: impl Iterator<Item = WalEntry>, streams: &mut HashMap<u64, Arc<Stream>>) {
-        for entry in entries {
-            streams.insert(entry.stream.id(), Arc::clone(&entry.stream));
-            if let Some(done) = entry.done {
-                let _ = done.send(Err(()));
-            }
-        }
-    }
-
-    fn fail_all(&mut self, group: Vec<(WalEntry, u64)>) {
-        for (entry, _) in group {
-            if let Some(done) = entry.done {
-                let _ = done.send(Err(()));
-            }
-        }
-        while let Some(entry) = self.rx.blocking_recv() {
-            if let Some(done) = entry.done {
-                let _ = done.send(Err(()));
-            }
+        match self.meta.check_fenced().await {
+            Ok(()) => Attempt::Durable,
+            Err(MetaError::Fenced(_)) => Attempt::Fenced,
+            Err(e) => Attempt::Retry(e.to_string()),
         }
     }
 }

@@ -23,10 +23,12 @@ pub struct BrokerProcess {
     _tmp: Option<tempfile::TempDir>,
     extra: Vec<String>,
     envs: Vec<(String, String)>,
+    /// Every log line the process wrote to stderr so far.
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 /// The value of `key=` in a log line.
-fn field(line: &str, key: &str) -> String {
+pub fn field(line: &str, key: &str) -> String {
     line.split(&format!(" {key}="))
         .nth(1)
         .and_then(|r| r.split_whitespace().next())
@@ -34,7 +36,9 @@ fn field(line: &str, key: &str) -> String {
         .to_string()
 }
 
-fn spawn(data_dir: &Path, extra: &[String], envs: &[(String, String)]) -> (Child, String, String) {
+type Log = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+fn spawn(data_dir: &Path, extra: &[String], envs: &[(String, String)]) -> (Child, String, String, Log) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
         .envs(envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .arg("serve")
@@ -52,10 +56,13 @@ fn spawn(data_dir: &Path, extra: &[String], envs: &[(String, String)]) -> (Child
         .expect("spawn strata");
     let stderr = child.stderr.take().expect("stderr");
     let (tx, rx) = mpsc::channel();
+    let log: Log = Default::default();
+    let lines = std::sync::Arc::clone(&log);
     std::thread::spawn(move || {
         let mut sent = false;
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
+            lines.lock().unwrap_or_else(|e| e.into_inner()).push(line.clone());
             if !sent && line.contains("strata listening") {
                 let _ = tx.send((field(&line, "kafka"), field(&line, "http")));
                 sent = true;
@@ -66,7 +73,7 @@ fn spawn(data_dir: &Path, extra: &[String], envs: &[(String, String)]) -> (Child
         }
     });
     let (addr, http) = rx.recv_timeout(Duration::from_secs(30)).expect("broker did not report its address");
-    (child, addr, http)
+    (child, addr, http, log)
 }
 
 impl BrokerProcess {
@@ -87,8 +94,8 @@ impl BrokerProcess {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let envs: Vec<(String, String)> =
             envs.iter().map(|(k, v)| (k.as_ref().to_string(), v.as_ref().to_string())).collect();
-        let (child, addr, http) = spawn(&data_dir, &extra, &envs);
-        BrokerProcess { child, addr, http, data_dir, _tmp: Some(tmp), extra, envs }
+        let (child, addr, http, log) = spawn(&data_dir, &extra, &envs);
+        BrokerProcess { child, addr, http, data_dir, _tmp: Some(tmp), extra, envs, log }
     }
 
     /// Kills the process with SIGKILL (no chance to flush anything).
@@ -100,10 +107,41 @@ impl BrokerProcess {
     /// Starts the broker again on the same data directory (new port).
     pub fn restart(&mut self) {
         self.kill9();
-        let (child, addr, http) = spawn(&self.data_dir, &self.extra, &self.envs);
+        let (child, addr, http, log) = spawn(&self.data_dir, &self.extra, &self.envs);
         self.child = child;
         self.addr = addr;
         self.http = http;
+        self.log = log;
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, ...) to the process.
+    pub fn signal(&self, signal: &str) {
+        let ok = Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status();
+        assert!(ok.is_ok_and(|s| s.success()), "kill -{signal} failed");
+    }
+
+    /// Waits up to `limit` for the process to exit; its status, if it did.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The first log line containing `needle`, if any.
+    pub fn log_line(&self, needle: &str) -> Option<String> {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).iter().find(|l| l.contains(needle)).cloned()
     }
 
     /// `GET path` on the admin port: `(status, body)`.

@@ -1,5 +1,6 @@
-//! `FaultyStore`: injects failures, latency and hangs into chosen operations of
-//! a wrapped store, for tests of the layers above.
+//! `FaultyStore`: injects failures, lost responses, latency and hangs into
+//! chosen operations of a wrapped store, for tests of the layers above (it
+//! lives in the lowest crate so that every layer's tests can use it).
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -38,6 +39,9 @@ pub enum Fault {
     Latency(Duration),
     /// Every call waits forever (until cleared calls are made).
     Hang,
+    /// The next `n` calls are applied by the wrapped store, but their
+    /// response is lost: the caller gets a transient error.
+    LoseResponse(u32),
 }
 
 /// A store with injectable faults; cheap to clone (shares its faults).
@@ -63,23 +67,50 @@ impl FaultyStore {
         self.faults.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
-    async fn inject(&self, op: Operation) -> Result<()> {
-        let fault = {
-            let mut faults = self.faults.lock().unwrap_or_else(|e| e.into_inner());
-            match faults.get(&op).copied() {
-                Some(Fault::Fail(n)) => {
-                    if n <= 1 {
-                        faults.remove(&op);
-                    } else {
-                        faults.insert(op, Fault::Fail(n - 1));
-                    }
-                    Some(Fault::Fail(n))
+    /// Takes the fault of `op`, counting down the counted ones.
+    fn take(&self, op: Operation) -> Option<Fault> {
+        let mut faults = self.faults.lock().unwrap_or_else(|e| e.into_inner());
+        match faults.get(&op).copied() {
+            Some(Fault::Fail(n)) => {
+                if n <= 1 {
+                    faults.remove(&op);
+                } else {
+                    faults.insert(op, Fault::Fail(n - 1));
                 }
-                other => other,
+                Some(Fault::Fail(n))
             }
-        };
+            Some(Fault::LoseResponse(n)) => {
+                if n <= 1 {
+                    faults.remove(&op);
+                } else {
+                    faults.insert(op, Fault::LoseResponse(n - 1));
+                }
+                Some(Fault::LoseResponse(n))
+            }
+            other => other,
+        }
+    }
+
+    /// Runs `call` under the fault of `op`.
+    async fn run<T>(&self, op: Operation, call: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        match self.take(op) {
+            Some(Fault::LoseResponse(_)) => {
+                let _ = call.await;
+                Err(object_store::Error::Generic {
+                    store: "Faulty",
+                    source: format!("injected lost {op:?} response (the call was applied)").into(),
+                })
+            }
+            fault => {
+                self.inject(fault, op).await?;
+                call.await
+            }
+        }
+    }
+
+    async fn inject(&self, fault: Option<Fault>, op: Operation) -> Result<()> {
         match fault {
-            None => Ok(()),
+            None | Some(Fault::LoseResponse(_)) => Ok(()),
             Some(Fault::Fail(_)) | Some(Fault::FailAlways) => Err(object_store::Error::Generic {
                 store: "Faulty",
                 source: format!("injected {op:?} failure (503 SlowDown)").into(),
@@ -105,8 +136,7 @@ impl std::fmt::Display for FaultyStore {
 #[async_trait::async_trait]
 impl ObjectStore for FaultyStore {
     async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
-        self.inject(Operation::Put).await?;
-        self.inner.put_opts(location, payload, opts).await
+        self.run(Operation::Put, self.inner.put_opts(location, payload, opts)).await
     }
 
     async fn put_multipart_opts(
@@ -114,34 +144,37 @@ impl ObjectStore for FaultyStore {
         location: &Path,
         opts: PutMultipartOptions,
     ) -> Result<Box<dyn MultipartUpload>> {
-        self.inject(Operation::Put).await?;
-        self.inner.put_multipart_opts(location, opts).await
+        self.run(Operation::Put, self.inner.put_multipart_opts(location, opts)).await
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
-        self.inject(Operation::Get).await?;
-        self.inner.get_opts(location, options).await
+        self.run(Operation::Get, self.inner.get_opts(location, options)).await
     }
 
     async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
-        self.inject(Operation::Get).await?;
-        self.inner.get_ranges(location, ranges).await
+        self.run(Operation::Get, self.inner.get_ranges(location, ranges)).await
     }
 
     fn delete_stream(&self, locations: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {
-        let faulty = self.faults.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&Operation::Delete);
-        if faulty {
-            use futures::StreamExt;
-            return locations
+        use futures::StreamExt;
+        let lost = |_| {
+            Err(object_store::Error::Generic {
+                store: "Faulty",
+                source: "injected lost Delete response".into(),
+            })
+        };
+        match self.take(Operation::Delete) {
+            None => self.inner.delete_stream(locations),
+            Some(Fault::LoseResponse(_)) => self.inner.delete_stream(locations).map(lost).boxed(),
+            Some(_) => locations
                 .map(|_| {
                     Err(object_store::Error::Generic {
                         store: "Faulty",
                         source: "injected Delete failure".into(),
                     })
                 })
-                .boxed();
+                .boxed(),
         }
-        self.inner.delete_stream(locations)
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
@@ -165,12 +198,10 @@ impl ObjectStore for FaultyStore {
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
-        self.inject(Operation::List).await?;
-        self.inner.list_with_delimiter(prefix).await
+        self.run(Operation::List, self.inner.list_with_delimiter(prefix)).await
     }
 
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
-        self.inject(Operation::Put).await?;
-        self.inner.copy_opts(from, to, options).await
+        self.run(Operation::Put, self.inner.copy_opts(from, to, options)).await
     }
 }

@@ -1,0 +1,243 @@
+//! Ownership with real processes on a real S3-compatible server (s3s-fs):
+//! a paused owner (SIGSTOP) that wakes up (SIGCONT) after another process took
+//! its prefix over acknowledges nothing, deletes nothing of the new owner's and
+//! exits; a second process on the same data directory refuses to start.
+//! See `docs/ownership.md`.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::kafka::{assign_all, create_topic};
+use common::s3::S3Server;
+use common::{BrokerProcess, field, topic};
+use rdkafka::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{DeliveryResult, Message};
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+
+const PARTITIONS: i32 = 2;
+
+/// One acknowledged message: value, partition, offset, when the ack arrived.
+type Ack = (String, i32, i64, Instant);
+
+#[derive(Default)]
+struct Acks {
+    acked: Mutex<Vec<Ack>>,
+    failed: AtomicU64,
+}
+
+struct Ctx(Arc<Acks>);
+
+impl ClientContext for Ctx {}
+
+impl ProducerContext for Ctx {
+    type DeliveryOpaque = Box<String>;
+    fn delivery(&self, result: &DeliveryResult<'_>, value: Box<String>) {
+        match result {
+            Ok(m) => {
+                let ack = (*value, m.partition(), m.offset(), Instant::now());
+                self.0.acked.lock().unwrap_or_else(|e| e.into_inner()).push(ack);
+            }
+            Err(_) => {
+                self.0.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// An idempotent producer that keeps sending `<prefix>-<n>` to `addr` from a
+/// thread until stopped, recording every acknowledgement.
+struct Sender {
+    acks: Arc<Acks>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl Sender {
+    fn start(addr: &str, name: &str, prefix: &str) -> Self {
+        let acks = Arc::new(Acks::default());
+        let producer: ThreadedProducer<Ctx> = ClientConfig::new()
+            .set("bootstrap.servers", addr)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", "8000")
+            .set("reconnect.backoff.max.ms", "200")
+            .create_with_context(Ctx(Arc::clone(&acks)))
+            .expect("producer");
+        let stop = Arc::new(AtomicBool::new(false));
+        let (stop2, name, prefix) = (Arc::clone(&stop), name.to_string(), prefix.to_string());
+        let thread = std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop2.load(Ordering::Relaxed) {
+                let value = format!("{prefix}-{i}");
+                let partition = (i % PARTITIONS as u64) as i32;
+                let rec = BaseRecord::<(), str, _>::with_opaque_to(&name, Box::new(value.clone()))
+                    .partition(partition);
+                match producer.send(rec.payload(value.as_str())) {
+                    Ok(()) => i += 1,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                        std::thread::sleep(Duration::from_millis(5))
+                    }
+                    Err((e, _)) => panic!("enqueue: {e}"),
+                }
+                if i.is_multiple_of(200) {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+            let _ = producer.flush(Duration::from_secs(15));
+            i
+        });
+        Sender { acks, stop, thread: Some(thread) }
+    }
+
+    /// Stops sending, waits for outstanding deliveries; returns how many were
+    /// sent.
+    fn finish(&mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().map(|t| t.join().expect("sender thread")).unwrap_or(0)
+    }
+
+    fn acked(&self) -> Vec<Ack> {
+        self.acks.acked.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Waits until `sender` has at least `n` acknowledgements.
+fn wait_acks(sender: &Sender, n: usize, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sender.acked().len() < n {
+        assert!(Instant::now() < deadline, "{what}: only {} acknowledged", sender.acked().len());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Reads the whole topic from `addr`: value -> how many times it is stored.
+fn stored(addr: &str, name: &str) -> HashMap<String, u32> {
+    let (c, total) = assign_all(addr, name, PARTITIONS);
+    let mut seen: HashMap<String, u32> = HashMap::new();
+    let mut got = 0i64;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while got < total {
+        assert!(Instant::now() < deadline, "read {got} of {total}");
+        let Some(m) = c.poll(Duration::from_millis(200)) else { continue };
+        let m = m.expect("consume");
+        let v = String::from_utf8(m.payload().unwrap_or_default().to_vec()).expect("utf8");
+        *seen.entry(v).or_default() += 1;
+        got += 1;
+    }
+    seen
+}
+
+/// The scenario of issue 9: A serves, is paused, B takes the prefix over and
+/// serves, A resumes with its producer still connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_owner_acknowledges_nothing_and_exits() {
+    let s3 = S3Server::start("strata-bucket");
+    let envs = s3.env();
+    // Uploads, compaction, GC and the orphan sweep all run often, so that the
+    // pause lands among them and the resumed process would have every chance
+    // to delete or overwrite something.
+    let flags = [
+        "--object-store",
+        "s3://strata-bucket/zombie",
+        "--upload-interval-ms",
+        "100",
+        "--compaction-interval-ms",
+        "200",
+        "--compaction-min-ranges",
+        "2",
+        "--gc-grace-ms",
+        "0",
+        "--orphan-interval-ms",
+        "200",
+        "--orphan-age-ms",
+        "500",
+    ];
+    let mut a = BrokerProcess::start_with_env(&flags, &envs);
+    let name = topic("zombie");
+    create_topic(&a.addr, &name, PARTITIONS).await;
+
+    let mut to_a = Sender::start(&a.addr, &name, "a");
+    wait_acks(&to_a, 2000, "before the pause");
+    a.signal("STOP");
+    let paused_at = Instant::now();
+    let acked_before_pause = to_a.acked().len();
+
+    // B takes the prefix over and serves producers for a few seconds.
+    let b = BrokerProcess::start_with_env(&flags, &envs);
+    let mut to_b = Sender::start(&b.addr, &name, "b");
+    wait_acks(&to_b, 2000, "by the new owner");
+    std::thread::sleep(Duration::from_secs(2));
+
+    a.signal("CONT");
+    let resumed_at = Instant::now();
+    let status = a.wait_exit(Duration::from_secs(15));
+    let exited_after = resumed_at.elapsed();
+    assert!(status.is_some(), "the resumed owner is still running {exited_after:?} after SIGCONT");
+    assert_eq!(status.and_then(|s| s.code()), Some(3), "exit status of a fenced process");
+    println!("the resumed owner exited {exited_after:?} after SIGCONT (paused {:?})", resumed_at - paused_at);
+    let line = a.log_line("no longer owns its prefix").expect("the exit log line");
+    let refused: u64 = field(&line, "refused_records").parse().expect("refused_records");
+    println!("records the resumed owner refused: {refused}");
+    assert!(refused >= 1000, "only {refused} produced records reached the resumed owner");
+
+    to_a.finish();
+    // B is not fenced by the zombie: it still takes writes.
+    wait_acks(&to_b, to_b.acked().len() + 500, "after the zombie exited");
+    to_b.finish();
+
+    let from_a = to_a.acked();
+    let late: Vec<&Ack> = from_a.iter().filter(|(_, _, _, at)| *at >= resumed_at).collect();
+    assert!(
+        late.is_empty(),
+        "the resumed owner acknowledged {} produces, first {:?}",
+        late.len(),
+        late.first()
+    );
+    assert!(from_a.len() >= acked_before_pause);
+
+    // Everything acknowledged, by A before the pause and by B, is served by
+    // B exactly once (idempotent producers); nothing is stored twice.
+    let seen = stored(&b.addr, &name);
+    for (value, ..) in from_a.iter().chain(to_b.acked().iter()) {
+        assert_eq!(
+            seen.get(value).copied(),
+            Some(1),
+            "acknowledged {value} stored {:?} times",
+            seen.get(value)
+        );
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "stored more than once: {:?}", &twice[..twice.len().min(5)]);
+    println!(
+        "acknowledged: {} by A before the pause, {} by B; {} stored",
+        from_a.len(),
+        to_b.acked().len(),
+        seen.len()
+    );
+}
+
+#[test]
+fn a_second_process_on_the_same_data_dir_refuses_to_start() {
+    let first = BrokerProcess::start();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--http", "none", "--data-dir"])
+        .arg(&first.data_dir)
+        .output()
+        .expect("run a second strata");
+    assert!(!out.status.success(), "a second process started on a data dir in use");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("in use by another strata process"), "unclear error: {stderr}");
+}
