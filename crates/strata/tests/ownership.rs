@@ -140,10 +140,22 @@ fn stored(addr: &str, name: &str) -> HashMap<String, u32> {
     seen
 }
 
+/// What else happens in a round of the scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kill {
+    /// Nothing: A resumes while B serves.
+    None,
+    /// A is killed with SIGKILL while paused (it never resumes).
+    Paused,
+    /// B is killed with SIGKILL; A resumes afterwards, and C takes over.
+    NewOwner,
+}
+
 /// The scenario of issue 9: A serves, is paused, B takes the prefix over and
-/// serves, A resumes with its producer still connected.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_resumed_owner_acknowledges_nothing_and_exits() {
+/// serves, A resumes with its producer still connected. `warmup` is how many
+/// acknowledgements A gets before the pause (so the pause lands at different
+/// points of its uploads, compactions, GC passes and sweeps).
+async fn scenario(kill: Kill, warmup: usize, hold: Duration) {
     let s3 = S3Server::start("strata-bucket");
     let envs = s3.env();
     // Uploads, compaction, GC and the orphan sweep all run often, so that the
@@ -170,48 +182,67 @@ async fn a_resumed_owner_acknowledges_nothing_and_exits() {
     create_topic(&a.addr, &name, PARTITIONS).await;
 
     let mut to_a = Sender::start(&a.addr, &name, "a");
-    wait_acks(&to_a, 2000, "before the pause");
+    wait_acks(&to_a, warmup, "before the pause");
     a.signal("STOP");
     let paused_at = Instant::now();
-    let acked_before_pause = to_a.acked().len();
 
-    // B takes the prefix over and serves producers for a few seconds.
-    let b = BrokerProcess::start_with_env(&flags, &envs);
+    // B takes the prefix over and serves producers for a while.
+    let mut b = BrokerProcess::start_with_env(&flags, &envs);
     let mut to_b = Sender::start(&b.addr, &name, "b");
     wait_acks(&to_b, 2000, "by the new owner");
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(hold);
 
-    a.signal("CONT");
-    let resumed_at = Instant::now();
-    let status = a.wait_exit(Duration::from_secs(15));
-    let exited_after = resumed_at.elapsed();
-    assert!(status.is_some(), "the resumed owner is still running {exited_after:?} after SIGCONT");
-    assert_eq!(status.and_then(|s| s.code()), Some(3), "exit status of a fenced process");
-    println!("the resumed owner exited {exited_after:?} after SIGCONT (paused {:?})", resumed_at - paused_at);
-    let line = a.log_line("no longer owns its prefix").expect("the exit log line");
-    let refused: u64 = field(&line, "refused_records").parse().expect("refused_records");
-    println!("records the resumed owner refused: {refused}");
-    assert!(refused >= 1000, "only {refused} produced records reached the resumed owner");
-
-    to_a.finish();
-    // B is not fenced by the zombie: it still takes writes.
-    wait_acks(&to_b, to_b.acked().len() + 500, "after the zombie exited");
-    to_b.finish();
-
-    let from_a = to_a.acked();
-    let late: Vec<&Ack> = from_a.iter().filter(|(_, _, _, at)| *at >= resumed_at).collect();
-    assert!(
-        late.is_empty(),
-        "the resumed owner acknowledged {} produces, first {:?}",
-        late.len(),
-        late.first()
-    );
-    assert!(from_a.len() >= acked_before_pause);
+    let mut reader = None;
+    match kill {
+        Kill::Paused => {
+            a.kill9();
+            to_a.finish();
+        }
+        Kill::None | Kill::NewOwner => {
+            if kill == Kill::NewOwner {
+                b.kill9();
+            }
+            a.signal("CONT");
+            let resumed_at = Instant::now();
+            let status = a.wait_exit(Duration::from_secs(15));
+            let exited_after = resumed_at.elapsed();
+            assert!(status.is_some(), "the resumed owner is still running {exited_after:?} after SIGCONT");
+            assert_eq!(status.and_then(|s| s.code()), Some(3), "exit status of a fenced process");
+            println!(
+                "the resumed owner exited {exited_after:?} after SIGCONT (paused {:?})",
+                resumed_at - paused_at
+            );
+            let line = a.log_line("no longer owns its prefix").expect("the exit log line");
+            let refused: u64 = field(&line, "refused_records").parse().expect("refused_records");
+            println!("records the resumed owner refused: {refused}");
+            if kill == Kill::None {
+                assert!(refused >= 1000, "only {refused} produced records reached the resumed owner");
+            }
+            to_a.finish();
+            let late: Vec<Ack> = to_a.acked().into_iter().filter(|(_, _, _, at)| *at >= resumed_at).collect();
+            assert!(
+                late.is_empty(),
+                "the resumed owner acknowledged {} produces, first {:?}",
+                late.len(),
+                late.first()
+            );
+        }
+    }
+    if kill == Kill::NewOwner {
+        to_b.finish();
+        reader = Some(BrokerProcess::start_with_env(&flags, &envs));
+    } else {
+        // B is not fenced by the zombie: it still takes writes.
+        wait_acks(&to_b, to_b.acked().len() + 500, "after the zombie stopped");
+        to_b.finish();
+    }
+    let reader = reader.as_ref().unwrap_or(&b);
 
     // Everything acknowledged, by A before the pause and by B, is served by
-    // B exactly once (idempotent producers); nothing is stored twice.
-    let seen = stored(&b.addr, &name);
-    for (value, ..) in from_a.iter().chain(to_b.acked().iter()) {
+    // the current owner exactly once (idempotent producers); nothing twice.
+    let (from_a, from_b) = (to_a.acked(), to_b.acked());
+    let seen = stored(&reader.addr, &name);
+    for (value, ..) in from_a.iter().chain(from_b.iter()) {
         assert_eq!(
             seen.get(value).copied(),
             Some(1),
@@ -221,12 +252,39 @@ async fn a_resumed_owner_acknowledges_nothing_and_exits() {
     }
     let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "stored more than once: {:?}", &twice[..twice.len().min(5)]);
-    println!(
-        "acknowledged: {} by A before the pause, {} by B; {} stored",
-        from_a.len(),
-        to_b.acked().len(),
-        seen.len()
-    );
+    println!("{kill:?}: acknowledged {} by A, {} by B; {} stored", from_a.len(), from_b.len(), seen.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_owner_acknowledges_nothing_and_exits() {
+    scenario(Kill::None, 2000, Duration::from_secs(2)).await;
+}
+
+/// Slow tier: 20 rounds with random pause points and random kill -9s of
+/// either process. The seed is printed; `STRATA_SEED` replays a run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_twenty_pauses_and_kills_lose_nothing() {
+    let seed: u64 = std::env::var("STRATA_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+    });
+    println!("seed {seed}");
+    let mut x = seed | 1;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for round in 0..20 {
+        let kill = [Kill::None, Kill::Paused, Kill::NewOwner][(next() % 3) as usize];
+        let warmup = 200 + (next() % 20_000) as usize;
+        let hold = Duration::from_millis(next() % 3000);
+        println!("round {round}: {kill:?}, pause after {warmup} acks, hold {hold:?}");
+        scenario(kill, warmup, hold).await;
+    }
 }
 
 #[test]
