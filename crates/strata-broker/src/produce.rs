@@ -51,6 +51,21 @@ enum Wait {
     Duplicate(Arc<Stream>, i64),
 }
 
+/// A partition's batch, accepted and appended.
+struct Accepted {
+    wait: Wait,
+    base_offset: i64,
+    log_start_offset: i64,
+    log_append_time: bool,
+    records: i32,
+}
+
+/// The record count of a batch, for counting refused records (0 when it does
+/// not parse).
+fn records_in(data: Option<&Bytes>) -> i32 {
+    data.and_then(|d| records::parse_header(d)).map_or(0, |h| h.record_count)
+}
+
 /// A produce whose batches are appended and whose answer waits for the WAL.
 pub struct PendingProduce {
     response: ProduceResponse,
@@ -111,7 +126,7 @@ impl Broker {
         partition: i32,
         data: Option<&Bytes>,
         now: i64,
-    ) -> Result<(Wait, i64, i64, bool), BrokerError> {
+    ) -> Result<Accepted, BrokerError> {
         let stream = self.partition(topic, partition).ok_or(BrokerError::UnknownTopicOrPartition)?;
         let data = data.ok_or_else(|| BrokerError::InvalidRecord("null records".into()))?;
         if data.len() as i64 > cfg.max_message_bytes {
@@ -147,9 +162,14 @@ impl Broker {
         };
         if header.producer_id < 0 {
             let appended = stream.append(header.record_count as u32, max_ts, build)?;
-            let base = appended.base_offset;
             count_in();
-            return Ok((Wait::Appended(appended), base, start, cfg.log_append_time));
+            return Ok(Accepted {
+                base_offset: appended.base_offset,
+                wait: Wait::Appended(appended),
+                log_start_offset: start,
+                log_append_time: cfg.log_append_time,
+                records: header.record_count,
+            });
         }
         // Idempotent producer: check and append under the partition's producer lock.
         let state = self.producers.partition(&stream).await?;
@@ -165,7 +185,13 @@ impl Broker {
                     base = dup.base_offset,
                     "duplicate batch answered with its offset"
                 );
-                Ok((Wait::Duplicate(Arc::clone(&stream), dup.last_offset + 1), dup.base_offset, start, false))
+                Ok(Accepted {
+                    wait: Wait::Duplicate(Arc::clone(&stream), dup.last_offset + 1),
+                    base_offset: dup.base_offset,
+                    log_start_offset: start,
+                    log_append_time: false,
+                    records: header.record_count,
+                })
             }
             SeqCheck::Append => {
                 let appended = stream.append(header.record_count as u32, max_ts, build)?;
@@ -181,7 +207,13 @@ impl Broker {
                 state.mark_dirty();
                 self.producers.observe(pid, epoch);
                 count_in();
-                Ok((Wait::Appended(appended), base, start, cfg.log_append_time))
+                Ok(Accepted {
+                    wait: Wait::Appended(appended),
+                    base_offset: base,
+                    log_start_offset: start,
+                    log_append_time: cfg.log_append_time,
+                    records: header.record_count,
+                })
             }
         }
     }
@@ -217,25 +249,17 @@ impl Broker {
                     _ => Err(BrokerError::UnknownTopicOrPartition),
                 };
                 match outcome {
-                    Ok((wait, base, start, log_append)) => {
-                        pr.base_offset = base;
-                        pr.log_start_offset = start;
-                        if log_append {
+                    Ok(accepted) => {
+                        pr.base_offset = accepted.base_offset;
+                        pr.log_start_offset = accepted.log_start_offset;
+                        if accepted.log_append_time {
                             pr.log_append_time_ms = now;
                         }
-                        let records = pd
-                            .records
-                            .as_ref()
-                            .map_or(0, |d| records::parse_header(d).map_or(0, |h| h.record_count));
-                        waits.push((ti, pi, wait, records));
+                        waits.push((ti, pi, accepted.wait, accepted.records));
                     }
                     Err(e) => {
                         if is_fenced(&e) {
-                            count_refused(
-                                pd.records
-                                    .as_ref()
-                                    .map_or(0, |d| records::parse_header(d).map_or(0, |h| h.record_count)),
-                            );
+                            count_refused(records_in(pd.records.as_ref()));
                         }
                         tracing::debug!(partition = pd.index, error = %e, "produce rejected");
                         pr.error_code = code(&e);

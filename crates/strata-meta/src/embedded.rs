@@ -12,8 +12,9 @@
 //!   outrank the new owner's, and never collide with its names.
 //!
 //! A commit counts only once its manifest is written **and** `epochs/<E+1>` is
-//! still absent afterwards; a lost PUT response is resolved by writing the same
-//! name again (`AlreadyExists` with our bytes means it landed).
+//! still absent afterwards. Transient failures are retried by the object store
+//! underneath (`RetryingStore` in `strata serve`); a write whose answer was
+//! still lost is resolved by reading it back (our bytes there: it landed).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,16 +37,13 @@ const KEEP_OLD_MANIFESTS: u64 = 2;
 /// Settings of the embedded store.
 #[derive(Debug, Clone, Copy)]
 pub struct EmbeddedConfig {
-    /// How long a commit keeps retrying to learn its outcome (a PUT or the
-    /// epoch check failing transiently) before it answers `OutcomeUnknown`.
-    pub resolve_deadline: Duration,
     /// The most operations one transaction may carry.
     pub max_txn_ops: usize,
 }
 
 impl Default for EmbeddedConfig {
     fn default() -> Self {
-        EmbeddedConfig { resolve_deadline: Duration::from_secs(30), max_txn_ops: crate::MAX_TXN_OPS }
+        EmbeddedConfig { max_txn_ops: crate::MAX_TXN_OPS }
     }
 }
 
@@ -72,7 +70,7 @@ struct State {
 enum PutFailure {
     /// The name holds other bytes: somebody else wrote it.
     Taken,
-    /// The store kept failing past the deadline: it may or may not have landed.
+    /// The store kept failing: the write may or may not have landed.
     Unknown(String),
 }
 
@@ -92,8 +90,8 @@ impl EmbeddedStore {
     ) -> Result<Self, MetaError> {
         let prefix = prefix.trim_end_matches('/').to_string();
         check_layout(&store, &prefix).await?;
-        let token = Bytes::from(format!("{}-{}-{}", std::process::id(), now_nanos(), rand_u64()));
-        let epoch = claim_epoch(&store, &prefix, &token, config.resolve_deadline).await?;
+        let token = Bytes::from(uuid::Uuid::new_v4().to_string());
+        let epoch = claim_epoch(&store, &prefix, &token).await?;
         // Listed after the claim: everything a previous owner committed before
         // its epoch check could pass is visible here.
         let mut manifest = load_newest(&store, &prefix).await?;
@@ -136,52 +134,24 @@ impl EmbeddedStore {
     /// Marks the store fenced (logging once).
     fn set_fenced(&self, why: &str) -> MetaError {
         if !self.fenced.swap(true, Ordering::AcqRel) {
-            tracing::error!(prefix = %self.prefix, epoch = self.epoch, why,
+            tracing::warn!(prefix = %self.prefix, epoch = self.epoch, why,
                 "a newer owner epoch exists on this metadata prefix: fenced");
         }
         MetaError::Fenced(self.prefix.clone())
     }
 
-    /// Writes `bytes` at `path` with create-if-absent, retrying transient
-    /// failures until `resolve_deadline`; `AlreadyExists` holding the same
-    /// bytes means an earlier attempt landed.
-    async fn put_resolved(&self, path: &Path, bytes: &Bytes) -> Result<(), PutFailure> {
-        put_resolved(&self.store, path, bytes, self.config.resolve_deadline).await
-    }
-
-    /// Whether `epochs/<E+1>` exists, retried until the deadline.
-    async fn newer_epoch_exists(&self, deadline: Duration) -> Result<bool, MetaError> {
-        let path = epoch_path(&self.prefix, self.epoch + 1);
-        let until = tokio::time::Instant::now() + deadline;
-        let mut backoff = Duration::from_millis(20);
-        loop {
-            match self.store.head(&path).await {
-                Ok(_) => return Ok(true),
-                Err(object_store::Error::NotFound { .. }) => return Ok(false),
-                Err(e) if tokio::time::Instant::now() + backoff >= until => return Err(e.into()),
-                Err(e) => {
-                    tracing::debug!(error = %e, "epoch check failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                }
-            }
+    /// Whether `epochs/<E+1>` exists.
+    async fn newer_epoch_exists(&self) -> Result<bool, MetaError> {
+        match self.store.head(&epoch_path(&self.prefix, self.epoch + 1)).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
         }
     }
 }
 
 /// Key recording which process owns the prefix.
 const OWNER_KEY: &str = "owner";
-
-fn now_nanos() -> u128 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
-}
-
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(now_nanos());
-    h.finish()
-}
 
 fn epoch_path(prefix: &str, epoch: u64) -> Path {
     Path::from(format!("{prefix}/epochs/{epoch:020}"))
@@ -208,51 +178,41 @@ async fn check_layout(store: &Arc<dyn ObjectStore>, prefix: &str) -> Result<(), 
     Ok(())
 }
 
-async fn put_resolved(
-    store: &Arc<dyn ObjectStore>,
-    path: &Path,
-    bytes: &Bytes,
-    deadline: Duration,
-) -> Result<(), PutFailure> {
-    let until = tokio::time::Instant::now() + deadline;
-    let mut backoff = Duration::from_millis(20);
-    loop {
+/// Writes `bytes` at `path` with create-if-absent. A write that failed (the
+/// store underneath already retried it) is resolved by reading back: our bytes
+/// there mean it landed; nothing there means it did not land yet, and it is
+/// tried once more.
+async fn put_resolved(store: &Arc<dyn ObjectStore>, path: &Path, bytes: &Bytes) -> Result<(), PutFailure> {
+    let mut error = String::new();
+    for _ in 0..2 {
         let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
-        let error = match store.put_opts(path, PutPayload::from_bytes(bytes.clone()), opts).await {
+        match store.put_opts(path, PutPayload::from_bytes(bytes.clone()), opts).await {
             Ok(_) => return Ok(()),
-            Err(object_store::Error::AlreadyExists { .. }) => match store.get(path).await {
-                Ok(got) => match got.bytes().await {
-                    Ok(existing) if existing == *bytes => return Ok(()),
-                    Ok(_) => return Err(PutFailure::Taken),
-                    Err(e) => e.to_string(),
-                },
-                Err(e) => e.to_string(),
-            },
-            Err(e) => e.to_string(),
-        };
-        if tokio::time::Instant::now() + backoff >= until {
-            return Err(PutFailure::Unknown(format!("{path}: {error}")));
+            Err(e) if !matches!(e, object_store::Error::AlreadyExists { .. }) => error = e.to_string(),
+            Err(_) => {}
         }
-        tracing::debug!(%path, error, "metadata write failed; retrying under the same name");
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(1));
+        match store.get(path).await {
+            Ok(got) => match got.bytes().await {
+                Ok(existing) if existing == *bytes => return Ok(()),
+                Ok(_) => return Err(PutFailure::Taken),
+                Err(e) => return Err(PutFailure::Unknown(format!("{path}: {error}; read back: {e}"))),
+            },
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(PutFailure::Unknown(format!("{path}: {error}; read back: {e}"))),
+        }
     }
+    Err(PutFailure::Unknown(format!("{path}: {error}")))
 }
 
 /// Claims the next owner epoch: lists `epochs/`, creates `max + 1`, and
 /// retries above a racing winner.
-async fn claim_epoch(
-    store: &Arc<dyn ObjectStore>,
-    prefix: &str,
-    token: &Bytes,
-    deadline: Duration,
-) -> Result<u64, MetaError> {
+async fn claim_epoch(store: &Arc<dyn ObjectStore>, prefix: &str, token: &Bytes) -> Result<u64, MetaError> {
     let dir = Path::from(format!("{prefix}/epochs"));
     for attempt in 0..50u64 {
         let metas: Vec<_> = store.list(Some(&dir)).try_collect().await?;
         let max = metas.iter().filter_map(|m| m.location.filename()?.parse::<u64>().ok()).max().unwrap_or(0);
         let next = max + 1;
-        match put_resolved(store, &epoch_path(prefix, next), token, deadline).await {
+        match put_resolved(store, &epoch_path(prefix, next), token).await {
             Ok(()) => return Ok(next),
             Err(PutFailure::Taken) => {
                 tokio::time::sleep(Duration::from_millis(5 * (attempt + 1))).await;
@@ -346,7 +306,7 @@ impl MetaStore for EmbeddedStore {
                 }
             }
         }
-        match self.put_resolved(&self.manifest_path(rev), &next.encode()).await {
+        match put_resolved(&self.store, &self.manifest_path(rev), &next.encode()).await {
             Ok(()) => {}
             // Only this epoch's owner writes its names: another writer means
             // two processes hold one epoch, which the claim rules out; stop.
@@ -359,7 +319,7 @@ impl MetaStore for EmbeddedStore {
         // Confirmed only if no newer owner claimed the prefix meanwhile: one
         // that did lists manifests after its claim, so if the claim is not
         // there yet, our manifest is in its view.
-        match self.newer_epoch_exists(self.config.resolve_deadline).await {
+        match self.newer_epoch_exists().await {
             Ok(false) => {}
             Ok(true) => return Err(self.set_fenced("newer epoch after commit")),
             Err(e) => {
@@ -392,7 +352,7 @@ impl MetaStore for EmbeddedStore {
         if self.fenced.load(Ordering::Acquire) {
             return Err(MetaError::Fenced(self.prefix.clone()));
         }
-        match self.newer_epoch_exists(Duration::ZERO).await? {
+        match self.newer_epoch_exists().await? {
             true => Err(self.set_fenced("epoch poll")),
             false => Ok(()),
         }
@@ -496,8 +456,7 @@ mod tests {
     async fn an_unresolvable_outcome_is_reported_and_refuses_further_commits() {
         let b = bucket();
         let faulty = FaultyStore::new(Arc::clone(&b));
-        let config = EmbeddedConfig { resolve_deadline: Duration::from_millis(100), ..Default::default() };
-        let a = EmbeddedStore::open_with(Arc::new(faulty.clone()), "meta", config).await.expect("open");
+        let a = EmbeddedStore::open(Arc::new(faulty.clone()), "meta").await.expect("open");
         crate::conformance::outcome_unknown(&a, || faulty.set(Operation::Put, Fault::FailAlways)).await;
         faulty.clear();
         assert!(matches!(a.put("later", Bytes::new()).await, Err(MetaError::OutcomeUnknown(_))));

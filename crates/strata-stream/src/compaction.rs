@@ -182,9 +182,8 @@ impl StreamStore {
         }
         let (Some(first), Some(last)) = (group.first(), group.last()) else { return Ok(None) };
         let id = stream.id();
-        let written = self.write_object(vec![(id, batches)]).await?;
+        let (written, _unprotect) = self.write_object(vec![(id, batches)]).await?;
         let Some((_, entry)) = written.into_iter().next() else { return Ok(None) };
-        let _unprotect = crate::store::Unprotect::new(self, vec![entry.object.clone()]);
         let bytes = entry.object_size;
         self.compaction_throttle.take(bytes).await;
         let _guard = self.changes.lock().await;

@@ -132,25 +132,16 @@ pub enum Stop {
     OutcomeUnknown,
 }
 
-/// Removes names from the store's protected set when dropped.
+/// Removes an object from the store's protected set when dropped (returned by
+/// `write_object`).
 pub(crate) struct Unprotect<'a> {
     store: &'a StreamStore,
-    names: Vec<String>,
-}
-
-impl<'a> Unprotect<'a> {
-    /// Unprotects `names` (already protected by `write_object`) on drop.
-    pub(crate) fn new(store: &'a StreamStore, names: Vec<String>) -> Self {
-        Unprotect { store, names }
-    }
+    name: String,
 }
 
 impl Drop for Unprotect<'_> {
     fn drop(&mut self) {
-        let mut protected = self.store.protected.lock().unwrap_or_else(|e| e.into_inner());
-        for n in &self.names {
-            protected.remove(n);
-        }
+        self.store.protected.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.name);
     }
 }
 
@@ -357,9 +348,7 @@ impl StreamStore {
             Box::pin(async move { s.sweep_orphans().await.map(|_| ()) })
         });
         // The fence poll: a paused process learns within a poll of resuming.
-        self.every(FENCE_POLL, "fence poll", |s| {
-            Box::pin(async move { s.shared.meta.check_fenced().await.map_err(StreamError::from) })
-        });
+        self.every(FENCE_POLL, "fence poll", |s| Box::pin(async move { s.confirm_owner().await }));
     }
 
     /// Runs `job` every `period` until the store is dropped or stopped.
@@ -407,37 +396,31 @@ impl StreamStore {
     /// Stops the store for good: appends are refused, background jobs end.
     pub fn stop(&self, why: Stop) {
         self.shared.wal.refuse();
-        let first = self.stopped.send_if_modified(|s| {
-            if s.is_none() {
-                *s = Some(why);
-                true
-            } else {
-                false
-            }
-        });
+        let first = self.stopped.send_if_modified(|s| s.is_none() && s.replace(why).is_none());
         if first {
-            tracing::error!(?why, "stream store stopped: refusing all appends and background work");
+            tracing::warn!(?why, "stream store stopped: refusing all appends and background work");
         }
     }
 
-    /// Whether the store stopped for good, and why. A store stops when a
-    /// newer owner is seen anywhere (a commit, a WAL flush, the fence poll).
+    /// Whether the store stopped for good, and why: stopped explicitly, or a
+    /// newer owner seen by the metadata store (any commit or poll) or by the
+    /// WAL (a flush's epoch check).
     pub fn stopped(&self) -> Option<Stop> {
-        if self.stopped.borrow().is_none() && (self.shared.meta.is_fenced() || self.shared.wal.is_fenced()) {
-            self.stop(Stop::Fenced);
-        }
-        *self.stopped.borrow()
+        let fenced = self.shared.meta.is_fenced() || self.shared.wal.is_fenced();
+        (*self.stopped.borrow()).or(fenced.then_some(Stop::Fenced))
     }
 
     fn is_stopped(&self) -> bool {
         self.stopped().is_some()
     }
 
-    /// Resolves once the store has stopped for good.
+    /// Resolves once the store has stopped for good (and makes sure the WAL
+    /// refuses appends from then on).
     pub async fn wait_stopped(&self) -> Stop {
         let mut rx = self.stopped.subscribe();
         loop {
             if let Some(why) = self.stopped() {
+                self.stop(why);
                 return why;
             }
             // Also polls: the WAL writer and the metadata store flip their
@@ -452,14 +435,18 @@ impl StreamStore {
         if self.is_stopped() {
             return Err(StreamError::Fenced);
         }
-        match self.shared.meta.check_fenced().await {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let e = StreamError::Meta(e);
-                self.on_error(&e);
-                Err(e)
-            }
-        }
+        let checked = self.shared.meta.check_fenced().await;
+        self.noted(checked)
+    }
+
+    /// Passes a metadata result on, stopping the store first on fencing or an
+    /// unknown outcome.
+    fn noted<T>(&self, result: Result<T, strata_meta::MetaError>) -> Result<T, StreamError> {
+        result.map_err(|e| {
+            let e = StreamError::Meta(e);
+            self.on_error(&e);
+            e
+        })
     }
 
     /// Commits `ops` in transactions of at most the store's limit. Only for
@@ -480,14 +467,8 @@ impl StreamStore {
         conditions: Vec<strata_meta::Condition>,
         ops: Vec<Op>,
     ) -> Result<TxnOutcome, StreamError> {
-        match self.shared.meta.txn(conditions, ops).await {
-            Ok(o) => Ok(o),
-            Err(e) => {
-                let e = StreamError::Meta(e);
-                self.on_error(&e);
-                Err(e)
-            }
-        }
+        let outcome = self.shared.meta.txn(conditions, ops).await;
+        self.noted(outcome)
     }
 
     pub(crate) fn lock_streams(&self) -> std::sync::MutexGuard<'_, HashMap<StreamId, Arc<Stream>>> {
@@ -538,21 +519,22 @@ impl StreamStore {
 
     /// Builds one object of `sections` (each a stream's batches in offset
     /// order) and writes it; returns each stream's range entry in it.
+    /// The object stays protected from the orphan sweep, from before its PUT
+    /// until the returned guard drops (after the caller's index commit).
     pub(crate) async fn write_object(
         &self,
         sections: Vec<(StreamId, Vec<(BatchInfo, Bytes)>)>,
-    ) -> Result<Vec<(StreamId, RangeEntry)>, StreamError> {
+    ) -> Result<(Vec<(StreamId, RangeEntry)>, Unprotect<'_>), StreamError> {
         // Building copies every byte: keep it off the async workers.
         let (data, secs) = tokio::task::spawn_blocking(move || object_format::build(&sections))
             .await
             .map_err(|e| StreamError::Io(std::io::Error::other(e)))?;
         let name = format!("data/{}.obj", uuid::Uuid::new_v4().simple());
         let size = data.len() as u64;
-        // Protected from the orphan sweep from before the PUT until the
-        // caller's index commit (the caller unprotects).
         self.protected.lock().unwrap_or_else(|e| e.into_inner()).insert(name.clone());
+        let protected = Unprotect { store: self, name: name.clone() };
         self.shared.objects.put(&Path::from(name.as_str()), PutPayload::from_bytes(data)).await?;
-        Ok(secs
+        let entries = secs
             .into_iter()
             .map(|s| {
                 (
@@ -569,7 +551,8 @@ impl StreamStore {
                     },
                 )
             })
-            .collect())
+            .collect();
+        Ok((entries, protected))
     }
 
     /// Deletes a stream: its index entries go, its objects become garbage once
@@ -628,14 +611,13 @@ impl StreamStore {
             (meta, dropped)
         };
         let objects: Vec<String> = dropped.iter().map(|(_, o)| o.clone()).collect();
-        let mut ops = vec![Op::Put(index::meta_key(id), index::encode(&meta))];
-        ops.extend(dropped.iter().map(|(start, _)| Op::Delete(index::range_key(id, *start))));
-        ops.extend(self.release_objects(&objects));
         // The start moves first (its own transaction): range deletes and gc
         // records below it may then commit in parts.
-        let (first, rest) = ops.split_at(1);
-        self.commit(vec![], first.to_vec()).await?;
-        self.commit_chunked(rest.to_vec()).await?;
+        self.commit(vec![], vec![Op::Put(index::meta_key(id), index::encode(&meta))]).await?;
+        let mut ops: Vec<Op> =
+            dropped.iter().map(|(start, _)| Op::Delete(index::range_key(id, *start))).collect();
+        ops.extend(self.release_objects(&objects));
+        self.commit_chunked(ops).await?;
         self.commit_release(&objects);
         let mut inner = stream.lock();
         inner.start_offset = inner.start_offset.max(new_start);
@@ -686,11 +668,9 @@ impl StreamStore {
                 objects.push(shared);
             }
             let written =
-                futures::future::try_join_all(objects.into_iter().map(|o| self.write_object(o))).await;
-            let entries: Vec<(StreamId, RangeEntry)> = written?.into_iter().flatten().collect();
-            let mut names: Vec<String> = entries.iter().map(|(_, r)| r.object.clone()).collect();
-            names.dedup();
-            let _unprotect = Unprotect::new(self, names);
+                futures::future::try_join_all(objects.into_iter().map(|o| self.write_object(o))).await?;
+            let (entries, _unprotect): (Vec<_>, Vec<_>) = written.into_iter().unzip();
+            let entries: Vec<(StreamId, RangeEntry)> = entries.into_iter().flatten().collect();
             // Streams deleted meanwhile must not get entries back.
             let live: Vec<(StreamId, RangeEntry)> = {
                 let deleted = self.deleted.lock().unwrap_or_else(|e| e.into_inner());
@@ -1007,15 +987,8 @@ mod tests {
                 }
             }
             async fn open(&self) -> Arc<StreamStore> {
-                let meta_config = strata_meta::EmbeddedConfig {
-                    resolve_deadline: Duration::from_millis(300),
-                    ..Default::default()
-                };
-                let meta: Arc<dyn MetaStore> = Arc::new(
-                    EmbeddedStore::open_with(Arc::new(self.meta.clone()), "meta", meta_config)
-                        .await
-                        .expect("meta"),
-                );
+                let meta: Arc<dyn MetaStore> =
+                    Arc::new(EmbeddedStore::open(Arc::new(self.meta.clone()), "meta").await.expect("meta"));
                 let data: Arc<dyn ObjectStore> =
                     Arc::new(RetryingStore::new(Arc::new(self.data.clone()), self.retry));
                 let mut cfg = StreamStoreConfig::new(self.dir.path().join("wal"));

@@ -65,6 +65,15 @@ impl From<AckError> for StreamError {
 }
 
 impl WalEntry {
+    /// The entry is durable at `position` of `segment`: its stream learns it,
+    /// then the append is acknowledged.
+    pub(crate) fn complete(mut self, segment: u64, position: u64) {
+        let info =
+            BatchInfo { base_offset: self.base_offset, meta: self.meta, size: self.payload.len() as u32 };
+        self.stream.on_durable(info, segment, position, &self.payload);
+        self.answer(Ok(()));
+    }
+
     /// Answers the append (once; later calls do nothing).
     pub(crate) fn answer(&mut self, outcome: Result<(), AckError>) {
         if let Some(done) = self.done.take() {
@@ -365,8 +374,9 @@ impl Wal {
 /// Encodes `first` and whatever else is queued into `buf`, up to about `max`
 /// bytes, appending each entry with its payload's position (`base` plus its
 /// place in `buf`) to `group`: one group commit's worth.
+/// The further entries come from `more` (what is queued right now).
 pub(crate) fn gather(
-    rx: &mut mpsc::UnboundedReceiver<WalEntry>,
+    mut more: impl FnMut() -> Option<WalEntry>,
     first: WalEntry,
     buf: &mut BytesMut,
     base: u64,
@@ -379,8 +389,16 @@ pub(crate) fn gather(
         let at = record::encode(buf, entry.stream.id(), entry.base_offset, &entry.meta, &entry.payload);
         group.push((entry, base + start + at as u64));
         if buf.len() < max {
-            next = rx.try_recv().ok();
+            next = more();
         }
+    }
+}
+
+/// Answers every entry still to come on `rx` with `error` (the WAL is down
+/// for good); returns when the channel closes.
+pub(crate) fn refuse_queued(rx: &mut mpsc::UnboundedReceiver<WalEntry>, error: AckError) {
+    while let Some(mut entry) = rx.blocking_recv() {
+        entry.answer(Err(error));
     }
 }
 
@@ -472,7 +490,23 @@ impl Writer {
         while let Some(first) = self.rx.blocking_recv() {
             buf.clear();
             group.clear();
-            gather(&mut self.rx, first, &mut buf, self.seg_len, self.config.max_write_bytes, &mut group);
+            let rx = &mut self.rx;
+            gather(
+                || rx.try_recv().ok(),
+                first,
+                &mut buf,
+                self.seg_len,
+                self.config.max_write_bytes,
+                &mut group,
+            );
+            if self.health.is_fenced() {
+                // Fenced while these waited: nothing more is written or acked.
+                for (mut entry, _) in group.drain(..) {
+                    entry.answer(Err(AckError::Fenced));
+                }
+                refuse_queued(&mut self.rx, AckError::Fenced);
+                return;
+            }
             let written_payload: usize = group.iter().map(|(e, _)| e.payload.len()).sum();
             let started = std::time::Instant::now();
             let result = self.file.write_all_at(&buf, self.seg_len).and_then(|()| self.file.sync_data());
@@ -489,14 +523,8 @@ impl Writer {
             match result {
                 Ok(()) => {
                     self.seg_len += buf.len() as u64;
-                    for (mut entry, position) in group.drain(..) {
-                        let info = BatchInfo {
-                            base_offset: entry.base_offset,
-                            meta: entry.meta,
-                            size: entry.payload.len() as u32,
-                        };
-                        entry.stream.on_durable(info, self.seg_id, position, &entry.payload);
-                        entry.answer(Ok(()));
+                    for (entry, position) in group.drain(..) {
+                        entry.complete(self.seg_id, position);
                     }
                     self.queued.fetch_sub(written_payload, Ordering::AcqRel);
                     self.durable_segment.store(self.seg_id, Ordering::Release);
@@ -521,13 +549,8 @@ impl Writer {
             }
             if self.health.is_down() {
                 // Refuse everything still queued; nothing more is written.
-                while let Some(mut entry) = self.rx.blocking_recv() {
-                    entry.answer(Err(if self.health.is_fenced() {
-                        AckError::Fenced
-                    } else {
-                        AckError::Failed
-                    }));
-                }
+                let error = if self.health.is_fenced() { AckError::Fenced } else { AckError::Failed };
+                refuse_queued(&mut self.rx, error);
                 return;
             }
         }

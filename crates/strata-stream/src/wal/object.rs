@@ -31,7 +31,7 @@ use strata_meta::{MetaError, MetaStore, Op, TxnOutcome};
 use tokio::sync::{mpsc, watch};
 
 use super::{AckError, Health, Replayed, SegmentHandle, Segments, Wal, WalEntry};
-use crate::{BatchInfo, StreamError};
+use crate::StreamError;
 
 /// Settings of the object WAL.
 #[derive(Debug, Clone, Copy)]
@@ -221,21 +221,18 @@ impl ObjectWriter {
                 if !wait.is_zero() && self.queued.load(Ordering::Acquire) < self.config.flush_bytes {
                     std::thread::sleep(wait);
                 }
-                super::gather(&mut self.rx, first, &mut buf, 0, self.config.flush_bytes, &mut group);
-            } else {
-                while buf.len() < self.config.flush_bytes
-                    && let Some(entry) = self.pending.pop_front()
-                {
-                    let start = buf.len() as u64;
-                    let at = super::record::encode(
-                        &mut buf,
-                        entry.stream.id(),
-                        entry.base_offset,
-                        &entry.meta,
-                        &entry.payload,
-                    );
-                    group.push((entry, start + at as u64));
-                }
+                let rx = &mut self.rx;
+                super::gather(|| rx.try_recv().ok(), first, &mut buf, 0, self.config.flush_bytes, &mut group);
+            } else if let Some(first) = self.pending.pop_front() {
+                let pending = &mut self.pending;
+                super::gather(
+                    || pending.pop_front(),
+                    first,
+                    &mut buf,
+                    0,
+                    self.config.flush_bytes,
+                    &mut group,
+                );
             }
             let data = Bytes::from(std::mem::take(&mut buf));
             if !self.flush(data, group) {
@@ -265,9 +262,7 @@ impl ObjectWriter {
                     for mut entry in self.pending.drain(..) {
                         entry.answer(Err(AckError::Fenced));
                     }
-                    while let Some(mut entry) = self.rx.blocking_recv() {
-                        entry.answer(Err(AckError::Fenced));
-                    }
+                    super::refuse_queued(&mut self.rx, AckError::Fenced);
                     return false;
                 }
                 Attempt::Retry(error) => {
@@ -300,14 +295,8 @@ impl ObjectWriter {
         super::record_flush(started.elapsed(), data.len());
         self.queued.fetch_sub(bytes, Ordering::AcqRel);
         self.segments.insert(self.seq, SegmentHandle::Object(Arc::clone(&self.store), path));
-        for (mut entry, position) in group {
-            let info = BatchInfo {
-                base_offset: entry.base_offset,
-                meta: entry.meta,
-                size: entry.payload.len() as u32,
-            };
-            entry.stream.on_durable(info, self.seq, position, &entry.payload);
-            entry.answer(Ok(()));
+        for (entry, position) in group {
+            entry.complete(self.seq, position);
         }
         self.durable_segment.store(self.seq, Ordering::Release);
         self.generation.send_modify(|g| *g += 1);
