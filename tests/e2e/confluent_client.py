@@ -567,8 +567,10 @@ def test_long_poll(env):
     log(f"long poll: produce->receive {since_produce * 1000:.1f} ms, "
         f"delivery-callback->receive {latency * 1000:.1f} ms")
     print(f"LONG_POLL_LATENCY_MS {latency * 1000:.1f}", flush=True)
-    check(latency < 1.0, f"long poll: consumer got the message {latency:.3f}s after delivery "
-          "(must be < 1s; fetch.wait.max.ms=5000 means the broker did not wake the fetch)")
+    # Behaviour, not speed: well inside the 5 s wait means the produce woke the
+    # fetch (without the wake-up it would sit out fetch.wait.max.ms).
+    check(latency < 2.5, f"long poll: consumer got the message {latency:.3f}s after delivery "
+          "(must be well inside fetch.wait.max.ms=5000: the broker did not wake the fetch)")
 
 
 def main():

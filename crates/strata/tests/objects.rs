@@ -6,6 +6,8 @@
 mod common;
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::kafka::{assert_exactly_once_in_order, assign_from_start, create_topic, read_in_order};
@@ -81,16 +83,23 @@ async fn compaction_merges_small_objects_while_a_consumer_reads() {
     // WAL is in the bucket too). A consumer reads slowly meanwhile.
     let mut flags = common_flags.to_vec();
     flags.extend([
+        // The first pass comes 5 s after start: the reader is under way by then.
         "--compaction-interval-ms",
-        "300",
+        "5000",
         "--compaction-target-bytes",
         "1048576",
         "--compaction-min-ranges",
         "4",
     ]);
     let broker = BrokerProcess::start_with_env(&flags, &envs);
+    // The reader reads part of the topic from the small objects, then waits
+    // for the switch to the compacted ones and reads the rest: the switch
+    // happens mid-read.
+    let read = Arc::new(AtomicU64::new(0));
+    let switched = Arc::new(AtomicBool::new(false));
     let reader = {
         let (addr, name) = (broker.addr.clone(), name.clone());
+        let (read, switched) = (Arc::clone(&read), Arc::clone(&switched));
         std::thread::spawn(move || {
             // Small fetches: the read spans the switch to compacted objects.
             let c: rdkafka::consumer::BaseConsumer = ClientConfig::new()
@@ -104,18 +113,34 @@ async fn compaction_merges_small_objects_while_a_consumer_reads() {
                 .expect("consumer");
             assign_from_start(&c, &name, 2);
             read_in_order(&c, 2, count, |got| {
+                read.store(got, Ordering::Relaxed);
+                if got == 100 {
+                    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+                    while !switched.load(Ordering::Relaxed) {
+                        assert!(std::time::Instant::now() < deadline, "compaction never switched");
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
                 if got % 100 == 0 {
                     std::thread::sleep(Duration::from_millis(30)); // a slow reader
                 }
             });
         })
     };
+    wait_until("the reader to start", Duration::from_secs(30), || read.load(Ordering::Relaxed) >= 100).await;
+    let small_objects = files_under(&data);
+    assert!(small_objects > 4, "compaction switched before the reader had started ({small_objects} objects)");
     // Two partitions: one compacted object each, give or take an upload that
     // landed after a pass.
     wait_until("compaction and gc", Duration::from_secs(60), || files_under(&data) <= 4).await;
+    let read_at_switch = read.load(Ordering::Relaxed);
+    switched.store(true, Ordering::Relaxed);
+    println!("compaction switched after the reader had read {read_at_switch} of {count}");
+    assert!(read_at_switch < count, "the read had finished before the switch");
     let after = files_under(&data);
     assert!(after < before, "objects: {before} before compaction, {after} after");
     reader.join().expect("the reader read every message in order across compaction");
+    assert_eq!(read.load(Ordering::Relaxed), count);
     assert_exactly_once_in_order(&broker.addr, &name, 2, count);
 
     let compacted = broker.metric("strata_compaction_objects_total").expect("compaction metric");

@@ -219,7 +219,9 @@ async fn retention_by_time_and_size_moves_the_log_start_and_deletes_objects() {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&t, 0, Offset::Offset(low)).expect("tpl");
         c.assign(&tpl).expect("assign");
+        let poll_deadline = Instant::now() + Duration::from_secs(30);
         let polled = loop {
+            assert!(Instant::now() < poll_deadline, "nothing read at the log start {low} in 30 s");
             if let Some(m) = c.poll(Duration::from_millis(500)) {
                 break m.map(|m| m.offset());
             }
