@@ -184,6 +184,7 @@ impl StreamStore {
         let id = stream.id();
         let (written, _unprotect) = self.write_object(vec![(id, batches)]).await?;
         let Some((_, entry)) = written.into_iter().next() else { return Ok(None) };
+        crate::failpoint::reached("compaction");
         let bytes = entry.object_size;
         self.compaction_throttle.take(bytes).await;
         let _guard = self.changes.lock().await;

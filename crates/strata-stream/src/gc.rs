@@ -121,6 +121,7 @@ impl StreamStore {
                 // Deletes decide from metadata read as the current owner.
                 self.confirm_owner().await?;
                 confirmed = true;
+                crate::failpoint::reached("gc");
             }
             // Re-referenced since (cannot happen today; cheap to check).
             if !self.shared.refcounts.lock().unwrap_or_else(|e| e.into_inner()).contains_key(object) {

@@ -17,6 +17,7 @@
 mod block_cache;
 pub mod compaction;
 mod error;
+mod failpoint;
 mod gc;
 pub mod index;
 pub mod object_format;

@@ -670,6 +670,7 @@ impl StreamStore {
             let written =
                 futures::future::try_join_all(objects.into_iter().map(|o| self.write_object(o))).await?;
             let (entries, _unprotect): (Vec<_>, Vec<_>) = written.into_iter().unzip();
+            crate::failpoint::reached("upload");
             let entries: Vec<(StreamId, RangeEntry)> = entries.into_iter().flatten().collect();
             // Streams deleted meanwhile must not get entries back.
             let live: Vec<(StreamId, RangeEntry)> = {

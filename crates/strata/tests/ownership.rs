@@ -55,6 +55,8 @@ impl ProducerContext for Ctx {
 struct Sender {
     acks: Arc<Acks>,
     stop: Arc<AtomicBool>,
+    /// How many messages were handed to the client so far (the next index).
+    sent: Arc<AtomicU64>,
     thread: Option<std::thread::JoinHandle<u64>>,
 }
 
@@ -71,7 +73,9 @@ impl Sender {
             .create_with_context(Ctx(Arc::clone(&acks)))
             .expect("producer");
         let stop = Arc::new(AtomicBool::new(false));
-        let (stop2, name, prefix) = (Arc::clone(&stop), name.to_string(), prefix.to_string());
+        let sent = Arc::new(AtomicU64::new(0));
+        let (stop2, sent2, name, prefix) =
+            (Arc::clone(&stop), Arc::clone(&sent), name.to_string(), prefix.to_string());
         let thread = std::thread::spawn(move || {
             let mut i = 0u64;
             while !stop2.load(Ordering::Relaxed) {
@@ -80,7 +84,10 @@ impl Sender {
                 let rec = BaseRecord::<(), str, _>::with_opaque_to(&name, Box::new(value.clone()))
                     .partition(partition);
                 match producer.send(rec.payload(value.as_str())) {
-                    Ok(()) => i += 1,
+                    Ok(()) => {
+                        i += 1;
+                        sent2.store(i, Ordering::Release);
+                    }
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                         std::thread::sleep(Duration::from_millis(5))
                     }
@@ -93,7 +100,7 @@ impl Sender {
             let _ = producer.flush(Duration::from_secs(15));
             i
         });
-        Sender { acks, stop, thread: Some(thread) }
+        Sender { acks, stop, sent, thread: Some(thread) }
     }
 
     /// Stops sending, waits for outstanding deliveries; returns how many were
@@ -164,7 +171,12 @@ enum Kill {
 ///
 /// Whatever happens, the last owner is killed with SIGKILL and a fresh process
 /// with empty caches reads everything back from the bucket.
-async fn scenario(kill: Kill, warmup: usize, hold: Duration, upload_ms: u64) {
+///
+/// With `pause_at` (`upload:20`, `compaction:3`, `gc:3`: see
+/// `strata-stream/src/failpoint.rs`), A stops itself at that point of its
+/// `n`-th upload, compaction or GC pass instead of at an arbitrary moment; its
+/// log line and its process state show where it stopped.
+async fn scenario(kill: Kill, warmup: usize, hold: Duration, upload_ms: u64, pause_at: Option<&str>) {
     let s3 = S3Server::start("strata-bucket");
     let envs = s3.env();
     let upload_ms = upload_ms.to_string();
@@ -184,13 +196,43 @@ async fn scenario(kill: Kill, warmup: usize, hold: Duration, upload_ms: u64) {
         "--orphan-age-ms",
         "500",
     ];
-    let mut a = BrokerProcess::start_with_env(&flags, &envs);
+    let mut a_envs = envs.clone();
+    if let Some(point) = pause_at {
+        a_envs.push(("STRATA_PAUSE_AT", point.to_string()));
+    }
+    let mut a = BrokerProcess::start_with_env(&flags, &a_envs);
     let name = topic("zombie");
     create_topic(&a.addr, &name, PARTITIONS).await;
 
     let mut to_a = Sender::start(&a.addr, &name, "a");
-    wait_acks(&to_a, warmup, "before the pause");
-    a.signal("STOP");
+    match pause_at {
+        None => {
+            wait_acks(&to_a, warmup, "before the pause");
+            a.signal("STOP");
+        }
+        Some(point) => {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let line = loop {
+                if let Some(line) = a.log_line("failpoint reached") {
+                    break line;
+                }
+                assert!(Instant::now() < deadline, "A never reached {point}");
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            // Stopped by itself, in the middle of that step.
+            let state = || {
+                let stat = std::fs::read_to_string(format!("/proc/{}/stat", a.pid())).unwrap_or_default();
+                stat.rsplit(')').next().and_then(|r| r.split_whitespace().next()).unwrap_or("").to_string()
+            };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while state() != "T" {
+                assert!(Instant::now() < deadline, "A is not stopped (state {})", state());
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            println!("A stopped inside {point}: {line}");
+            assert!(!to_a.acked().is_empty(), "A acknowledged nothing before it stopped");
+        }
+    }
     let paused_at = Instant::now();
 
     // B takes the prefix over and serves producers for a while.
@@ -208,6 +250,12 @@ async fn scenario(kill: Kill, warmup: usize, hold: Duration, upload_ms: u64) {
             if kill == Kill::NewOwner {
                 b.kill9();
             }
+            // Everything handed to A's client from now on reaches A after it
+            // resumed: none of it may be acknowledged. (Acknowledgements of
+            // earlier messages may still arrive: a flush confirmed just before
+            // the pause, whose answer went out after it, is in B's view; the
+            // read-back below checks that every acknowledged message is.)
+            let first_after_resume = to_a.sent.load(Ordering::Acquire);
             a.signal("CONT");
             let resumed_at = Instant::now();
             let status = a.wait_exit(Duration::from_secs(15));
@@ -225,10 +273,19 @@ async fn scenario(kill: Kill, warmup: usize, hold: Duration, upload_ms: u64) {
                 assert!(refused >= 1000, "only {refused} produced records reached the resumed owner");
             }
             to_a.finish();
-            let late: Vec<Ack> = to_a.acked().into_iter().filter(|(_, _, _, at)| *at >= resumed_at).collect();
+            let index = |value: &str| value.rsplit('-').next().and_then(|i| i.parse::<u64>().ok());
+            let late: Vec<Ack> = to_a
+                .acked()
+                .into_iter()
+                .filter(|(value, ..)| index(value).is_some_and(|i| i >= first_after_resume))
+                .collect();
+            let answered_late = to_a.acked().iter().filter(|(_, _, _, at)| *at >= resumed_at).count();
+            println!(
+                "acknowledgements A's client received after SIGCONT, of earlier messages: {answered_late}"
+            );
             assert!(
                 late.is_empty(),
-                "the resumed owner acknowledged {} produces, first {:?}",
+                "the resumed owner acknowledged {} produces sent after it resumed, first {:?}",
                 late.len(),
                 late.first()
             );
@@ -261,7 +318,7 @@ async fn scenario(kill: Kill, warmup: usize, hold: Duration, upload_ms: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resumed_owner_acknowledges_nothing_and_exits() {
-    scenario(Kill::None, 2000, Duration::from_secs(2), 100).await;
+    scenario(Kill::None, 2000, Duration::from_secs(2), 100, None).await;
 }
 
 /// Without uploads, the zombie's WAL writes after the takeover sit beside the
@@ -269,7 +326,26 @@ async fn a_resumed_owner_acknowledges_nothing_and_exits() {
 /// new owner's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zombie_wal_write_is_never_replayed() {
-    scenario(Kill::None, 2000, Duration::from_secs(1), 600_000).await;
+    scenario(Kill::None, 2000, Duration::from_secs(1), 600_000, None).await;
+}
+
+/// A stops itself between writing an upload's objects and committing their
+/// index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_inside_an_upload_loses_nothing() {
+    scenario(Kill::None, 500, Duration::from_secs(1), 100, Some("upload:20")).await;
+}
+
+/// A stops itself between writing a compacted object and switching the index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_inside_a_compaction_loses_nothing() {
+    scenario(Kill::None, 500, Duration::from_secs(1), 100, Some("compaction:3")).await;
+}
+
+/// A stops itself after confirming its ownership and before its GC deletes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_inside_a_gc_pass_deletes_nothing_of_the_new_owner() {
+    scenario(Kill::None, 500, Duration::from_secs(1), 100, Some("gc:3")).await;
 }
 
 /// Slow tier: 20 rounds with random pause points and random kill -9s of
@@ -298,7 +374,9 @@ async fn slow_twenty_pauses_and_kills_lose_nothing() {
         println!(
             "round {round}: {kill:?}, pause after {warmup} acks, hold {hold:?}, uploads every {upload_ms} ms"
         );
-        scenario(kill, warmup, hold, upload_ms).await;
+        let pause_at = ["upload:10", "compaction:2", "gc:2"].get(next() as usize % 6).copied();
+        println!("  pause at {pause_at:?}");
+        scenario(kill, warmup, hold, upload_ms, pause_at).await;
     }
 }
 
