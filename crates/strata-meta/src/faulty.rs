@@ -111,11 +111,6 @@ impl FaultyStore {
         self.hits.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// How many times any fault fired.
-    pub fn total_hits(&self) -> u64 {
-        self.hits.lock().unwrap_or_else(|e| e.into_inner()).values().sum()
-    }
-
     fn lock_faults(&self) -> std::sync::MutexGuard<'_, HashMap<Operation, Target>> {
         self.faults.lock().unwrap_or_else(|e| e.into_inner())
     }
