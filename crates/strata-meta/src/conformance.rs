@@ -3,16 +3,27 @@
 //! panics with a message when the store breaks the contract.
 
 use std::future::Future;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::{Condition, MetaError, MetaStore, Op, TxnOutcome};
+use crate::{Condition, Event, MetaError, MetaStore, Op, TxnOutcome, Watch};
+
+/// The next event of `watch`, within a deadline.
+async fn next_event(watch: &mut Watch) -> Event {
+    match tokio::time::timeout(Duration::from_secs(10), watch.next()).await {
+        Ok(Some(Ok(event))) => event,
+        other => panic!("expected a watch event, got {other:?}"),
+    }
+}
 
 /// Compare-and-set, absent-conditions, listing by prefix and watch events.
 pub async fn compare_and_set(store: &dyn MetaStore) {
-    let mut watch = store.watch();
+    let now = store.current_revision().await.expect("revision");
+    let mut watch = store.watch_from("cas/", now + 1).await.expect("watch");
     let r1 = store.put("cas/x", Bytes::from_static(b"1")).await.expect("put");
-    assert_eq!(watch.recv().await.expect("event").key, "cas/x");
+    assert_eq!(r1, now + 1, "the next commit gets the next revision");
+    assert_eq!(next_event(&mut watch).await.key, "cas/x");
     let stale = Condition::Version("cas/x".into(), r1 + 5);
     let bad = store.txn(vec![stale], vec![Op::Delete("cas/x".into())]).await.expect("txn");
     assert_eq!(bad, TxnOutcome::Conflict, "a wrong version conflicts");
@@ -67,4 +78,74 @@ pub async fn outcome_unknown(store: &dyn MetaStore, break_store: impl FnOnce()) 
         other => panic!("expected an unknown outcome, got {other:?}"),
     }
     assert!(matches!(store.put("unknown/b", Bytes::new()).await, Err(MetaError::OutcomeUnknown(_))));
+}
+
+/// A watch from a past revision delivers every change under its prefix from
+/// that revision on, in order, then live changes; other prefixes are left out.
+pub async fn watch_from_revision(store: &dyn MetaStore) {
+    let r1 = store.put("w/a", Bytes::from_static(b"1")).await.expect("put");
+    let r2 = store.put("w/b", Bytes::from_static(b"2")).await.expect("put");
+    store.put("x/other", Bytes::new()).await.expect("put");
+    let r4 = store.txn(vec![], vec![Op::Delete("w/a".into())]).await.expect("txn");
+    let TxnOutcome::Committed(r4) = r4 else { panic!("an unconditional delete conflicted") };
+    let mut from_r2 = store.watch_from("w/", r2).await.expect("watch");
+    let mut from_r1 = store.watch_from("w/", r1).await.expect("watch");
+    let e = next_event(&mut from_r2).await;
+    assert_eq!((e.key.as_str(), e.revision, e.value), ("w/b", r2, Some(Bytes::from_static(b"2"))));
+    let e = next_event(&mut from_r2).await;
+    assert_eq!((e.key.as_str(), e.revision, e.value), ("w/a", r4, None), "a delete is an event");
+    assert_eq!(next_event(&mut from_r1).await.revision, r1, "a watch from r1 starts at r1");
+    let r5 = store.put("w/c", Bytes::new()).await.expect("put");
+    let e = next_event(&mut from_r2).await;
+    assert_eq!((e.key.as_str(), e.revision), ("w/c", r5), "then live changes, none missed");
+    let later: Vec<u64> =
+        [next_event(&mut from_r1).await, next_event(&mut from_r1).await].iter().map(|e| e.revision).collect();
+    assert_eq!(later, vec![r2, r4]);
+}
+
+/// A key put with a lease lives while the lease is kept alive and goes (with
+/// a delete event) once it is not; an expired lease can be neither renewed nor
+/// used. Revoking deletes at once. `ttl` is the shortest the store grants.
+pub async fn lease_expiry(store: &dyn MetaStore, ttl: Duration) {
+    let lease = store.grant_lease(ttl).await.expect("grant");
+    let from = store.current_revision().await.expect("revision") + 1;
+    let mut watch = store.watch_from("lease/", from).await.expect("watch");
+    store
+        .txn(
+            vec![],
+            vec![
+                Op::PutWithLease("lease/a".into(), Bytes::new(), lease),
+                Op::Put("lease/b".into(), Bytes::new()),
+            ],
+        )
+        .await
+        .expect("put with a lease");
+    // Kept alive across more than two TTLs: the key stays.
+    let kept_until = Instant::now() + ttl * 2 + ttl / 2;
+    while Instant::now() < kept_until {
+        store.keep_alive(lease).await.expect("keep alive");
+        assert!(store.get("lease/a").await.expect("get").is_some(), "a kept-alive key stays");
+        tokio::time::sleep(ttl / 4).await;
+    }
+    // Then left to expire: the key goes, within a deadline.
+    let deadline = Instant::now() + ttl * 2 + Duration::from_secs(10);
+    while store.get("lease/a").await.expect("get").is_some() {
+        assert!(Instant::now() < deadline, "a lease not kept alive did not expire");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let put_a = next_event(&mut watch).await;
+    assert_eq!(put_a.key, "lease/a");
+    assert_eq!(next_event(&mut watch).await.key, "lease/b");
+    let gone = next_event(&mut watch).await;
+    assert_eq!((gone.key.as_str(), gone.value), ("lease/a", None), "the expiry is a delete event");
+    assert!(store.get("lease/b").await.expect("get").is_some(), "keys without the lease stay");
+    assert!(matches!(store.keep_alive(lease).await, Err(MetaError::LeaseNotFound(_))));
+    let late = store.txn(vec![], vec![Op::PutWithLease("lease/c".into(), Bytes::new(), lease)]).await;
+    assert!(matches!(late, Err(MetaError::LeaseNotFound(_))), "{late:?}");
+    assert!(store.get("lease/c").await.expect("get").is_none(), "a refused put applies nothing");
+    // Revoking deletes the lease's keys at once.
+    let second = store.grant_lease(ttl * 100).await.expect("grant");
+    store.txn(vec![], vec![Op::PutWithLease("lease/d".into(), Bytes::new(), second)]).await.expect("put");
+    store.revoke_lease(second).await.expect("revoke");
+    assert!(store.get("lease/d").await.expect("get").is_none(), "revoke deletes the lease's keys");
 }

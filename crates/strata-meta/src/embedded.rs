@@ -16,9 +16,10 @@
 //! underneath (`RetryingStore` in `strata serve`); a write whose answer was
 //! still lost is resolved by reading it back (our bytes there: it landed).
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
@@ -26,10 +27,10 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
-use tokio::sync::{Mutex, broadcast};
+use tokio::sync::{Mutex, MutexGuard, broadcast, mpsc};
 
 use crate::manifest::{FORMAT_VERSION, Manifest};
-use crate::{Condition, Entry, Event, MetaError, MetaStore, Op, Revision, TxnOutcome};
+use crate::{Condition, Entry, Event, LeaseId, MetaError, MetaStore, Op, Revision, TxnOutcome, Watch};
 
 /// How many of its own older manifests an owner keeps behind the newest one.
 const KEEP_OLD_MANIFESTS: u64 = 2;
@@ -48,7 +49,16 @@ impl Default for EmbeddedConfig {
 }
 
 /// The single-node metadata store persisted in the object store.
+///
+/// Leases live in this process only: a leased key is never persisted, so it
+/// goes with the process that held its lease (a takeover starts without it),
+/// and a background task deletes the keys of leases not kept alive.
 pub struct EmbeddedStore {
+    inner: Arc<Inner>,
+    sweeper: tokio::task::JoinHandle<()>,
+}
+
+struct Inner {
     store: Arc<dyn ObjectStore>,
     prefix: String,
     config: EmbeddedConfig,
@@ -64,7 +74,26 @@ struct State {
     /// Set once a commit's outcome could not be learnt: the view is no longer
     /// trustworthy and every further commit is refused.
     unknown: Option<String>,
+    /// Live leases.
+    leases: HashMap<LeaseId, Lease>,
+    /// Which lease each leased key belongs to.
+    key_lease: HashMap<String, LeaseId>,
+    next_lease: LeaseId,
+    /// The latest changes, for watches from a past revision.
+    history: VecDeque<Event>,
+    /// Every change after this revision is in `history`.
+    compacted: Revision,
 }
+
+struct Lease {
+    ttl: Duration,
+    deadline: Instant,
+}
+
+/// How many changes the store keeps for watches from a past revision.
+const HISTORY: usize = 10_000;
+/// How often expired leases are looked for.
+const LEASE_SWEEP: Duration = Duration::from_millis(100);
 
 /// Why writing a manifest or epoch record did not succeed.
 enum PutFailure {
@@ -98,21 +127,64 @@ impl EmbeddedStore {
         manifest.epoch = epoch;
         tracing::info!(epoch, revision = manifest.revision, "metadata prefix taken over");
         let (events, _) = broadcast::channel(1024);
-        let this = Self {
+        let compacted = manifest.revision;
+        let state = State {
+            manifest,
+            unknown: None,
+            leases: HashMap::new(),
+            key_lease: HashMap::new(),
+            next_lease: 1,
+            history: VecDeque::new(),
+            compacted,
+        };
+        let inner = Arc::new(Inner {
             store,
             prefix,
             config,
             epoch,
-            state: Mutex::new(State { manifest, unknown: None }),
+            state: Mutex::new(state),
             fenced: AtomicBool::new(false),
             events,
-        };
+        });
         // The takeover commit: from now on the newest manifest is ours.
-        this.txn(vec![], vec![Op::Put(OWNER_KEY.into(), token)]).await?;
-        this.delete_older_epochs().await;
-        Ok(this)
+        inner.txn(vec![], vec![Op::Put(OWNER_KEY.into(), token)]).await?;
+        inner.delete_older_epochs().await;
+        let sweeper = tokio::spawn(sweep_leases(Arc::downgrade(&inner)));
+        Ok(EmbeddedStore { inner, sweeper })
     }
 
+    /// The revision of the last committed transaction.
+    pub async fn revision(&self) -> Revision {
+        self.inner.state.lock().await.manifest.revision
+    }
+}
+
+impl Drop for EmbeddedStore {
+    fn drop(&mut self) {
+        self.sweeper.abort();
+    }
+}
+
+/// Deletes the keys of expired leases until the store is gone.
+async fn sweep_leases(inner: std::sync::Weak<Inner>) {
+    let mut tick = tokio::time::interval(LEASE_SWEEP);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        let now = Instant::now();
+        let mut state = inner.state.lock().await;
+        let expired: Vec<LeaseId> =
+            state.leases.iter().filter(|(_, l)| l.deadline < now).map(|(id, _)| *id).collect();
+        for id in expired {
+            if let Err(e) = inner.end_lease(&mut state, id).await {
+                tracing::debug!(lease = id, error = %e, "could not delete the keys of an expired lease");
+            }
+        }
+    }
+}
+
+impl Inner {
     fn manifest_path(&self, revision: u64) -> Path {
         manifest_path(&self.prefix, self.epoch, revision)
     }
@@ -253,30 +325,19 @@ fn check(manifest: &Manifest, cond: &Condition) -> bool {
     }
 }
 
-#[async_trait]
-impl MetaStore for EmbeddedStore {
-    async fn get(&self, key: &str) -> Result<Option<Entry>, MetaError> {
-        let state = self.state.lock().await;
-        Ok(state.manifest.entries.get(key).map(|(value, rev)| Entry {
-            key: key.to_string(),
-            value: value.clone(),
-            mod_revision: *rev,
-        }))
-    }
-
-    async fn list(&self, prefix: &str) -> Result<Vec<Entry>, MetaError> {
-        let state = self.state.lock().await;
-        Ok(state
-            .manifest
-            .entries
-            .range(prefix.to_string()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(k, (v, rev))| Entry { key: k.clone(), value: v.clone(), mod_revision: *rev })
-            .collect())
-    }
-
+impl Inner {
     async fn txn(&self, conditions: Vec<Condition>, ops: Vec<Op>) -> Result<TxnOutcome, MetaError> {
         let mut state = self.state.lock().await;
+        self.commit(&mut state, conditions, ops).await
+    }
+
+    /// One transaction, under the state lock (which orders commits).
+    async fn commit(
+        &self,
+        state: &mut MutexGuard<'_, State>,
+        conditions: Vec<Condition>,
+        ops: Vec<Op>,
+    ) -> Result<TxnOutcome, MetaError> {
         if self.fenced.load(Ordering::Acquire) {
             return Err(MetaError::Fenced(self.prefix.clone()));
         }
@@ -286,27 +347,44 @@ impl MetaStore for EmbeddedStore {
         if ops.len() > self.config.max_txn_ops {
             return Err(MetaError::TooLarge { ops: ops.len(), max: self.config.max_txn_ops });
         }
+        let now = Instant::now();
+        for op in &ops {
+            if let Op::PutWithLease(_, _, lease) = op
+                && state.leases.get(lease).is_none_or(|l| l.deadline < now)
+            {
+                return Err(MetaError::LeaseNotFound(*lease));
+            }
+        }
         if !conditions.iter().all(|c| check(&state.manifest, c)) {
             return Ok(TxnOutcome::Conflict);
         }
         let mut next = state.manifest.clone();
+        let mut key_lease = state.key_lease.clone();
         next.revision += 1;
         let rev = next.revision;
         let mut events = Vec::with_capacity(ops.len());
         for op in ops {
             match op {
                 Op::Put(key, value) => {
+                    key_lease.remove(&key);
+                    next.entries.insert(key.clone(), (value.clone(), rev));
+                    events.push(Event { key, value: Some(value), revision: rev });
+                }
+                Op::PutWithLease(key, value, lease) => {
+                    key_lease.insert(key.clone(), lease);
                     next.entries.insert(key.clone(), (value.clone(), rev));
                     events.push(Event { key, value: Some(value), revision: rev });
                 }
                 Op::Delete(key) => {
+                    key_lease.remove(&key);
                     if next.entries.remove(&key).is_some() {
                         events.push(Event { key, value: None, revision: rev });
                     }
                 }
             }
         }
-        match put_resolved(&self.store, &self.manifest_path(rev), &next.encode()).await {
+        let bytes = next.encode_keeping(|k| !key_lease.contains_key(k));
+        match put_resolved(&self.store, &self.manifest_path(rev), &bytes).await {
             Ok(()) => {}
             // Only this epoch's owner writes its names: another writer means
             // two processes hold one epoch, which the claim rules out; stop.
@@ -329,7 +407,7 @@ impl MetaStore for EmbeddedStore {
             }
         }
         state.manifest = next;
-        drop(state);
+        state.key_lease = key_lease;
         if rev > KEEP_OLD_MANIFESTS + 1 {
             let old = self.manifest_path(rev - KEEP_OLD_MANIFESTS - 1);
             if let Err(e) = self.store.delete(&old).await
@@ -339,42 +417,164 @@ impl MetaStore for EmbeddedStore {
             }
         }
         for event in events {
+            state.history.push_back(event.clone());
+            // Sent under the lock: watchers see changes in revision order.
             let _ = self.events.send(event);
+        }
+        while state.history.len() > HISTORY {
+            if let Some(old) = state.history.pop_front() {
+                state.compacted = old.revision;
+            }
         }
         Ok(TxnOutcome::Committed(rev))
     }
 
-    fn watch(&self) -> broadcast::Receiver<Event> {
-        self.events.subscribe()
+    /// Removes a lease and deletes its keys (in transactions of the limit).
+    async fn end_lease(&self, state: &mut MutexGuard<'_, State>, lease: LeaseId) -> Result<(), MetaError> {
+        if state.leases.remove(&lease).is_none() {
+            return Ok(());
+        }
+        let mut keys: Vec<String> =
+            state.key_lease.iter().filter(|(_, l)| **l == lease).map(|(k, _)| k.clone()).collect();
+        keys.sort();
+        let max = self.config.max_txn_ops.max(1);
+        for chunk in keys.chunks(max) {
+            let ops = chunk.iter().map(|k| Op::Delete(k.clone())).collect();
+            self.commit(state, vec![], ops).await?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl MetaStore for EmbeddedStore {
+    async fn get(&self, key: &str) -> Result<Option<Entry>, MetaError> {
+        let state = self.inner.state.lock().await;
+        Ok(state.manifest.entries.get(key).map(|(value, rev)| Entry {
+            key: key.to_string(),
+            value: value.clone(),
+            mod_revision: *rev,
+        }))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<Entry>, MetaError> {
+        let state = self.inner.state.lock().await;
+        Ok(state
+            .manifest
+            .entries
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, (v, rev))| Entry { key: k.clone(), value: v.clone(), mod_revision: *rev })
+            .collect())
+    }
+
+    async fn txn(&self, conditions: Vec<Condition>, ops: Vec<Op>) -> Result<TxnOutcome, MetaError> {
+        self.inner.txn(conditions, ops).await
+    }
+
+    async fn current_revision(&self) -> Result<Revision, MetaError> {
+        Ok(self.revision().await)
+    }
+
+    async fn watch_from(&self, prefix: &str, from: Revision) -> Result<Watch, MetaError> {
+        let state = self.inner.state.lock().await;
+        if from <= state.compacted {
+            return Err(MetaError::Compacted { requested: from, compacted: state.compacted });
+        }
+        // Subscribed under the lock, with the history copied: nothing falls
+        // between the past part and the live part.
+        let mut live = self.inner.events.subscribe();
+        let past: Vec<Event> = state
+            .history
+            .iter()
+            .filter(|e| e.revision >= from && e.key.starts_with(prefix))
+            .cloned()
+            .collect();
+        let seen = state.manifest.revision;
+        drop(state);
+        let (tx, rx) = mpsc::channel(1024);
+        let prefix = prefix.to_string();
+        tokio::spawn(async move {
+            for event in past {
+                if tx.send(Ok(event)).await.is_err() {
+                    return;
+                }
+            }
+            loop {
+                let event = match live.recv().await {
+                    Ok(e) => e,
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        // Changes were dropped for this watcher: say so
+                        // rather than deliver a gap.
+                        let _ =
+                            tx.send(Err(MetaError::Compacted { requested: seen + 1, compacted: seen })).await;
+                        return;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                if event.revision > seen
+                    && event.revision >= from
+                    && event.key.starts_with(&prefix)
+                    && tx.send(Ok(event)).await.is_err()
+                {
+                    return;
+                }
+            }
+        });
+        Ok(Watch::new(rx))
+    }
+
+    async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId, MetaError> {
+        if self.inner.fenced.load(Ordering::Acquire) {
+            return Err(MetaError::Fenced(self.inner.prefix.clone()));
+        }
+        let mut state = self.inner.state.lock().await;
+        let id = state.next_lease;
+        state.next_lease += 1;
+        state.leases.insert(id, Lease { ttl, deadline: Instant::now() + ttl });
+        Ok(id)
+    }
+
+    async fn keep_alive(&self, lease: LeaseId) -> Result<(), MetaError> {
+        if self.inner.fenced.load(Ordering::Acquire) {
+            return Err(MetaError::Fenced(self.inner.prefix.clone()));
+        }
+        let mut state = self.inner.state.lock().await;
+        let now = Instant::now();
+        match state.leases.get_mut(&lease) {
+            Some(l) if l.deadline >= now => {
+                l.deadline = now + l.ttl;
+                Ok(())
+            }
+            _ => Err(MetaError::LeaseNotFound(lease)),
+        }
+    }
+
+    async fn revoke_lease(&self, lease: LeaseId) -> Result<(), MetaError> {
+        let mut state = self.inner.state.lock().await;
+        self.inner.end_lease(&mut state, lease).await
     }
 
     async fn check_fenced(&self) -> Result<(), MetaError> {
-        if self.fenced.load(Ordering::Acquire) {
-            return Err(MetaError::Fenced(self.prefix.clone()));
+        if self.inner.fenced.load(Ordering::Acquire) {
+            return Err(MetaError::Fenced(self.inner.prefix.clone()));
         }
-        match self.newer_epoch_exists().await? {
-            true => Err(self.set_fenced("epoch poll")),
+        match self.inner.newer_epoch_exists().await? {
+            true => Err(self.inner.set_fenced("epoch poll")),
             false => Ok(()),
         }
     }
 
     fn is_fenced(&self) -> bool {
-        self.fenced.load(Ordering::Acquire)
+        self.inner.fenced.load(Ordering::Acquire)
     }
 
     fn owner_epoch(&self) -> Option<u64> {
-        Some(self.epoch)
+        Some(self.inner.epoch)
     }
 
     fn max_txn_ops(&self) -> usize {
-        self.config.max_txn_ops
-    }
-}
-
-impl EmbeddedStore {
-    /// The revision of the last committed transaction.
-    pub async fn revision(&self) -> Revision {
-        self.state.lock().await.manifest.revision
+        self.inner.config.max_txn_ops
     }
 }
 
@@ -397,9 +597,29 @@ mod tests {
         let b = bucket();
         crate::conformance::compare_and_set(&open(&b).await).await;
         crate::conformance::oversize_transaction_refused(&open(&b).await).await;
+        crate::conformance::watch_from_revision(&open(&b).await).await;
+        crate::conformance::lease_expiry(&open(&b).await, Duration::from_millis(400)).await;
         let first = open(&b).await;
         let second = async { Box::new(open(&b).await) as Box<dyn MetaStore> };
         crate::conformance::a_new_owner_fences_the_old(&first, second).await;
+    }
+
+    #[tokio::test]
+    async fn leased_keys_are_not_persisted_and_old_revisions_are_compacted_at_takeover() {
+        let b = bucket();
+        let a = open(&b).await;
+        let lease = a.grant_lease(Duration::from_secs(60)).await.expect("grant");
+        let r = a.put("plain", Bytes::new()).await.expect("put");
+        a.txn(vec![], vec![Op::PutWithLease("leased".into(), Bytes::new(), lease)]).await.expect("put");
+        let c = open(&b).await;
+        assert!(c.get("plain").await.expect("get").is_some());
+        assert!(c.get("leased").await.expect("get").is_none(), "a lease dies with its holder");
+        match c.watch_from("", r).await {
+            Err(MetaError::Compacted { requested, compacted }) => assert!(requested <= compacted),
+            other => panic!("a revision before the takeover was served: {other:?}"),
+        }
+        let now = c.revision().await;
+        assert!(c.watch_from("", now + 1).await.is_ok());
     }
 
     #[tokio::test]

@@ -35,6 +35,17 @@ pub enum MetaError {
         /// The store's limit.
         max: usize,
     },
+    /// The lease expired, was revoked, or never existed.
+    #[error("lease {0} not found (expired or revoked)")]
+    LeaseNotFound(i64),
+    /// A watch asked for changes the store no longer holds.
+    #[error("revision {requested} is compacted (the store holds changes after {compacted})")]
+    Compacted {
+        /// The first revision asked for.
+        requested: u64,
+        /// The last revision no longer held.
+        compacted: u64,
+    },
     /// A persisted manifest could not be decoded.
     #[error("corrupt manifest {path}: {reason}")]
     Corrupt {
@@ -64,6 +75,8 @@ impl MetaError {
             MetaError::Fenced(_) => ErrorKind::Fenced,
             MetaError::ObjectStore(_) => ErrorKind::Transient,
             MetaError::OutcomeUnknown(_) => ErrorKind::Unknown,
+            // The caller re-reads and starts again (a new lease, a new watch).
+            MetaError::LeaseNotFound(_) | MetaError::Compacted { .. } => ErrorKind::Transient,
             MetaError::TooLarge { .. } | MetaError::Corrupt { .. } | MetaError::Format { .. } => {
                 ErrorKind::Corrupt
             }

@@ -1,5 +1,5 @@
-//! The metadata-store interface: versioned keys, compare-and-set transactions and
-//! watches, plus its embedded implementation that persists in the object store.
+//! The metadata-store interface: versioned keys, compare-and-set transactions,
+//! leases and watches from a revision, plus its embedded implementation that persists in the object store.
 //!
 //! This is the lowest crate of Strata: the stream layer commits its object index
 //! through it and the cluster layer keeps topics and ids in it. It never depends
@@ -14,4 +14,4 @@ mod store;
 
 pub use embedded::{EmbeddedConfig, EmbeddedStore};
 pub use error::{ErrorKind, MetaError};
-pub use store::{Condition, Entry, Event, MAX_TXN_OPS, MetaStore, Op, Revision, TxnOutcome};
+pub use store::{Condition, Entry, Event, LeaseId, MAX_TXN_OPS, MetaStore, Op, Revision, TxnOutcome, Watch};

@@ -25,14 +25,22 @@ pub(crate) struct Manifest {
 }
 
 impl Manifest {
+    #[cfg(test)]
     pub(crate) fn encode(&self) -> Bytes {
+        self.encode_keeping(|_| true)
+    }
+
+    /// Encodes the entries whose key `keep` accepts (leased keys are not
+    /// persisted: they die with the process that holds their lease).
+    pub(crate) fn encode_keeping(&self, keep: impl Fn(&str) -> bool) -> Bytes {
         let mut buf = BytesMut::new();
         buf.put_slice(MAGIC);
         buf.put_u8(FORMAT_VERSION);
         buf.put_u64(self.epoch);
         buf.put_u64(self.revision);
-        buf.put_u32(self.entries.len() as u32);
-        for (key, (value, rev)) in &self.entries {
+        let kept: Vec<_> = self.entries.iter().filter(|(k, _)| keep(k)).collect();
+        buf.put_u32(kept.len() as u32);
+        for (key, (value, rev)) in kept {
             buf.put_u32(key.len() as u32);
             buf.put_slice(key.as_bytes());
             buf.put_u32(value.len() as u32);

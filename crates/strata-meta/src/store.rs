@@ -1,6 +1,8 @@
+use std::time::Duration;
+
 use async_trait::async_trait;
 use bytes::Bytes;
-use tokio::sync::broadcast;
+use tokio::sync::mpsc;
 
 use crate::MetaError;
 
@@ -31,11 +33,18 @@ pub enum Condition {
     Version(String, Revision),
 }
 
+/// A lease: keys attached to it are deleted when it expires or is revoked
+/// (etcd's leases). Its holder keeps it alive by [`MetaStore::keep_alive`].
+pub type LeaseId = i64;
+
 /// A mutation of a transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    /// Create or replace a key.
+    /// Create or replace a key (detaching it from any lease).
     Put(String, Bytes),
+    /// Create or replace a key attached to a live lease: it goes when the
+    /// lease does.
+    PutWithLease(String, Bytes, LeaseId),
     /// Remove a key (no-op when absent).
     Delete(String),
 }
@@ -60,8 +69,29 @@ pub struct Event {
     pub revision: Revision,
 }
 
+/// A watch of the keys under a prefix: every change from a revision on, in
+/// revision order, with no gaps. It ends with an error when the store can no
+/// longer deliver every change (for example [`MetaError::Compacted`] for a
+/// watcher that fell too far behind).
+#[derive(Debug)]
+pub struct Watch {
+    rx: mpsc::Receiver<Result<Event, MetaError>>,
+}
+
+impl Watch {
+    /// Wraps the receiving end that an implementation feeds.
+    pub fn new(rx: mpsc::Receiver<Result<Event, MetaError>>) -> Self {
+        Watch { rx }
+    }
+
+    /// The next change; `None` once the store is gone.
+    pub async fn next(&mut self) -> Option<Result<Event, MetaError>> {
+        self.rx.recv().await
+    }
+}
+
 /// The metadata-store contract: versioned keys, atomic compare-and-set over
-/// several keys, and a watch of changes. Implemented by the embedded store (one
+/// several keys, leases, and watches from a revision. Implemented by the embedded store (one
 /// node, persisted in the object store) and, for clusters, by etcd.
 #[async_trait]
 pub trait MetaStore: Send + Sync + 'static {
@@ -71,8 +101,24 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn list(&self, prefix: &str) -> Result<Vec<Entry>, MetaError>;
     /// Applies `ops` atomically if every condition holds.
     async fn txn(&self, conditions: Vec<Condition>, ops: Vec<Op>) -> Result<TxnOutcome, MetaError>;
-    /// Subscribes to every change committed after this call.
-    fn watch(&self) -> broadcast::Receiver<Event>;
+    /// The revision of the last committed transaction.
+    async fn current_revision(&self) -> Result<Revision, MetaError>;
+
+    /// Watches every change to keys starting with `prefix` at revision `from`
+    /// or later: past changes first (those still held), then live ones.
+    /// `from` at or below the store's compacted revision is refused with
+    /// [`MetaError::Compacted`].
+    async fn watch_from(&self, prefix: &str, from: Revision) -> Result<Watch, MetaError>;
+
+    /// Grants a lease that lives `ttl` past its grant and each keep-alive.
+    async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId, MetaError>;
+
+    /// Renews a live lease for another `ttl`; an expired or unknown lease is
+    /// [`MetaError::LeaseNotFound`].
+    async fn keep_alive(&self, lease: LeaseId) -> Result<(), MetaError>;
+
+    /// Ends a lease now, deleting its keys (no-op for an unknown lease).
+    async fn revoke_lease(&self, lease: LeaseId) -> Result<(), MetaError>;
 
     /// Returns `Err(MetaError::Fenced)` when another process has taken over
     /// this store (for stores that can be fenced). It asks the authoritative
