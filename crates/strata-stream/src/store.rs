@@ -180,6 +180,20 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(key: &str, value: &[u8]) ->
         .map_err(|e| StreamError::BadRecord { key: key.to_string(), reason: e.to_string() })
 }
 
+/// Applies the WAL's group commits to their streams until the store is gone,
+/// waking readers after each.
+async fn apply_durable(
+    store: std::sync::Weak<StreamStore>,
+    mut durable: tokio::sync::mpsc::UnboundedReceiver<Vec<crate::wal::Durable>>,
+    generation: watch::Sender<u64>,
+) {
+    while let Some(group) = durable.recv().await {
+        let Some(store) = store.upgrade() else { return };
+        store.apply_group(group);
+        generation.send_modify(|g| *g += 1);
+    }
+}
+
 impl StreamStore {
     /// Opens the store: loads the object index from the metadata store, replays
     /// the WAL from the checkpoint and rebuilds every stream.
@@ -207,6 +221,7 @@ impl StreamStore {
             meta.list(index::DELETED_PREFIX).await?.iter().filter_map(|e| index::stream_of(&e.key)).collect();
 
         let (gen_tx, gen_rx) = watch::channel(0u64);
+        let (sink, durable) = tokio::sync::mpsc::unbounded_channel();
         let (wal, replayed) = match config.wal {
             WalKind::File => Wal::open(
                 WalConfig {
@@ -216,7 +231,7 @@ impl StreamStore {
                     preallocate: config.wal_preallocate,
                 },
                 checkpoint.segment,
-                gen_tx,
+                sink,
             )?,
             WalKind::Object(wal_config) => {
                 crate::wal::object::open(
@@ -224,7 +239,7 @@ impl StreamStore {
                     Arc::clone(&meta),
                     wal_config,
                     checkpoint.segment,
-                    gen_tx,
+                    sink,
                     config.wal_dir.clone(),
                 )
                 .await?
@@ -294,7 +309,30 @@ impl StreamStore {
             stopped: watch::channel(None).0,
             config,
         });
+        tokio::spawn(apply_durable(Arc::downgrade(&store), durable, gen_tx));
         Ok(store)
+    }
+
+    /// Applies one group commit: each batch joins its stream's tail, the
+    /// segment is published as durable, then the appends are answered.
+    fn apply_group(&self, group: Vec<crate::wal::Durable>) {
+        let streams: Vec<Option<Arc<Stream>>> = {
+            let map = self.lock_streams();
+            group.iter().map(|d| map.get(&d.entry.stream).cloned()).collect()
+        };
+        let mut segment = None;
+        for (d, stream) in group.iter().zip(streams) {
+            if let Some(s) = stream {
+                s.on_durable(d.entry.info(), d.segment, d.position, &d.entry.payload);
+            }
+            segment = segment.max(Some(d.segment));
+        }
+        if let Some(segment) = segment {
+            self.shared.wal.note_durable(segment);
+        }
+        for mut d in group {
+            d.entry.answer(Ok(()));
+        }
     }
 
     /// Starts the background uploader, garbage collector, compaction, orphan

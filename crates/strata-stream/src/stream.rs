@@ -286,7 +286,7 @@ impl Stream {
         let (tx, rx) = oneshot::channel();
         let len = payload.len() as u64;
         self.shared.wal.submit(WalEntry {
-            stream: Arc::clone(self),
+            stream: self.id,
             base_offset,
             meta,
             payload,

@@ -24,15 +24,17 @@ use std::sync::{Arc, RwLock};
 use bytes::{Bytes, BytesMut};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::stream::{ReadBatch, Source};
-use crate::{AppendMeta, BatchInfo, Stream, StreamError};
+use crate::{AppendMeta, BatchInfo, StreamError, StreamId};
 use record::{Decoded, WalRecord};
 
-/// One append waiting for the writer.
+/// One append waiting for the writer. The WAL knows streams only by id: a
+/// durable entry goes back through the [`DurableSink`], whose receiver (the
+/// stream store) applies it to its stream and then answers `done`.
 pub(crate) struct WalEntry {
-    pub stream: Arc<Stream>,
+    pub stream: StreamId,
     pub base_offset: i64,
     pub meta: AppendMeta,
     pub payload: Bytes,
@@ -64,14 +66,22 @@ impl From<AckError> for StreamError {
     }
 }
 
+/// An entry the WAL made durable at `position` of `segment`.
+pub(crate) struct Durable {
+    pub entry: WalEntry,
+    pub segment: u64,
+    pub position: u64,
+}
+
+/// Where a WAL writer sends each group commit, in write order. The receiver
+/// applies the group to its streams, then publishes the segment as durable
+/// ([`Wal::note_durable`]) and answers the appends.
+pub(crate) type DurableSink = mpsc::UnboundedSender<Vec<Durable>>;
+
 impl WalEntry {
-    /// The entry is durable at `position` of `segment`: its stream learns it,
-    /// then the append is acknowledged.
-    pub(crate) fn complete(mut self, segment: u64, position: u64) {
-        let info =
-            BatchInfo { base_offset: self.base_offset, meta: self.meta, size: self.payload.len() as u32 };
-        self.stream.on_durable(info, segment, position, &self.payload);
-        self.answer(Ok(()));
+    /// The batch's facts.
+    pub(crate) fn info(&self) -> BatchInfo {
+        BatchInfo { base_offset: self.base_offset, meta: self.meta, size: self.payload.len() as u32 }
     }
 
     /// Answers the append (once; later calls do nothing).
@@ -217,12 +227,11 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 impl Wal {
     /// Opens the WAL in `config.dir`, replays every segment (truncating a torn
     /// tail of the last one) and starts the writer thread. Returns the WAL and
-    /// the replayed records in write order; `generation` is bumped after every
-    /// group commit.
+    /// the replayed records in write order; every group commit goes to `sink`.
     pub(crate) fn open(
         config: WalConfig,
         from_segment: u64,
-        generation: watch::Sender<u64>,
+        sink: DurableSink,
     ) -> Result<(Arc<Wal>, Vec<Replayed>), StreamError> {
         std::fs::create_dir_all(&config.dir)?;
         let mut ids: Vec<u64> = std::fs::read_dir(&config.dir)?
@@ -286,7 +295,6 @@ impl Wal {
         let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let writer = Writer {
             queued: Arc::clone(&queued),
-            durable_segment: Arc::clone(&durable_segment),
             config,
             rx,
             file,
@@ -296,7 +304,7 @@ impl Wal {
             prep: None,
             segments: Arc::clone(&segments),
             health: Arc::clone(&health),
-            generation,
+            sink,
         };
         std::thread::Builder::new().name("strata-wal".into()).spawn(move || writer.run())?;
         Ok((Arc::new(Wal { tx, segments, health, durable_segment, dir, queued }), replayed))
@@ -344,9 +352,16 @@ impl Wal {
         })
     }
 
-    /// The segment the writer has synced up to.
+    /// The segment up to which every durable batch is applied to its stream.
     pub(crate) fn durable_segment(&self) -> u64 {
         self.durable_segment.load(Ordering::Acquire)
+    }
+
+    /// Publishes `segment` as durable, once the group commit that reached it
+    /// is applied to its streams (so a checkpoint read before the streams'
+    /// tails never passes a batch still on its way).
+    pub(crate) fn note_durable(&self, segment: u64) {
+        self.durable_segment.fetch_max(segment, Ordering::AcqRel);
     }
 
     /// Deletes every segment before `id` (their batches are all in objects).
@@ -386,7 +401,7 @@ pub(crate) fn gather(
     let mut next = Some(first);
     while let Some(entry) = next.take() {
         let start = buf.len() as u64;
-        let at = record::encode(buf, entry.stream.id(), entry.base_offset, &entry.meta, &entry.payload);
+        let at = record::encode(buf, entry.stream, entry.base_offset, &entry.meta, &entry.payload);
         group.push((entry, base + start + at as u64));
         if buf.len() < max {
             next = more();
@@ -455,8 +470,7 @@ struct Writer {
     prep: Option<std::thread::JoinHandle<std::io::Result<PathBuf>>>,
     segments: Arc<Segments>,
     health: Arc<Health>,
-    generation: watch::Sender<u64>,
-    durable_segment: Arc<AtomicU64>,
+    sink: DurableSink,
     queued: Arc<std::sync::atomic::AtomicUsize>,
 }
 
@@ -523,12 +537,13 @@ impl Writer {
             match result {
                 Ok(()) => {
                     self.seg_len += buf.len() as u64;
-                    for (entry, position) in group.drain(..) {
-                        entry.complete(self.seg_id, position);
-                    }
+                    let seg = self.seg_id;
+                    let done =
+                        group.drain(..).map(|(entry, position)| Durable { entry, segment: seg, position });
+                    // A closed sink means the store is gone: the entries
+                    // drop and their appends see a failure.
+                    let _ = self.sink.send(done.collect());
                     self.queued.fetch_sub(written_payload, Ordering::AcqRel);
-                    self.durable_segment.store(self.seg_id, Ordering::Release);
-                    self.generation.send_modify(|g| *g += 1);
                     self.maybe_prepare();
                     let ready_early = !self.preallocated
                         && self.seg_len >= EARLY_ROLL_BYTES

@@ -28,9 +28,9 @@ use futures::TryStreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use strata_meta::{MetaError, MetaStore, Op, TxnOutcome};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
-use super::{AckError, Health, Replayed, SegmentHandle, Segments, Wal, WalEntry};
+use super::{AckError, Durable, DurableSink, Health, Replayed, SegmentHandle, Segments, Wal, WalEntry};
 use crate::StreamError;
 
 /// Settings of the object WAL.
@@ -77,7 +77,7 @@ pub(crate) async fn open(
     meta: Arc<dyn MetaStore>,
     config: ObjectWalConfig,
     from_segment: u64,
-    generation: watch::Sender<u64>,
+    sink: DurableSink,
     wal_dir: std::path::PathBuf,
 ) -> Result<(Arc<Wal>, Vec<Replayed>), StreamError> {
     let epoch = meta.owner_epoch().unwrap_or(0);
@@ -166,8 +166,7 @@ pub(crate) async fn open(
         seq: next,
         segments: Arc::clone(&segments),
         health: Arc::clone(&health),
-        generation,
-        durable_segment: Arc::clone(&durable_segment),
+        sink,
         queued: Arc::clone(&queued),
         pending: std::collections::VecDeque::new(),
     };
@@ -189,8 +188,7 @@ struct ObjectWriter {
     seq: u64,
     segments: Arc<Segments>,
     health: Arc<Health>,
-    generation: watch::Sender<u64>,
-    durable_segment: Arc<AtomicU64>,
+    sink: DurableSink,
     queued: Arc<AtomicUsize>,
     /// Appends drained (and answered) while a flush was stalled; written next.
     pending: std::collections::VecDeque<WalEntry>,
@@ -295,11 +293,10 @@ impl ObjectWriter {
         super::record_flush(started.elapsed(), data.len());
         self.queued.fetch_sub(bytes, Ordering::AcqRel);
         self.segments.insert(self.seq, SegmentHandle::Object(Arc::clone(&self.store), path));
-        for (entry, position) in group {
-            entry.complete(self.seq, position);
-        }
-        self.durable_segment.store(self.seq, Ordering::Release);
-        self.generation.send_modify(|g| *g += 1);
+        let seq = self.seq;
+        let _ = self.sink.send(
+            group.into_iter().map(|(entry, position)| Durable { entry, segment: seq, position }).collect(),
+        );
         self.seq += 1;
         if answered {
             self.health.set_stalled(false);
