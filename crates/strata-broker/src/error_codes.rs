@@ -35,6 +35,8 @@ pub fn response_error(err: &BrokerError) -> ResponseError {
             (StreamError::OutOfRange { .. }, _) => ResponseError::OffsetOutOfRange,
             // Kafka's "outcome unknown" answer: the batch may still land.
             (StreamError::AckTimeout, _) => ResponseError::RequestTimedOut,
+            (StreamError::StaleEpoch { .. }, _) => ResponseError::FencedLeaderEpoch,
+            (_, StreamErrorKind::NotOwner) => ResponseError::NotLeaderOrFollower,
             // A newer owner serves this data: the client must find it.
             (_, StreamErrorKind::Fenced) => ResponseError::NotLeaderOrFollower,
             // Retriable: nothing acknowledged is lost.

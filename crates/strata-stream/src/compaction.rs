@@ -205,9 +205,17 @@ impl StreamStore {
         let mut ops = vec![Op::Put(index::range_key(id, entry.start), index::encode(&entry))];
         ops.extend(group[1..].iter().map(|r| Op::Delete(index::range_key(id, r.entry.start))));
         ops.extend(self.release_objects(&old));
-        self.commit(vec![], ops).await?;
+        let owner = stream.lock().owner_condition(id);
+        if let strata_meta::TxnOutcome::Conflict = self.commit(vec![owner], ops).await? {
+            // Definitely not switched: another process took the stream over.
+            self.still_owned(stream).await?;
+            if let Err(e) = self.shared.objects.delete(&Path::from(entry.object.as_str())).await {
+                tracing::warn!(object = %entry.object, error = %e, "cannot remove an unused compacted object");
+            }
+            return Ok(None);
+        }
         self.commit_release(&old);
-        self.shared.refcounts.lock().unwrap_or_else(|e| e.into_inner()).insert(entry.object.clone(), 1);
+        self.shared.refs.add([entry.object.as_str()]);
         let starts: Vec<i64> = group.iter().map(|r| r.entry.start).collect();
         stream.replace_ranges(&starts, entry);
         Ok(Some(bytes))

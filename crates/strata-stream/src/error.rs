@@ -14,6 +14,9 @@ pub enum ErrorKind {
     /// The caller asked for something that is not there (a closed stream, an
     /// offset out of range).
     Request,
+    /// This process does not own that one stream (it released it, or another
+    /// process took it over): answer "not the leader"; other streams go on.
+    NotOwner,
 }
 
 /// Errors of the stream layer.
@@ -46,6 +49,19 @@ pub enum StreamError {
     /// The stream was deleted.
     #[error("stream {0} is closed")]
     Closed(u64),
+    /// This process released the stream or lost it to another owner.
+    #[error("stream {0} is not owned by this process")]
+    NotOwner(u64),
+    /// A takeover asked for an epoch that is not above the stream's current one.
+    #[error("stream {stream}: epoch {asked} is not above the current epoch {current}")]
+    StaleEpoch {
+        /// The stream.
+        stream: u64,
+        /// The epoch asked for.
+        asked: i32,
+        /// The stream's current epoch.
+        current: i32,
+    },
     /// The requested offset is outside the stream's range.
     #[error("offset {offset} out of range [{start}, {end})")]
     OutOfRange {
@@ -94,6 +110,7 @@ impl StreamError {
                 ErrorKind::Corrupt
             }
             StreamError::Closed(_) | StreamError::OutOfRange { .. } => ErrorKind::Request,
+            StreamError::NotOwner(_) | StreamError::StaleEpoch { .. } => ErrorKind::NotOwner,
         }
     }
 }

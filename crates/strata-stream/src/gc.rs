@@ -72,18 +72,14 @@ pub struct OrphanSweep {
 
 impl StreamStore {
     /// Ops that mark objects garbage when `objects` (one entry per dropped
-    /// range) were their last references.
+    /// range) were their last references in this process.
     pub(crate) fn release_objects(&self, objects: &[String]) -> Vec<Op> {
-        let refcounts = self.shared.refcounts.lock().unwrap_or_else(|e| e.into_inner());
-        let mut drops: HashMap<&str, usize> = HashMap::new();
-        for o in objects {
-            *drops.entry(o.as_str()).or_default() += 1;
-        }
         let deadline = now_ms() + self.config.gc_grace.as_millis() as i64;
-        drops
+        self.shared
+            .refs
+            .last_references(objects)
             .into_iter()
-            .filter(|(o, n)| refcounts.get(*o).copied().unwrap_or(0) <= *n)
-            .map(|(o, _)| {
+            .map(|o| {
                 Op::Put(format!("{}{o}", index::GC_PREFIX), index::encode(&GcEntry { deadline_ms: deadline }))
             })
             .collect()
@@ -91,15 +87,19 @@ impl StreamStore {
 
     /// Applies, after their commit, the reference drops `release_objects` planned.
     pub(crate) fn commit_release(&self, objects: &[String]) {
-        let mut refcounts = self.shared.refcounts.lock().unwrap_or_else(|e| e.into_inner());
-        for o in objects {
-            if let Some(n) = refcounts.get_mut(o) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    refcounts.remove(o);
-                }
+        self.shared.refs.release(objects);
+    }
+
+    /// Every object a range of the authoritative index names (any owner's).
+    async fn indexed_objects(&self) -> Result<HashSet<String>, StreamError> {
+        let mut known = HashSet::new();
+        for e in self.shared.meta.list(index::STREAM_PREFIX).await? {
+            if e.key.contains("/r/") {
+                let r: RangeEntry = decode(&e.key, &e.value)?;
+                known.insert(r.object);
             }
         }
+        Ok(known)
     }
 
     /// Deletes objects whose grace period has passed and that no read holds;
@@ -108,6 +108,7 @@ impl StreamStore {
         let now = now_ms();
         let mut done: Vec<(String, u64)> = Vec::new();
         let mut confirmed = false;
+        let mut indexed: Option<HashSet<String>> = None;
         for e in self.shared.meta.list(index::GC_PREFIX).await? {
             let g: GcEntry = decode(&e.key, &e.value)?;
             if g.deadline_ms > now {
@@ -118,13 +119,18 @@ impl StreamStore {
                 continue; // a read is using it: next round
             }
             if !confirmed {
-                // Deletes decide from metadata read as the current owner.
+                // Deletes decide from metadata read as the current owner: the
+                // index of every stream, whoever owns it (an object shared
+                // with a stream another process took over stays until its
+                // owner releases it too and writes its own record).
+                indexed = Some(self.indexed_objects().await?);
                 self.confirm_owner().await?;
                 confirmed = true;
                 crate::failpoint::reached("gc");
             }
-            // Re-referenced since (cannot happen today; cheap to check).
-            if !self.shared.refcounts.lock().unwrap_or_else(|e| e.into_inner()).contains_key(object) {
+            let referenced = self.shared.refs.holds(object)
+                || indexed.as_ref().is_some_and(|known| known.contains(object));
+            if !referenced {
                 match self.shared.objects.delete(&Path::from(object)).await {
                     Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                     Err(err) => {
@@ -157,19 +163,13 @@ impl StreamStore {
         // Uploads and compactions of this process hold this lock from their PUT
         // to their index commit: none is half-done while it is held.
         let _guard = self.changes.lock().await;
-        let mut known: HashSet<String> = HashSet::new();
-        for e in self.shared.meta.list(index::STREAM_PREFIX).await? {
-            if e.key.contains("/r/") {
-                let r: RangeEntry = decode(&e.key, &e.value)?;
-                known.insert(r.object);
-            }
-        }
+        let mut known = self.indexed_objects().await?;
         for e in self.shared.meta.list(index::GC_PREFIX).await? {
             if let Some(o) = e.key.strip_prefix(index::GC_PREFIX) {
                 known.insert(o.to_string());
             }
         }
-        let checkpoint: Checkpoint = match self.shared.meta.get(index::CHECKPOINT_KEY).await? {
+        let checkpoint: Checkpoint = match self.shared.meta.get(&self.names.checkpoint_key()).await? {
             Some(e) => decode(&e.key, &e.value)?,
             None => Checkpoint::default(),
         };
@@ -183,7 +183,8 @@ impl StreamStore {
         };
         let data: Vec<_> = self.shared.objects.list(Some(&Path::from("data"))).try_collect().await?;
         let wal: Vec<_> = if matches!(self.config.wal, crate::WalKind::Object(_)) {
-            self.shared.objects.list(Some(&Path::from("wal"))).try_collect().await?
+            let listed: Vec<_> = self.shared.objects.list(Some(&self.names.dir())).try_collect().await?;
+            listed.into_iter().filter(|m| self.names.holds(&m.location)).collect()
         } else {
             Vec::new()
         };

@@ -5,7 +5,8 @@
 //! | `s/<stream>/m` | [`StreamMeta`]: start offset and leader-epoch history |
 //! | `s/<stream>/r/<start offset>` | [`RangeEntry`]: one object holding `[start, end)` of the stream |
 //! | `s-deleted/<stream>` | tombstone of a deleted stream (its WAL records are ignored) |
-//! | `wal/checkpoint` | [`Checkpoint`]: every WAL record before it is in objects |
+//! | `<wal prefix>/checkpoint` | [`Checkpoint`]: every record of that WAL before it is in objects (`wal/checkpoint` for the default prefix) |
+//! | `<wal prefix>/barrier/<epoch>` | an object WAL's takeover barrier |
 //! | `gc/<object>` | [`GcEntry`]: an unreferenced object, deletable after its deadline |
 //!
 //! Stream ids and offsets are zero-padded to 20 digits so that key order is
@@ -85,8 +86,6 @@ pub fn deleted_key(id: StreamId) -> String {
 pub const DELETED_PREFIX: &str = "s-deleted/";
 /// Prefix of every stream record.
 pub const STREAM_PREFIX: &str = "s/";
-/// Key of the WAL checkpoint.
-pub const CHECKPOINT_KEY: &str = "wal/checkpoint";
 /// Prefix of GC entries.
 pub const GC_PREFIX: &str = "gc/";
 

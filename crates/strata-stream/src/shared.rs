@@ -1,8 +1,7 @@
 //! State shared by every stream of a store: the WAL, the caches, the stores.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 
 use object_store::ObjectStore;
 use quick_cache::sync::Cache;
@@ -78,8 +77,8 @@ pub(crate) struct Shared {
     pub blocks: BlockCache,
     pub index_cache: Cache<(Arc<str>, StreamId), Arc<Vec<ObjectBatch>>>,
     pub tail_budget: TailBudget,
-    /// How many range entries reference each object.
-    pub refcounts: Mutex<HashMap<String, usize>>,
+    /// How many range entries of this process reference each object.
+    pub refs: crate::object_refs::ObjectRefs,
     /// Bytes durable in the WAL and not yet in objects (all streams).
     pub pending_upload: AtomicUsize,
     /// Wakes the uploader before its interval once `upload_bytes` wait.

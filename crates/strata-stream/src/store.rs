@@ -18,6 +18,7 @@ use crate::block_cache::BlockCache;
 use crate::index::{self, Checkpoint, RangeEntry, StreamMeta};
 use crate::object_format;
 use crate::shared::{Shared, TailBudget};
+use crate::wal::object::WalNames;
 use crate::wal::{Wal, WalConfig};
 use crate::{BatchInfo, Stream, StreamError, StreamId};
 
@@ -37,6 +38,16 @@ pub struct StreamStoreConfig {
     pub wal: WalKind,
     /// Directory of the WAL segments.
     pub wal_dir: PathBuf,
+    /// The WAL's name in the bucket and the metadata store (`wal`): its
+    /// objects, checkpoint and barriers live under it. Stores sharing a
+    /// bucket and a metadata store use different prefixes.
+    pub wal_prefix: String,
+    /// Whether the store owns every stream of the index at open (one node
+    /// owns a whole prefix). When false (a broker of a cluster), streams come
+    /// one by one through [`StreamStore::take_over`]; what the WAL held for
+    /// streams at open stays pinned there, unowned, until some owner's index
+    /// covers it.
+    pub own_all_at_open: bool,
     /// WAL segment size before rolling.
     pub segment_bytes: u64,
     /// Largest group-commit write.
@@ -82,6 +93,8 @@ impl StreamStoreConfig {
         StreamStoreConfig {
             wal: WalKind::File,
             wal_dir,
+            wal_prefix: "wal".into(),
+            own_all_at_open: true,
             segment_bytes: 128 << 20,
             max_write_bytes: 8 << 20,
             wal_preallocate: false,
@@ -108,6 +121,10 @@ pub struct StreamStore {
     pub(crate) config: StreamStoreConfig,
     pub(crate) shared: Arc<Shared>,
     streams: Mutex<HashMap<StreamId, Arc<Stream>>>,
+    /// Streams another process owns now whose tail is still only in this
+    /// process's WAL: kept (their segments pinned) until the new owner's index
+    /// covers them.
+    handed_over: Mutex<HashMap<StreamId, Arc<Stream>>>,
     deleted: Mutex<HashSet<StreamId>>,
     generation: watch::Receiver<u64>,
     /// Serialises uploads, compactions, trims, deletes and orphan sweeps (each
@@ -120,6 +137,8 @@ pub struct StreamStore {
     pub(crate) protected: Mutex<HashSet<String>>,
     /// Why the store stopped for good (fenced, or a commit outcome unknown).
     stopped: watch::Sender<Option<Stop>>,
+    /// The names of this store's WAL.
+    pub(crate) names: WalNames,
 }
 
 /// Why a store stopped for good; the process should exit so that an
@@ -144,6 +163,20 @@ impl Drop for Unprotect<'_> {
         self.store.protected.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.name);
     }
 }
+
+/// How a released stream's data reaches its next owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handover {
+    /// Upload the stream's tail and index it first: the next owner needs only
+    /// the index.
+    Indexed,
+    /// Leave the tail in this process's object WAL: the next owner reads it
+    /// from there ([`StreamStore::take_over`] with this store's WAL prefix).
+    InWal,
+}
+
+/// How long a release waits for the stream's accepted appends to settle.
+const RELEASE_WAIT: Duration = Duration::from_secs(10);
 
 /// Live figures of a store, for metrics.
 #[derive(Debug, Clone, Copy, Default)]
@@ -202,16 +235,17 @@ impl StreamStore {
         objects: Arc<dyn ObjectStore>,
         meta: Arc<dyn MetaStore>,
     ) -> Result<Arc<Self>, StreamError> {
-        let checkpoint: Checkpoint = match meta.get(index::CHECKPOINT_KEY).await? {
+        let names = WalNames::new(&config.wal_prefix);
+        let checkpoint: Checkpoint = match meta.get(&names.checkpoint_key()).await? {
             Some(e) => decode(&e.key, &e.value)?,
             None => Checkpoint::default(),
         };
-        let mut metas: HashMap<StreamId, StreamMeta> = HashMap::new();
+        let mut metas: HashMap<StreamId, (StreamMeta, strata_meta::Revision)> = HashMap::new();
         let mut ranges: BTreeMap<(StreamId, i64), RangeEntry> = BTreeMap::new();
         for e in meta.list(index::STREAM_PREFIX).await? {
             let Some(id) = index::stream_of(&e.key) else { continue };
             if e.key.ends_with("/m") {
-                metas.insert(id, decode(&e.key, &e.value)?);
+                metas.insert(id, (decode(&e.key, &e.value)?, e.mod_revision));
             } else {
                 let r: RangeEntry = decode(&e.key, &e.value)?;
                 ranges.insert((id, r.start), r);
@@ -240,15 +274,14 @@ impl StreamStore {
                     wal_config,
                     checkpoint.segment,
                     sink,
+                    names.clone(),
                     config.wal_dir.clone(),
                 )
                 .await?
             }
         };
-        let mut refcounts: HashMap<String, usize> = HashMap::new();
-        for r in ranges.values() {
-            *refcounts.entry(r.object.clone()).or_default() += 1;
-        }
+        let refs = crate::object_refs::ObjectRefs::default();
+        refs.add(ranges.values().map(|r| r.object.as_str()));
         let shared = Arc::new(Shared {
             wal,
             blocks: BlockCache::new(Arc::clone(&objects), config.block_bytes, config.block_cache_bytes),
@@ -256,7 +289,7 @@ impl StreamStore {
             objects,
             meta,
             tail_budget: TailBudget::new(config.tail_cache_bytes),
-            refcounts: Mutex::new(refcounts),
+            refs,
             pending_upload: std::sync::atomic::AtomicUsize::new(0),
             upload_now: Notify::new(),
             upload_bytes: config.upload_bytes,
@@ -267,13 +300,13 @@ impl StreamStore {
             appended_bytes: std::sync::atomic::AtomicU64::new(0),
         });
         let mut streams: HashMap<StreamId, Arc<Stream>> = HashMap::new();
-        for (id, m) in &metas {
-            streams.insert(*id, Arc::new(Stream::new(*id, Arc::clone(&shared), m)));
+        for (id, (m, rev)) in &metas {
+            streams.insert(*id, Arc::new(Stream::new(*id, Arc::clone(&shared), m, Some(*rev))));
         }
         for ((id, _), r) in ranges {
-            let stream = streams
-                .entry(id)
-                .or_insert_with(|| Arc::new(Stream::new(id, Arc::clone(&shared), &StreamMeta::default())));
+            let stream = streams.entry(id).or_insert_with(|| {
+                Arc::new(Stream::new(id, Arc::clone(&shared), &StreamMeta::default(), None))
+            });
             stream.load_range(r);
         }
         let count = replayed.len();
@@ -282,9 +315,9 @@ impl StreamStore {
             if deleted.contains(&id) {
                 continue;
             }
-            let stream = streams
-                .entry(id)
-                .or_insert_with(|| Arc::new(Stream::new(id, Arc::clone(&shared), &StreamMeta::default())));
+            let stream = streams.entry(id).or_insert_with(|| {
+                Arc::new(Stream::new(id, Arc::clone(&shared), &StreamMeta::default(), None))
+            });
             let info = crate::BatchInfo {
                 base_offset: r.record.base_offset,
                 meta: r.record.meta,
@@ -298,15 +331,26 @@ impl StreamStore {
             from_segment = checkpoint.segment,
             "stream store opened"
         );
+        let handed_over = if config.own_all_at_open {
+            HashMap::new()
+        } else {
+            for s in streams.values() {
+                s.lock().owned = false;
+                s.lock().accepting = false;
+            }
+            std::mem::take(&mut streams)
+        };
         let store = Arc::new(StreamStore {
             shared,
             streams: Mutex::new(streams),
+            handed_over: Mutex::new(handed_over),
             deleted: Mutex::new(deleted),
             generation: gen_rx,
             changes: tokio::sync::Mutex::new(()),
             compaction_throttle: crate::compaction::Throttle::new(config.compaction.bytes_per_sec),
             protected: Mutex::new(HashSet::new()),
             stopped: watch::channel(None).0,
+            names,
             config,
         });
         tokio::spawn(apply_durable(Arc::downgrade(&store), durable, gen_tx));
@@ -516,19 +560,19 @@ impl StreamStore {
     /// Opens a stream, creating it empty when it does not exist yet.
     pub fn open_stream(&self, id: StreamId) -> Arc<Stream> {
         let mut streams = self.lock_streams();
-        Arc::clone(
-            streams.entry(id).or_insert_with(|| {
-                Arc::new(Stream::new(id, Arc::clone(&self.shared), &StreamMeta::default()))
-            }),
-        )
+        Arc::clone(streams.entry(id).or_insert_with(|| {
+            Arc::new(Stream::new(id, Arc::clone(&self.shared), &StreamMeta::default(), None))
+        }))
     }
 
     /// Takes ownership of `ids` for this process: each stream moves to its next
-    /// leader epoch, starting at its next offset, recorded in one metadata
-    /// commit. Returns the new epochs.
+    /// leader epoch, starting at its next offset, each recorded conditional on
+    /// the stream's record being as this process last saw it. Returns the new
+    /// epochs; a stream another process took over meanwhile is
+    /// [`StreamError::NotOwner`].
     pub async fn acquire(&self, ids: &[StreamId]) -> Result<Vec<i32>, StreamError> {
         let _guard = self.changes.lock().await;
-        let mut ops = Vec::new();
+        let mut work = Vec::new();
         let mut plans = Vec::new();
         for id in ids {
             let stream = self.open_stream(*id);
@@ -538,21 +582,310 @@ impl StreamStore {
                 (epoch, inner.next_offset, inner.meta())
             };
             meta.epochs.push((epoch, next));
-            ops.push(Op::Put(index::meta_key(*id), index::encode(&meta)));
+            work.push((Arc::clone(&stream), vec![Op::Put(index::meta_key(*id), index::encode(&meta))]));
             plans.push((stream, epoch, next));
         }
-        if ops.is_empty() {
+        if work.is_empty() {
             return Ok(Vec::new());
         }
         // Each stream's epoch bump stands alone: parts may commit separately.
-        self.commit_chunked(ops).await?;
-        Ok(plans
+        let done = self.commit_owned(work).await?;
+        plans
             .into_iter()
             .map(|(stream, epoch, next)| {
-                stream.lock().epochs.push((epoch, next));
-                epoch
+                let rev = *done.get(&stream.id()).ok_or(StreamError::NotOwner(stream.id()))?;
+                let mut inner = stream.lock();
+                inner.epochs.push((epoch, next));
+                inner.meta_rev = Some(rev);
+                Ok(epoch)
             })
-            .collect())
+            .collect()
+    }
+
+    /// Commits each stream's ops conditional on the stream's meta record
+    /// being as this process last wrote or read it, packing whole streams into
+    /// transactions of at most the store's limit. A stream whose record
+    /// changed (another process took it over) is disowned and left out.
+    /// Returns the revision at which each committed stream's ops landed.
+    pub(crate) async fn commit_owned(
+        &self,
+        work: Vec<(Arc<Stream>, Vec<Op>)>,
+    ) -> Result<HashMap<StreamId, strata_meta::Revision>, StreamError> {
+        let max = self.shared.meta.max_txn_ops().max(1);
+        let mut done = HashMap::new();
+        let mut chunk: Vec<(Arc<Stream>, Vec<Op>)> = Vec::new();
+        let mut ops_in_chunk = 0;
+        for (stream, ops) in work {
+            if !chunk.is_empty() && ops_in_chunk + ops.len() > max {
+                self.commit_chunk(std::mem::take(&mut chunk), &mut done).await?;
+                ops_in_chunk = 0;
+            }
+            ops_in_chunk += ops.len();
+            chunk.push((stream, ops));
+        }
+        if !chunk.is_empty() {
+            self.commit_chunk(chunk, &mut done).await?;
+        }
+        Ok(done)
+    }
+
+    async fn commit_chunk(
+        &self,
+        mut chunk: Vec<(Arc<Stream>, Vec<Op>)>,
+        done: &mut HashMap<StreamId, strata_meta::Revision>,
+    ) -> Result<(), StreamError> {
+        while !chunk.is_empty() {
+            let conditions = chunk.iter().map(|(s, _)| s.lock().owner_condition(s.id())).collect();
+            let ops = chunk.iter().flat_map(|(_, ops)| ops.iter().cloned()).collect();
+            match self.commit(conditions, ops).await? {
+                TxnOutcome::Committed(rev) => {
+                    done.extend(chunk.iter().map(|(s, _)| (s.id(), rev)));
+                    return Ok(());
+                }
+                TxnOutcome::Conflict => {
+                    let before = chunk.len();
+                    let mut kept = Vec::with_capacity(before);
+                    for (stream, ops) in chunk {
+                        if self.still_owned(&stream).await? {
+                            kept.push((stream, ops));
+                        }
+                    }
+                    if kept.len() == before {
+                        return Err(StreamError::BadRecord {
+                            key: index::STREAM_PREFIX.into(),
+                            reason: "an index commit conflicted with no stream record changed".into(),
+                        });
+                    }
+                    chunk = kept;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the stream's meta record: unchanged since this process wrote or
+    /// read it means still owned; otherwise the stream is disowned here.
+    pub(crate) async fn still_owned(&self, stream: &Arc<Stream>) -> Result<bool, StreamError> {
+        let now = self.shared.meta.get(&index::meta_key(stream.id())).await?.map(|e| e.mod_revision);
+        if now == stream.lock().meta_rev {
+            return Ok(true);
+        }
+        self.lose(stream);
+        Ok(false)
+    }
+
+    /// Disowns a stream another process took over: appends are refused, and
+    /// its tail stays pinned in the WAL until the new owner's index covers it.
+    fn lose(&self, stream: &Arc<Stream>) {
+        stream.disown();
+        let mut streams = self.lock_streams();
+        if streams.get(&stream.id()).is_some_and(|s| Arc::ptr_eq(s, stream)) {
+            streams.remove(&stream.id());
+        }
+        drop(streams);
+        self.lock_handed_over().insert(stream.id(), Arc::clone(stream));
+    }
+
+    fn lock_handed_over(&self) -> std::sync::MutexGuard<'_, HashMap<StreamId, Arc<Stream>>> {
+        self.handed_over.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Commits one stream's ops, in transactions of at most the limit, each
+    /// conditional on the stream being owned (for ops that are independent
+    /// of each other). `NotOwner` once another process took it over.
+    async fn commit_stream_ops(&self, stream: &Arc<Stream>, ops: Vec<Op>) -> Result<(), StreamError> {
+        let max = self.shared.meta.max_txn_ops().max(1);
+        let mut ops = ops.into_iter().peekable();
+        while ops.peek().is_some() {
+            let part: Vec<Op> = ops.by_ref().take(max).collect();
+            let done = self.commit_owned(vec![(Arc::clone(stream), part)]).await?;
+            if !done.contains_key(&stream.id()) {
+                return Err(StreamError::NotOwner(stream.id()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Releases a stream this process owns, for another process to take over:
+    /// appends are refused from now on, the accepted ones settle, then the
+    /// tail is uploaded and indexed ([`Handover::Indexed`]) or left in this
+    /// process's WAL ([`Handover::InWal`]). The stream's epoch is untouched:
+    /// the next owner moves it on.
+    pub async fn release(&self, id: StreamId, handover: Handover) -> Result<(), StreamError> {
+        let Some(stream) = self.lock_streams().get(&id).cloned() else { return Ok(()) };
+        if !stream.lock().owned {
+            return Err(StreamError::NotOwner(id));
+        }
+        stream.stop_appends();
+        let deadline = tokio::time::Instant::now() + RELEASE_WAIT;
+        let mut commits = self.commits();
+        while !stream.settled() {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(StreamError::Unavailable(format!("appends to stream {id} did not settle")));
+            }
+            commits.borrow_and_update();
+            let _ = tokio::time::timeout(Duration::from_millis(50), commits.changed()).await;
+        }
+        match handover {
+            Handover::Indexed => {
+                while !stream.lock().tail.is_empty() {
+                    self.upload_streams(Some(id)).await?;
+                    if !stream.lock().owned {
+                        return Err(StreamError::NotOwner(id));
+                    }
+                }
+                if let Some(s) = self.lock_streams().remove(&id) {
+                    self.forget(&s);
+                }
+            }
+            Handover::InWal => self.lose(&stream),
+        }
+        tracing::info!(stream = id, ?handover, "stream released");
+        Ok(())
+    }
+
+    /// Drops a stream this process no longer owns, with its references.
+    fn forget(&self, stream: &Arc<Stream>) {
+        let objects: Vec<String> = stream.lock().ranges.values().map(|r| r.entry.object.clone()).collect();
+        self.shared.refs.release(&objects);
+        stream.close();
+    }
+
+    /// Drops handed-over streams whose tail the new owner's index covers (or
+    /// that were deleted).
+    async fn drop_covered_handovers(&self) -> Result<(), StreamError> {
+        let held: Vec<Arc<Stream>> = self.lock_handed_over().values().cloned().collect();
+        for stream in held {
+            let id = stream.id();
+            let end = stream.durable_end();
+            let covered = if self.shared.meta.get(&index::deleted_key(id)).await?.is_some() {
+                true
+            } else {
+                let start = match self.shared.meta.get(&index::meta_key(id)).await? {
+                    Some(e) => decode::<StreamMeta>(&e.key, &e.value)?.start,
+                    None => 0,
+                };
+                let mut indexed_end = start;
+                for e in self.shared.meta.list(&index::range_prefix(id)).await? {
+                    indexed_end = indexed_end.max(decode::<RangeEntry>(&e.key, &e.value)?.end);
+                }
+                indexed_end >= end
+            };
+            if covered {
+                let mut held = self.lock_handed_over();
+                if held.get(&id).is_some_and(|s| Arc::ptr_eq(s, &stream)) {
+                    held.remove(&id);
+                }
+                drop(held);
+                self.forget(&stream);
+                tracing::debug!(stream = id, "handed-over tail covered by its new owner");
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes a stream over at leader epoch `epoch` (above its current one),
+    /// whoever owned it: after the claim the previous owner can commit
+    /// nothing more for it; what it had indexed is loaded, and what it left
+    /// in its object WAL (`from_wal`: that WAL's prefix) is read, written
+    /// into an object and indexed before the stream takes appends again.
+    pub async fn take_over(
+        &self,
+        id: StreamId,
+        epoch: i32,
+        from_wal: Option<&str>,
+    ) -> Result<Arc<Stream>, StreamError> {
+        let _guard = self.changes.lock().await;
+        if self.shared.meta.get(&index::deleted_key(id)).await?.is_some() {
+            return Err(StreamError::Closed(id));
+        }
+        if self.lock_streams().get(&id).is_some_and(|s| s.lock().owned) {
+            return Err(StreamError::StaleEpoch { stream: id, asked: epoch, current: epoch });
+        }
+        let key = index::meta_key(id);
+        let (mut meta, rev) = match self.shared.meta.get(&key).await? {
+            Some(e) => (decode::<StreamMeta>(&e.key, &e.value)?, Some(e.mod_revision)),
+            None => (StreamMeta::default(), None),
+        };
+        let current = meta.epochs.last().map(|(e, _)| *e);
+        if current.is_some_and(|c| c >= epoch) {
+            return Err(StreamError::StaleEpoch { stream: id, asked: epoch, current: current.unwrap_or(0) });
+        }
+        // 1. The claim: rewriting the record makes every later index commit
+        //    of the previous owner for this stream conflict.
+        let claim = match rev {
+            Some(r) => strata_meta::Condition::Version(key.clone(), r),
+            None => strata_meta::Condition::Absent(key.clone()),
+        };
+        let TxnOutcome::Committed(claimed) =
+            self.commit(vec![claim], vec![Op::Put(key.clone(), index::encode(&meta))]).await?
+        else {
+            return Err(StreamError::NotOwner(id));
+        };
+        let owner = strata_meta::Condition::Version(key.clone(), claimed);
+        // 2. The index, read after the claim: complete from here on.
+        let mut ranges: Vec<RangeEntry> = Vec::new();
+        for e in self.shared.meta.list(&index::range_prefix(id)).await? {
+            ranges.push(decode(&e.key, &e.value)?);
+        }
+        let mut end = ranges.iter().map(|r| r.end).max().unwrap_or(meta.start).max(meta.start);
+        // 3. The previous owner's WAL tail, by the replay rules.
+        let mut batches: Vec<(BatchInfo, Bytes)> = Vec::new();
+        if let Some(prefix) = from_wal {
+            let names = WalNames::new(prefix);
+            let wanted = HashSet::from([id]);
+            let records = crate::wal::object::read_for_streams(
+                &self.shared.objects,
+                &self.shared.meta,
+                &names,
+                &wanted,
+            )
+            .await?;
+            for r in records {
+                let info = crate::BatchInfo {
+                    base_offset: r.record.base_offset,
+                    meta: r.record.meta,
+                    size: r.record.payload.len() as u32,
+                };
+                // Offsets are final (rule 5): a batch whose offsets are
+                // already covered is never served twice.
+                if info.base_offset < end {
+                    continue;
+                }
+                end = info.end_offset();
+                batches.push((info, r.record.payload));
+            }
+        }
+        // 4. Those batches become an object, indexed under the claim.
+        let recovered = batches.len();
+        if !batches.is_empty() {
+            let (written, _unprotect) = self.write_object(vec![(id, batches)]).await?;
+            let ops: Vec<Op> = written
+                .iter()
+                .map(|(_, r)| Op::Put(index::range_key(id, r.start), index::encode(r)))
+                .collect();
+            if let TxnOutcome::Conflict = self.commit(vec![owner.clone()], ops).await? {
+                return Err(StreamError::NotOwner(id));
+            }
+            ranges.extend(written.into_iter().map(|(_, r)| r));
+        }
+        // 5. The new epoch, from where the data ends.
+        meta.epochs.push((epoch, end));
+        let TxnOutcome::Committed(rev) =
+            self.commit(vec![owner], vec![Op::Put(key, index::encode(&meta))]).await?
+        else {
+            return Err(StreamError::NotOwner(id));
+        };
+        let stream = Arc::new(Stream::new(id, Arc::clone(&self.shared), &meta, Some(rev)));
+        self.shared.refs.add(ranges.iter().map(|r| r.object.as_str()));
+        for r in ranges {
+            stream.load_range(r);
+        }
+        if let Some(old) = self.lock_streams().insert(id, Arc::clone(&stream)) {
+            self.forget(&old);
+        }
+        tracing::info!(stream = id, epoch, end, recovered, "stream taken over");
+        Ok(stream)
     }
 
     /// Builds one object of `sections` (each a stream's batches in offset
@@ -602,17 +935,30 @@ impl StreamStore {
         // stream's remaining records, so the rest may commit in parts.
         let tombstone =
             vec![Op::Put(index::deleted_key(id), Bytes::from_static(b"{}")), Op::Delete(index::meta_key(id))];
-        self.commit(vec![], tombstone).await?;
         let mut ops = Vec::new();
         let mut objects = Vec::new();
-        if let Some(s) = &stream {
-            for r in s.lock().ranges.values() {
-                ops.push(Op::Delete(index::range_key(id, r.entry.start)));
-                objects.push(r.entry.object.clone());
+        match &stream {
+            Some(s) => {
+                let done = self.commit_owned(vec![(Arc::clone(s), tombstone)]).await?;
+                if !done.contains_key(&id) {
+                    return Err(StreamError::NotOwner(id));
+                }
+                let mut inner = s.lock();
+                inner.meta_rev = None;
+                for r in inner.ranges.values() {
+                    ops.push(Op::Delete(index::range_key(id, r.entry.start)));
+                    objects.push(r.entry.object.clone());
+                }
+            }
+            None => {
+                self.commit(vec![], tombstone).await?;
             }
         }
         ops.extend(self.release_objects(&objects));
-        self.commit_chunked(ops).await?;
+        match &stream {
+            Some(s) => self.commit_stream_ops(s, ops).await?,
+            None => self.commit_chunked(ops).await?,
+        }
         self.commit_release(&objects);
         self.deleted.lock().unwrap_or_else(|e| e.into_inner()).insert(id);
         if let Some(s) = self.lock_streams().remove(&id) {
@@ -651,11 +997,16 @@ impl StreamStore {
         let objects: Vec<String> = dropped.iter().map(|(_, o)| o.clone()).collect();
         // The start moves first (its own transaction): range deletes and gc
         // records below it may then commit in parts.
-        self.commit(vec![], vec![Op::Put(index::meta_key(id), index::encode(&meta))]).await?;
+        let moved = self.commit_owned(vec![(
+            Arc::clone(stream),
+            vec![Op::Put(index::meta_key(id), index::encode(&meta))],
+        )]);
+        let Some(rev) = moved.await?.get(&id).copied() else { return Err(StreamError::NotOwner(id)) };
+        stream.lock().meta_rev = Some(rev);
         let mut ops: Vec<Op> =
             dropped.iter().map(|(start, _)| Op::Delete(index::range_key(id, *start))).collect();
         ops.extend(self.release_objects(&objects));
-        self.commit_chunked(ops).await?;
+        self.commit_stream_ops(stream, ops).await?;
         self.commit_release(&objects);
         let mut inner = stream.lock();
         inner.start_offset = inner.start_offset.max(new_start);
@@ -669,16 +1020,26 @@ impl StreamStore {
     /// Moves what waits in the WAL into one object, commits its index entries,
     /// then advances the WAL checkpoint and deletes WAL segments before it.
     pub async fn upload_once(&self) -> Result<usize, StreamError> {
+        self.upload_streams(None).await
+    }
+
+    /// One upload of every stream's tail, or of one stream's (`only`).
+    async fn upload_streams(&self, only: Option<StreamId>) -> Result<usize, StreamError> {
         let _guard = self.changes.lock().await;
+        self.drop_covered_handovers().await?;
         // Read the durable segment before looking at tails (see `Wal`).
         let durable_segment = self.shared.wal.durable_segment();
         let mut streams: Vec<Arc<Stream>> = self.lock_streams().values().cloned().collect();
+        streams.extend(self.lock_handed_over().values().cloned());
         streams.sort_by_key(|s| s.id());
         let mut budget = self.config.max_object_bytes;
         let mut picked = Vec::new();
         for s in &streams {
             if budget == 0 {
                 break;
+            }
+            if only.is_some_and(|id| id != s.id()) {
+                continue;
             }
             let candidates = s.upload_candidates(budget)?;
             if candidates.is_empty() {
@@ -715,23 +1076,24 @@ impl StreamStore {
                 let deleted = self.deleted.lock().unwrap_or_else(|e| e.into_inner());
                 entries.into_iter().filter(|(id, _)| !deleted.contains(id)).collect()
             };
-            let ops: Vec<Op> = live
+            let by_id: HashMap<StreamId, Arc<Stream>> =
+                picked.iter().map(|(s, _)| (s.id(), Arc::clone(s))).collect();
+            let work: Vec<(Arc<Stream>, Vec<Op>)> = live
                 .iter()
-                .map(|(id, r)| Op::Put(index::range_key(*id, r.start), index::encode(r)))
+                .filter_map(|(id, r)| {
+                    let op = Op::Put(index::range_key(*id, r.start), index::encode(r));
+                    by_id.get(id).map(|s| (Arc::clone(s), vec![op]))
+                })
                 .collect();
-            if !ops.is_empty() {
+            if !work.is_empty() {
                 // Split by streams: each part indexes complete ranges; the
                 // checkpoint moves only after every part (replay skips what a
-                // range already covers).
-                self.commit_chunked(ops).await?;
-                {
-                    let mut refcounts = self.shared.refcounts.lock().unwrap_or_else(|e| e.into_inner());
-                    for (_, r) in &live {
-                        *refcounts.entry(r.object.clone()).or_default() += 1;
-                    }
-                }
-                let by_id: HashMap<StreamId, Arc<Stream>> =
-                    picked.iter().map(|(s, _)| (s.id(), Arc::clone(s))).collect();
+                // range already covers). A stream another process took over
+                // is left out (its new owner indexes it).
+                let done = self.commit_owned(work).await?;
+                let live: Vec<(StreamId, RangeEntry)> =
+                    live.into_iter().filter(|(id, _)| done.contains_key(id)).collect();
+                self.shared.refs.add(live.iter().map(|(_, r)| r.object.as_str()));
                 for (id, r) in live {
                     if let Some(s) = by_id.get(&id) {
                         s.on_uploaded(r);
@@ -743,13 +1105,13 @@ impl StreamStore {
         // Advance the checkpoint to the oldest segment still needed.
         let oldest = streams.iter().filter_map(|s| s.oldest_wal_segment()).min();
         let segment = oldest.map_or(durable_segment, |o| o.min(durable_segment));
-        let current: Checkpoint = match self.shared.meta.get(index::CHECKPOINT_KEY).await? {
+        let current: Checkpoint = match self.shared.meta.get(&self.names.checkpoint_key()).await? {
             Some(e) => decode(&e.key, &e.value)?,
             None => Checkpoint::default(),
         };
         if segment > current.segment {
             let cp = Checkpoint { segment, position: 0 };
-            self.commit(vec![], vec![Op::Put(index::CHECKPOINT_KEY.into(), index::encode(&cp))]).await?;
+            self.commit(vec![], vec![Op::Put(self.names.checkpoint_key(), index::encode(&cp))]).await?;
             self.shared.wal.delete_before(segment).await;
         }
         Ok(uploaded)
@@ -793,7 +1155,7 @@ impl StreamStore {
         StoreStats {
             streams: streams.len(),
             ranges: streams.iter().map(|s| s.lock().ranges.len()).sum(),
-            objects: self.shared.refcounts.lock().unwrap_or_else(|e| e.into_inner()).len(),
+            objects: self.shared.refs.len(),
             upload_backlog_bytes: self.shared.pending_upload.load(std::sync::atomic::Ordering::Relaxed),
             tail_cache_bytes: self.shared.tail_budget.used(),
             block_cache_bytes: self.shared.blocks.weight(),

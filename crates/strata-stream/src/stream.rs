@@ -101,6 +101,16 @@ pub(crate) struct Inner {
     /// Durable batches not yet in objects, in offset order.
     pub tail: VecDeque<TailBatch>,
     pub closed: bool,
+    /// Whether appends are taken (false once released or lost).
+    pub accepting: bool,
+    /// Whether this process may commit the stream's index (false once another
+    /// process took it over, or it was handed over in the WAL).
+    pub owned: bool,
+    /// The revision of the stream's meta record as this process last wrote or
+    /// read it (`None`: absent). Every index commit of the stream is
+    /// conditional on it, so once another process takes the stream over (and
+    /// rewrites the record) this process's commits for it conflict.
+    pub meta_rev: Option<strata_meta::Revision>,
 }
 
 impl Inner {
@@ -112,6 +122,15 @@ impl Inner {
     }
     pub fn meta(&self) -> StreamMeta {
         StreamMeta { start: self.start_offset, epochs: self.epochs.clone() }
+    }
+
+    /// The condition every index commit of the stream carries.
+    pub fn owner_condition(&self, id: StreamId) -> strata_meta::Condition {
+        let key = crate::index::meta_key(id);
+        match self.meta_rev {
+            Some(rev) => strata_meta::Condition::Version(key, rev),
+            None => strata_meta::Condition::Absent(key),
+        }
     }
 
     /// Drops tail batches that end at or before `end` (all when `None`),
@@ -224,7 +243,12 @@ impl Appended {
 }
 
 impl Stream {
-    pub(crate) fn new(id: StreamId, shared: Arc<Shared>, meta: &StreamMeta) -> Self {
+    pub(crate) fn new(
+        id: StreamId,
+        shared: Arc<Shared>,
+        meta: &StreamMeta,
+        meta_rev: Option<strata_meta::Revision>,
+    ) -> Self {
         Stream {
             id,
             inner: Mutex::new(Inner {
@@ -235,6 +259,9 @@ impl Stream {
                 ranges: BTreeMap::new(),
                 tail: VecDeque::new(),
                 closed: false,
+                accepting: true,
+                owned: true,
+                meta_rev,
             }),
             shared,
         }
@@ -278,6 +305,9 @@ impl Stream {
         let mut inner = self.lock();
         if inner.closed {
             return Err(StreamError::Closed(self.id));
+        }
+        if !inner.accepting {
+            return Err(StreamError::NotOwner(self.id));
         }
         let base_offset = inner.next_offset;
         let epoch = inner.epoch();
@@ -626,6 +656,9 @@ impl Stream {
     ) -> Result<Vec<(BatchInfo, Source)>, StreamError> {
         let inner = self.lock();
         let mut out = Vec::new();
+        if !inner.owned {
+            return Ok(out); // its new owner indexes it
+        }
         let mut total = 0usize;
         for b in inner.tail.iter().filter(|b| b.info.end_offset() > inner.start_offset) {
             if !out.is_empty() && total + b.info.size as usize > max_bytes {
@@ -647,6 +680,34 @@ impl Stream {
         let object: Arc<str> = Arc::from(entry.object.as_str());
         inner.ranges.insert(entry.start, Arc::new(ObjRange { entry, object }));
         inner.drop_tail(&self.shared, Some(end));
+    }
+
+    /// Refuses appends from now on (a release or a loss).
+    pub(crate) fn stop_appends(&self) {
+        self.lock().accepting = false;
+    }
+
+    /// Gives up the index: another process owns the stream now. The tail
+    /// stays (its WAL segments pinned) until the new owner's index covers it.
+    pub(crate) fn disown(&self) {
+        let mut inner = self.lock();
+        if inner.owned {
+            tracing::warn!(stream = self.id, "stream owned by another process now; appends refused");
+            metrics::counter!("strata_streams_lost_total").increment(1);
+        }
+        inner.accepting = false;
+        inner.owned = false;
+    }
+
+    /// The end of the durable data this process holds for the stream.
+    pub(crate) fn durable_end(&self) -> i64 {
+        self.lock().durable_end
+    }
+
+    /// Whether every accepted append has reached the WAL (or failed for good).
+    pub(crate) fn settled(&self) -> bool {
+        let inner = self.lock();
+        inner.durable_end >= inner.next_offset
     }
 
     /// The WAL segment of the oldest batch not yet in an object.

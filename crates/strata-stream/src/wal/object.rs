@@ -42,9 +42,42 @@ pub struct ObjectWalConfig {
     pub flush_bytes: usize,
 }
 
-/// The name of WAL object `seq` written under owner `epoch`.
-pub(crate) fn wal_object(seq: u64, epoch: u64) -> ObjectPath {
-    ObjectPath::from(format!("wal/{seq:020}-{epoch:020}.wal"))
+/// The names one WAL uses under its prefix (`wal` by default; several WALs
+/// share a bucket and a metadata store under different prefixes):
+/// - objects `<prefix>/<seq>-<epoch>.wal`,
+/// - metadata keys `<prefix>/checkpoint` and `<prefix>/barrier/<epoch>`.
+#[derive(Debug, Clone)]
+pub(crate) struct WalNames {
+    prefix: String,
+}
+
+impl WalNames {
+    pub(crate) fn new(prefix: &str) -> Self {
+        WalNames { prefix: prefix.trim_end_matches('/').to_string() }
+    }
+    /// The directory of the WAL's objects.
+    pub(crate) fn dir(&self) -> ObjectPath {
+        ObjectPath::from(self.prefix.as_str())
+    }
+    /// The name of WAL object `seq` written under owner `epoch`.
+    pub(crate) fn object(&self, seq: u64, epoch: u64) -> ObjectPath {
+        ObjectPath::from(format!("{}/{seq:020}-{epoch:020}.wal", self.prefix))
+    }
+    /// Whether `path` is directly in the WAL's directory (not in a WAL whose
+    /// prefix is nested in this one).
+    pub(crate) fn holds(&self, path: &ObjectPath) -> bool {
+        path.as_ref().rsplit_once('/').is_some_and(|(dir, _)| dir == self.prefix)
+    }
+    /// The key of the WAL's checkpoint.
+    pub(crate) fn checkpoint_key(&self) -> String {
+        format!("{}/checkpoint", self.prefix)
+    }
+    fn barrier_prefix(&self) -> String {
+        format!("{}/barrier/", self.prefix)
+    }
+    fn barrier_key(&self, epoch: u64) -> String {
+        format!("{}{epoch:020}", self.barrier_prefix())
+    }
 }
 
 /// Parses `<seq>-<epoch>.wal`; `Err` for the version-1 name `<seq>.wal`.
@@ -54,13 +87,6 @@ pub(crate) fn parse_wal_name(name: &str) -> Option<Result<(u64, u64), ()>> {
         Some((seq, epoch)) => Some(Ok((seq.parse().ok()?, epoch.parse().ok()?))),
         None => stem.parse::<u64>().ok().map(|_| Err(())),
     }
-}
-
-/// Prefix of the takeover barriers in the metadata store.
-pub const BARRIER_PREFIX: &str = "wal/barrier/";
-
-fn barrier_key(epoch: u64) -> String {
-    format!("{BARRIER_PREFIX}{epoch:020}")
 }
 
 /// Whether WAL object `(seq, epoch)` may be replayed: every later epoch's
@@ -78,37 +104,12 @@ pub(crate) async fn open(
     config: ObjectWalConfig,
     from_segment: u64,
     sink: DurableSink,
+    names: WalNames,
     wal_dir: std::path::PathBuf,
 ) -> Result<(Arc<Wal>, Vec<Replayed>), StreamError> {
     let epoch = meta.owner_epoch().unwrap_or(0);
-    let listed: Vec<_> = store.list(Some(&ObjectPath::from("wal"))).try_collect().await?;
-    let mut objects: Vec<(u64, u64)> = Vec::new();
-    for m in &listed {
-        match m.location.filename().and_then(parse_wal_name) {
-            Some(Ok(id)) => objects.push(id),
-            Some(Err(())) => {
-                return Err(StreamError::Corrupt {
-                    segment: m.location.to_string(),
-                    reason: "a version-1 wal object (`<seq>.wal`); this build reads version 2 \
-                             (`<seq>-<epoch>.wal`)"
-                        .into(),
-                });
-            }
-            None => {}
-        }
-    }
-    objects.sort_unstable();
-    let mut barriers: BTreeMap<u64, u64> = BTreeMap::new();
-    for e in meta.list(BARRIER_PREFIX).await? {
-        let epoch_of = e.key.strip_prefix(BARRIER_PREFIX).and_then(|k| k.parse::<u64>().ok());
-        let value = std::str::from_utf8(&e.value).ok().and_then(|v| v.parse::<u64>().ok());
-        match (epoch_of, value) {
-            (Some(ep), Some(v)) => {
-                barriers.insert(ep, v);
-            }
-            _ => return Err(StreamError::BadRecord { key: e.key, reason: "not a barrier".into() }),
-        }
-    }
+    let objects = list_objects(&store, &names).await?;
+    let mut barriers = read_barriers(&meta, &names).await?;
     // The barrier: nothing listed after this point from an older epoch counts.
     let highest = objects.iter().map(|(seq, _)| *seq).max();
     let barrier = highest
@@ -117,10 +118,10 @@ pub(crate) async fn open(
         .chain(std::iter::once(from_segment.saturating_sub(1)))
         .max()
         .unwrap_or(0);
-    let op = Op::Put(barrier_key(epoch), Bytes::from(barrier.to_string()));
+    let op = Op::Put(names.barrier_key(epoch), Bytes::from(barrier.to_string()));
     if let TxnOutcome::Conflict = meta.txn(vec![], vec![op]).await? {
         return Err(StreamError::BadRecord {
-            key: barrier_key(epoch),
+            key: names.barrier_key(epoch),
             reason: "barrier commit conflicted".into(),
         });
     }
@@ -129,7 +130,7 @@ pub(crate) async fn open(
     let mut replayed = Vec::new();
     let mut skipped = 0usize;
     for &(seq, written_by) in &objects {
-        let path = wal_object(seq, written_by);
+        let path = names.object(seq, written_by);
         if seq < from_segment {
             let _ = store.delete(&path).await;
             continue;
@@ -140,14 +141,7 @@ pub(crate) async fn open(
             continue;
         }
         let data = store.get(&path).await?.bytes().await?;
-        // Objects are written whole: anything undecodable is corruption.
-        let pos = super::decode_segment(&data, seq, &mut replayed);
-        if pos < data.len() {
-            return Err(StreamError::Corrupt {
-                segment: path.to_string(),
-                reason: format!("undecodable record at byte {pos} of a wal object"),
-            });
-        }
+        decode_object(&path, seq, &data, &mut replayed)?;
         segments.insert(seq, SegmentHandle::Object(Arc::clone(&store), path));
     }
     tracing::info!(epoch, barrier, objects = objects.len(), skipped, "object wal opened");
@@ -164,6 +158,7 @@ pub(crate) async fn open(
         runtime: tokio::runtime::Handle::current(),
         epoch,
         seq: next,
+        names,
         segments: Arc::clone(&segments),
         health: Arc::clone(&health),
         sink,
@@ -172,6 +167,105 @@ pub(crate) async fn open(
     };
     std::thread::Builder::new().name("strata-object-wal".into()).spawn(move || writer.run())?;
     Ok((Arc::new(Wal { tx, segments, health, durable_segment, dir: wal_dir, queued }), replayed))
+}
+
+/// Decodes one WAL object whole (objects are written whole: anything
+/// undecodable is corruption).
+fn decode_object(
+    path: &ObjectPath,
+    seq: u64,
+    data: &Bytes,
+    out: &mut Vec<Replayed>,
+) -> Result<(), StreamError> {
+    let pos = super::decode_segment(data, seq, out);
+    if pos < data.len() {
+        return Err(StreamError::Corrupt {
+            segment: path.to_string(),
+            reason: format!("undecodable record at byte {pos} of a wal object"),
+        });
+    }
+    Ok(())
+}
+
+/// Lists a WAL's objects as sorted `(seq, epoch)`; a version-1 name is refused.
+async fn list_objects(
+    store: &Arc<dyn ObjectStore>,
+    names: &WalNames,
+) -> Result<Vec<(u64, u64)>, StreamError> {
+    let listed: Vec<_> = store.list(Some(&names.dir())).try_collect().await?;
+    let mut objects: Vec<(u64, u64)> = Vec::new();
+    for m in listed.iter().filter(|m| names.holds(&m.location)) {
+        match m.location.filename().and_then(parse_wal_name) {
+            Some(Ok(id)) => objects.push(id),
+            Some(Err(())) => {
+                return Err(StreamError::Corrupt {
+                    segment: m.location.to_string(),
+                    reason: "a version-1 wal object (`<seq>.wal`); this build reads version 2 \
+                             (`<seq>-<epoch>.wal`)"
+                        .into(),
+                });
+            }
+            None => {}
+        }
+    }
+    objects.sort_unstable();
+    Ok(objects)
+}
+
+/// Reads a WAL's takeover barriers: epoch to the largest sequence before it.
+async fn read_barriers(
+    meta: &Arc<dyn MetaStore>,
+    names: &WalNames,
+) -> Result<BTreeMap<u64, u64>, StreamError> {
+    let mut barriers: BTreeMap<u64, u64> = BTreeMap::new();
+    let prefix = names.barrier_prefix();
+    for e in meta.list(&prefix).await? {
+        let epoch_of = e.key.strip_prefix(prefix.as_str()).and_then(|k| k.parse::<u64>().ok());
+        let value = std::str::from_utf8(&e.value).ok().and_then(|v| v.parse::<u64>().ok());
+        match (epoch_of, value) {
+            (Some(ep), Some(v)) => {
+                barriers.insert(ep, v);
+            }
+            _ => return Err(StreamError::BadRecord { key: e.key, reason: "not a barrier".into() }),
+        }
+    }
+    Ok(barriers)
+}
+
+/// Reads another WAL (of a process that is gone, or that handed the streams
+/// over in its WAL) for the records of `streams`, by the same rules as
+/// replay: from its checkpoint on, replayable objects only, in write order.
+/// An object deleted meanwhile holds nothing of `streams` that is not in an
+/// object already (its writer deletes only below its checkpoint, which stays
+/// below every handed-over tail), so it is skipped.
+pub(crate) async fn read_for_streams(
+    store: &Arc<dyn ObjectStore>,
+    meta: &Arc<dyn MetaStore>,
+    names: &WalNames,
+    streams: &std::collections::HashSet<crate::StreamId>,
+) -> Result<Vec<Replayed>, StreamError> {
+    let checkpoint: crate::index::Checkpoint = match meta.get(&names.checkpoint_key()).await? {
+        Some(e) => crate::store::decode(&e.key, &e.value)?,
+        None => crate::index::Checkpoint::default(),
+    };
+    let objects = list_objects(store, names).await?;
+    let barriers = read_barriers(meta, names).await?;
+    let mut out = Vec::new();
+    for &(seq, written_by) in objects.iter().filter(|(seq, _)| *seq >= checkpoint.segment) {
+        if !replayable(&barriers, seq, written_by) {
+            continue;
+        }
+        let path = names.object(seq, written_by);
+        let data = match store.get(&path).await {
+            Ok(got) => got.bytes().await?,
+            Err(object_store::Error::NotFound { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let mut records = Vec::new();
+        decode_object(&path, seq, &data, &mut records)?;
+        out.extend(records.into_iter().filter(|r| streams.contains(&r.record.stream_id)));
+    }
+    Ok(out)
 }
 
 /// How long one flush tries before its appends are answered `Unavailable`
@@ -186,6 +280,7 @@ struct ObjectWriter {
     runtime: tokio::runtime::Handle,
     epoch: u64,
     seq: u64,
+    names: WalNames,
     segments: Arc<Segments>,
     health: Arc<Health>,
     sink: DurableSink,
@@ -243,7 +338,7 @@ impl ObjectWriter {
     /// (false: everything is refused from now on).
     fn flush(&mut self, data: Bytes, mut group: Vec<(WalEntry, u64)>) -> bool {
         let bytes: usize = group.iter().map(|(e, _)| e.payload.len()).sum();
-        let path = wal_object(self.seq, self.epoch);
+        let path = self.names.object(self.seq, self.epoch);
         let started = std::time::Instant::now();
         let mut backoff = Duration::from_millis(20);
         let mut answered = false;
