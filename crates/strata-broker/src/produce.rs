@@ -6,13 +6,12 @@
 //! validates and appends in request order, and returns a [`PendingProduce`]
 //! whose [`PendingProduce::finish`] waits for durability.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
-use strata_stream::{Appended, Stream, StreamStore};
+use strata_stream::Appended;
 
 use crate::broker::now_ms;
 use crate::error_codes::{code, message};
@@ -47,8 +46,11 @@ fn count_refused(records: i32) {
 enum Wait {
     /// A new append: wait for it.
     Appended(Appended),
-    /// A retry of a batch already appended: wait until it is durable.
-    Duplicate(Arc<Stream>, i64),
+    /// A retry of a batch this process appended: wait for the original's
+    /// own outcome (never for the stream's end: `docs/ownership.md`, rule 7).
+    Original(strata_stream::Completion),
+    /// A retry of a batch already durable (loaded from the log).
+    Durable,
 }
 
 /// A partition's batch, accepted and appended.
@@ -71,26 +73,13 @@ pub struct PendingProduce {
     response: ProduceResponse,
     /// (topic index, partition index, wait, record count) in response order.
     waits: Vec<(usize, usize, Wait, i32)>,
-    streams: Arc<StreamStore>,
 }
 
-async fn wait_durable(streams: &StreamStore, stream: &Stream, end: i64) -> Result<(), BrokerError> {
-    let mut commits = streams.commits();
-    let deadline = tokio::time::Instant::now() + DUPLICATE_WAIT;
-    loop {
-        commits.borrow_and_update();
-        if stream.offsets().1 >= end {
-            return Ok(());
-        }
-        if streams.stopped().is_some() {
-            return Err(BrokerError::Storage(strata_stream::StreamError::Fenced));
-        }
-        if streams.is_failed() {
-            return Err(BrokerError::Storage(strata_stream::StreamError::Failed));
-        }
-        if tokio::time::timeout_at(deadline, commits.changed()).await.is_err() {
-            return Err(BrokerError::TimedOut("waiting for the original of a retried batch".into()));
-        }
+/// Waits, within a deadline, for the outcome of a retried batch's original.
+async fn wait_original(mut original: strata_stream::Completion) -> Result<(), BrokerError> {
+    match tokio::time::timeout(DUPLICATE_WAIT, original.wait()).await {
+        Ok(outcome) => outcome.map_err(BrokerError::Storage),
+        Err(_) => Err(BrokerError::TimedOut("waiting for the original of a retried batch".into())),
     }
 }
 
@@ -102,7 +91,8 @@ impl PendingProduce {
                 Wait::Appended(appended) => {
                     appended.durable().await.map(|_| ()).map_err(BrokerError::Storage)
                 }
-                Wait::Duplicate(stream, end) => wait_durable(&self.streams, &stream, end).await,
+                Wait::Original(original) => wait_original(original).await,
+                Wait::Durable => Ok(()),
             };
             if let Err(e) = outcome {
                 if is_fenced(&e) {
@@ -178,15 +168,20 @@ impl Broker {
         let mut producers = state.lock();
         match producers.check(pid, epoch, first, last)? {
             SeqCheck::Duplicate(dup) => {
+                let wait = match producers.completions.get(&(pid, first)) {
+                    Some(original) => Wait::Original(original.clone()),
+                    None => Wait::Durable,
+                };
                 drop(producers);
-                tracing::debug!(
+                tracing::info!(
                     pid,
                     first,
                     base = dup.base_offset,
-                    "duplicate batch answered with its offset"
+                    in_flight = matches!(wait, Wait::Original(_)),
+                    "retried batch answered from its original"
                 );
                 Ok(Accepted {
-                    wait: Wait::Duplicate(Arc::clone(&stream), dup.last_offset + 1),
+                    wait,
                     base_offset: dup.base_offset,
                     log_start_offset: start,
                     log_append_time: false,
@@ -194,7 +189,8 @@ impl Broker {
                 })
             }
             SeqCheck::Append => {
-                let appended = stream.append(header.record_count as u32, max_ts, build)?;
+                let (appended, completion) =
+                    stream.append_tracked(header.record_count as u32, max_ts, build)?;
                 let base = appended.base_offset;
                 let seq = SeqBatch {
                     first_seq: first,
@@ -203,6 +199,7 @@ impl Broker {
                     last_offset: base + i64::from(header.record_count) - 1,
                 };
                 producers.record(pid, epoch, seq);
+                producers.track(pid, first, completion);
                 drop(producers);
                 state.mark_dirty();
                 self.producers.observe(pid, epoch);
@@ -270,6 +267,6 @@ impl Broker {
             }
             response.responses.push(tr);
         }
-        PendingProduce { response, waits, streams: Arc::clone(&self.streams) }
+        PendingProduce { response, waits }
     }
 }

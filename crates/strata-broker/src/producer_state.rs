@@ -64,6 +64,11 @@ pub(crate) fn last_seq(first: i32, count: i32) -> i32 {
 #[derive(Debug, Default)]
 pub(crate) struct PartitionProducers {
     pub producers: HashMap<i64, ProducerEntry>,
+    /// The completion of each batch this process appended, by
+    /// `(producer id, first sequence)`, while the batch is among its
+    /// producer's remembered ones: a retry waits on its original's outcome.
+    /// Batches without one were loaded from durable state.
+    pub completions: HashMap<(i64, i32), strata_stream::Completion>,
 }
 
 impl PartitionProducers {
@@ -117,6 +122,15 @@ impl PartitionProducers {
         while entry.batches.len() > CACHED_BATCHES {
             entry.batches.pop_front();
         }
+        let kept: Vec<i32> = entry.batches.iter().map(|b| b.first_seq).collect();
+        self.completions.retain(|(p, first), _| *p != pid || kept.contains(first));
+    }
+
+    /// Remembers the completion of a batch just appended (after [`record`]).
+    ///
+    /// [`record`]: PartitionProducers::record
+    pub fn track(&mut self, pid: i64, first_seq: i32, completion: strata_stream::Completion) {
+        self.completions.insert((pid, first_seq), completion);
     }
 }
 
@@ -264,7 +278,8 @@ impl Producers {
             None => Snapshot::default(),
         };
         let (start, end) = stream.offsets();
-        let mut producers = PartitionProducers { producers: snapshot.producers.into_iter().collect() };
+        let mut producers =
+            PartitionProducers { producers: snapshot.producers.into_iter().collect(), ..Default::default() };
         let mut at = snapshot.offset.max(start);
         let mut replayed = 0usize;
         while at < end {

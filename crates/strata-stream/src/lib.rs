@@ -33,5 +33,5 @@ pub use error::{ErrorKind, StreamError};
 pub use gc::OrphanSweep;
 pub use index::StreamMeta;
 pub use store::{FENCE_POLL, Handover, Stop, StoreStats, StreamStore, StreamStoreConfig, WalKind};
-pub use stream::{AppendMeta, Appended, BatchInfo, ReadBatch, Stream, StreamId};
+pub use stream::{AppendMeta, Appended, BatchInfo, Completion, ReadBatch, Stream, StreamId};
 pub use wal::object::ObjectWalConfig;

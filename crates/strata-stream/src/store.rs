@@ -266,6 +266,7 @@ impl StreamStore {
                 },
                 checkpoint.segment,
                 sink,
+                Arc::clone(&meta),
             )?,
             WalKind::Object(wal_config) => {
                 crate::wal::object::open(
@@ -1406,6 +1407,70 @@ mod tests {
                     self.bucket.list(Some(&Path::from("data"))).try_collect().await.expect("list");
                 all.len()
             }
+        }
+
+        #[tokio::test]
+        async fn a_completion_waits_for_the_real_outcome_past_an_early_timeout_answer() {
+            let env = FaultEnv::new();
+            let meta: Arc<dyn MetaStore> =
+                Arc::new(EmbeddedStore::open(Arc::new(env.meta.clone()), "meta").await.expect("meta"));
+            let mut cfg = StreamStoreConfig::new(env.dir.path().join("wal"));
+            cfg.wal =
+                WalKind::Object(crate::ObjectWalConfig { flush_delay: Duration::ZERO, flush_bytes: 1 << 20 });
+            let store = StreamStore::open(cfg, Arc::new(env.data.clone()), meta).await.expect("open");
+            let a = store.open_stream(1);
+            append(&a, 0).await;
+            let mut expected = texts(&a, 0).await;
+            expected.push("stalled".into());
+            // WAL PUTs fail: the append gets the early "not in time" answer,
+            // its completion does not resolve on it.
+            env.data.set_on(Operation::Put, "wal/", Fault::FailAlways);
+            let (appended, completion) =
+                a.append_tracked(1, 0, |_, _| Bytes::from_static(b"stalled")).expect("accepted");
+            assert!(matches!(appended.durable().await, Err(StreamError::AckTimeout)));
+            let mut waiting = completion.clone();
+            assert!(
+                tokio::time::timeout(Duration::from_millis(300), waiting.wait()).await.is_err(),
+                "a completion resolved on the early answer"
+            );
+            assert_eq!(a.offsets().1, 1, "not durable yet");
+            // The store recovers: the flush lands at the offsets it was given,
+            // and every holder of the completion learns it.
+            env.data.clear();
+            let mut second = completion.clone();
+            tokio::time::timeout(Duration::from_secs(10), waiting.wait())
+                .await
+                .expect("resolved once the flush landed")
+                .expect("durable");
+            second.wait().await.expect("every holder sees the same outcome");
+            assert_eq!(texts(&a, 0).await, expected);
+        }
+
+        #[tokio::test]
+        async fn a_file_wal_acknowledges_nothing_once_a_newer_owner_exists() {
+            let env = FaultEnv::new();
+            let a = env.open().await;
+            let s = a.open_stream(1);
+            append(&s, 0).await;
+            // A second owner of the prefix, with its own data dir.
+            let other = tempfile::tempdir().expect("tempdir");
+            let meta: Arc<dyn MetaStore> =
+                Arc::new(EmbeddedStore::open(Arc::clone(&env.bucket), "meta").await.expect("meta"));
+            let b = StreamStore::open(
+                StreamStoreConfig::new(other.path().join("wal")),
+                Arc::clone(&env.bucket),
+                meta,
+            )
+            .await
+            .expect("open b");
+            // No fence poll ran in A: the write itself is confirmed.
+            let late = s.append(1, 0, |_, _| Bytes::from_static(b"late")).expect("accepted");
+            assert!(
+                matches!(late.durable().await, Err(StreamError::Fenced)),
+                "a zombie acknowledged a write"
+            );
+            assert!(matches!(s.append(1, 0, |_, _| Bytes::new()), Err(StreamError::Fenced)));
+            assert!(b.open_stream(2).append(1, 0, |_, _| Bytes::from_static(b"b")).is_ok());
         }
 
         #[tokio::test]

@@ -231,6 +231,30 @@ pub struct Appended {
     durable: oneshot::Receiver<Result<(), crate::wal::AckError>>,
 }
 
+/// The final outcome of one append, shareable by everyone waiting on that
+/// batch (an idempotent retry waits on its original through it). Unlike
+/// [`Appended::durable`], it is not resolved by an early "did not complete in
+/// time" answer: it resolves once the batch is durable at its offsets, or once
+/// it is refused for good (fenced, failed, the store gone).
+#[derive(Debug, Clone)]
+pub struct Completion {
+    rx: tokio::sync::watch::Receiver<Option<Result<(), crate::wal::AckError>>>,
+}
+
+impl Completion {
+    /// Waits for the batch's final outcome.
+    pub async fn wait(&mut self) -> Result<(), StreamError> {
+        loop {
+            if let Some(outcome) = *self.rx.borrow_and_update() {
+                return outcome.map_err(StreamError::from);
+            }
+            if self.rx.changed().await.is_err() {
+                return Err(StreamError::Failed); // the entry dropped unanswered
+            }
+        }
+    }
+}
+
 impl Appended {
     /// Waits until the batch is durable (and readable).
     pub async fn durable(self) -> Result<i64, StreamError> {
@@ -302,6 +326,29 @@ impl Stream {
         max_timestamp: i64,
         build: impl FnOnce(i64, i32) -> Bytes,
     ) -> Result<Appended, StreamError> {
+        self.append_inner(record_count, max_timestamp, build, None)
+    }
+
+    /// [`Stream::append`], also returning a [`Completion`] of the batch that
+    /// others may wait on.
+    pub fn append_tracked(
+        self: &Arc<Self>,
+        record_count: u32,
+        max_timestamp: i64,
+        build: impl FnOnce(i64, i32) -> Bytes,
+    ) -> Result<(Appended, Completion), StreamError> {
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        let appended = self.append_inner(record_count, max_timestamp, build, Some(tx))?;
+        Ok((appended, Completion { rx }))
+    }
+
+    fn append_inner(
+        self: &Arc<Self>,
+        record_count: u32,
+        max_timestamp: i64,
+        build: impl FnOnce(i64, i32) -> Bytes,
+        outcome: Option<tokio::sync::watch::Sender<Option<Result<(), crate::wal::AckError>>>>,
+    ) -> Result<Appended, StreamError> {
         let mut inner = self.lock();
         if inner.closed {
             return Err(StreamError::Closed(self.id));
@@ -321,6 +368,7 @@ impl Stream {
             meta,
             payload,
             done: Some(tx),
+            outcome,
             submitted: std::time::Instant::now(),
         })?;
         inner.next_offset += i64::from(meta.record_count);

@@ -122,3 +122,53 @@ async fn broker_killed_and_restarted_stores_each_message_once() {
     assert!(failures.is_empty(), "{} deliveries failed, first: {:?}", failures.len(), failures.first());
     assert_exactly_once_in_order(&proxy.addr, &name, PARTITIONS, count);
 }
+
+/// Retries that race a stalled flush: s3s-fs is stopped (SIGSTOP) while a
+/// batch's WAL object is being written, the broker answers REQUEST_TIMED_OUT
+/// (the batch keeps its offsets), the client retries the same sequence, and
+/// the retry waits on its original's own outcome. Once the store is back
+/// every message is stored exactly once, in order: no retry is acknowledged
+/// for anything but its own data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_racing_a_stalled_flush_are_answered_from_their_original() {
+    let s3 = common::s3::S3Server::start("retries");
+    let mut broker = BrokerProcess::start_with_env(
+        &[
+            "--object-store",
+            "s3://retries/p",
+            "--wal",
+            "object",
+            "--upload-interval-ms",
+            "600000",
+            "--object-store-retry-ms",
+            "1000",
+        ],
+        &s3.env(),
+    );
+    let name = topic("stall");
+    create_topic(&broker.addr, &name, 1).await;
+    let p = idempotent_producer(&broker.addr);
+    let send = |i: u64| {
+        let v = i.to_string();
+        p.send_result(FutureRecord::<(), _>::to(&name).partition(0).payload(&v))
+            .map_err(|(e, _)| e)
+            .expect("enqueue")
+    };
+    send(0).await.expect("delivery").expect("the first message is stored");
+    s3.signal("STOP");
+    let pending: Vec<_> = (1..50).map(send).collect();
+    // The broker gave up waiting for the flush, the client retried, and a
+    // retry found its original still in flight.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while broker.log_line("in_flight=true").is_none() {
+        assert!(std::time::Instant::now() < deadline, "no retry reached an in-flight original");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(broker.log_line("wal object write failing").is_some(), "the flush was stalled");
+    s3.signal("CONT");
+    for (i, f) in pending.into_iter().enumerate() {
+        f.await.expect("delivery").unwrap_or_else(|(e, _)| panic!("message {} failed: {e}", i + 1));
+    }
+    assert_exactly_once_in_order(&broker.addr, &name, 1, 50);
+    assert!(broker.is_running());
+}

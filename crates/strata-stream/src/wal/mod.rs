@@ -24,7 +24,7 @@ use std::sync::{Arc, RwLock};
 use bytes::{Bytes, BytesMut};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::stream::{ReadBatch, Source};
 use crate::{AppendMeta, BatchInfo, StreamError, StreamId};
@@ -39,6 +39,10 @@ pub(crate) struct WalEntry {
     pub meta: AppendMeta,
     pub payload: Bytes,
     pub done: Option<oneshot::Sender<Result<(), AckError>>>,
+    /// The append's final outcome, for [`crate::Completion`] holders: set once
+    /// the batch is durable or refused for good, never by an early
+    /// "not in time" answer.
+    pub outcome: Option<watch::Sender<Option<Result<(), AckError>>>>,
     /// When the append was submitted (the object WAL's gather window starts
     /// at its first entry's submission).
     pub submitted: std::time::Instant,
@@ -84,10 +88,16 @@ impl WalEntry {
         BatchInfo { base_offset: self.base_offset, meta: self.meta, size: self.payload.len() as u32 }
     }
 
-    /// Answers the append (once; later calls do nothing).
+    /// Answers the append (once; later calls do nothing). A final outcome
+    /// (durable, fenced, failed) also resolves its completion handle.
     pub(crate) fn answer(&mut self, outcome: Result<(), AckError>) {
         if let Some(done) = self.done.take() {
             let _ = done.send(outcome);
+        }
+        if outcome != Err(AckError::Unavailable)
+            && let Some(tx) = self.outcome.take()
+        {
+            let _ = tx.send(Some(outcome));
         }
     }
 }
@@ -134,6 +144,10 @@ impl Health {
         self.fenced.load(Ordering::Acquire) || self.failed.load(Ordering::Acquire)
     }
 }
+
+/// How long a flush tries before its appends are answered `Unavailable` (the
+/// flush itself goes on until it is confirmed).
+pub(crate) const ACK_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Settings of the file WAL.
 #[derive(Debug, Clone)]
@@ -232,6 +246,7 @@ impl Wal {
         config: WalConfig,
         from_segment: u64,
         sink: DurableSink,
+        meta: Arc<dyn strata_meta::MetaStore>,
     ) -> Result<(Arc<Wal>, Vec<Replayed>), StreamError> {
         std::fs::create_dir_all(&config.dir)?;
         let mut ids: Vec<u64> = std::fs::read_dir(&config.dir)?
@@ -305,6 +320,8 @@ impl Wal {
             segments: Arc::clone(&segments),
             health: Arc::clone(&health),
             sink,
+            meta,
+            runtime: tokio::runtime::Handle::current(),
         };
         std::thread::Builder::new().name("strata-wal".into()).spawn(move || writer.run())?;
         Ok((Arc::new(Wal { tx, segments, health, durable_segment, dir, queued }), replayed))
@@ -471,6 +488,9 @@ struct Writer {
     segments: Arc<Segments>,
     health: Arc<Health>,
     sink: DurableSink,
+    /// Asked after every write whether a newer owner exists.
+    meta: Arc<dyn strata_meta::MetaStore>,
+    runtime: tokio::runtime::Handle,
     queued: Arc<std::sync::atomic::AtomicUsize>,
 }
 
@@ -537,6 +557,14 @@ impl Writer {
             match result {
                 Ok(()) => {
                     self.seg_len += buf.len() as u64;
+                    if !self.confirm_owner(&mut group) {
+                        self.queued.fetch_sub(written_payload, Ordering::AcqRel);
+                        for (mut entry, _) in group.drain(..) {
+                            entry.answer(Err(AckError::Fenced));
+                        }
+                        refuse_queued(&mut self.rx, AckError::Fenced);
+                        return;
+                    }
                     let seg = self.seg_id;
                     let done =
                         group.drain(..).map(|(entry, position)| Durable { entry, segment: seg, position });
@@ -567,6 +595,38 @@ impl Writer {
                 let error = if self.health.is_fenced() { AckError::Fenced } else { AckError::Failed };
                 refuse_queued(&mut self.rx, error);
                 return;
+            }
+        }
+    }
+
+    /// Confirms, after the write, that no newer owner exists: only then is
+    /// the group acknowledged (a zombie acknowledges nothing written after it
+    /// resumed). A check that keeps failing answers the group "not in time"
+    /// after [`ACK_DEADLINE`] and goes on until it gets an answer; false
+    /// once fenced.
+    fn confirm_owner(&self, group: &mut [(WalEntry, u64)]) -> bool {
+        let started = std::time::Instant::now();
+        let mut backoff = std::time::Duration::from_millis(20);
+        let mut answered = false;
+        loop {
+            match self.runtime.block_on(self.meta.check_fenced()) {
+                Ok(()) => return true,
+                Err(strata_meta::MetaError::Fenced(_)) => {
+                    tracing::error!("fenced by a newer owner: refusing all appends");
+                    self.health.set_fenced();
+                    return false;
+                }
+                Err(e) => {
+                    if !answered && started.elapsed() >= ACK_DEADLINE {
+                        tracing::warn!(error = %e, "owner epoch check failing; appends wait");
+                        answered = true;
+                        for (entry, _) in group.iter_mut() {
+                            entry.answer(Err(AckError::Unavailable));
+                        }
+                    }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(std::time::Duration::from_secs(1));
+                }
             }
         }
     }

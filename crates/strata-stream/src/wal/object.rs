@@ -268,9 +268,7 @@ pub(crate) async fn read_for_streams(
     Ok(out)
 }
 
-/// How long one flush tries before its appends are answered `Unavailable`
-/// (the flush itself goes on until it lands).
-const ACK_DEADLINE: Duration = Duration::from_secs(2);
+use super::ACK_DEADLINE;
 
 struct ObjectWriter {
     rx: mpsc::UnboundedReceiver<WalEntry>,

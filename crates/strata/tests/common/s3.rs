@@ -64,6 +64,14 @@ impl S3Server {
         let _ = self.child.wait();
     }
 
+    /// Sends `signal` (`STOP`, `CONT`) to the server: a stopped server holds
+    /// every request unanswered, as a stalled store does.
+    #[allow(dead_code)] // not every test binary stalls the store
+    pub fn signal(&self, signal: &str) {
+        let ok = Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status();
+        assert!(ok.is_ok_and(|s| s.success()), "kill -{signal} failed");
+    }
+
     /// Starts it again on the same port and data.
     pub fn resume(&mut self) {
         self.child = spawn(&self.root, self.port);
