@@ -6,6 +6,8 @@
 #   * Python venv (outside the clone) with the Kafka client libraries used by
 #     tests/e2e/*.py, at ${STRATA_VENV:-$HOME/.cache/strata-venv}
 #   * KafkaJS in ${STRATA_NODE_DIR:-$HOME/.cache/strata-node}
+#   * Apache Kafka (broker, tools, Java client) from Maven Central, classpath in
+#     ~/.cache/strata-tools/kafka.classpath
 #
 # The Rust e2e harness (crates/strata/tests/e2e_clients.rs) looks for the venv
 # and node dir at the same default paths (or the same env vars).
@@ -122,6 +124,32 @@ if [ ! -x "$STRATA_TOOLS/bin/s3s-fs" ]; then
   cargo install s3s-fs --version 0.14.1 --features binary --locked --root "$STRATA_TOOLS"
 fi
 
+# ------------------------------------------------------------- Apache Kafka
+# The reference broker, Kafka's tools and the Java client (tests/java/pom.xml),
+# resolved once into a Maven repository outside the clone; the classpath goes to
+# $STRATA_TOOLS/kafka.classpath (scripts/kafka-ref.sh and the Java suites use it).
+STRATA_M2="${STRATA_M2:-$STRATA_TOOLS/m2}"
+if ! command -v mvn >/dev/null 2>&1 || ! command -v java >/dev/null 2>&1; then
+  log "maven/java missing; installing via apt-get"
+  $SUDO apt-get update -q
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q maven openjdk-17-jdk-headless
+fi
+pom="$(cd "$(dirname "$0")/.." && pwd)/tests/java/pom.xml"
+kafka_stamp="$STRATA_TOOLS/kafka.classpath.pom"
+if [ -s "$STRATA_TOOLS/kafka.classpath" ] && [ -f "$kafka_stamp" ] && cmp -s "$pom" "$kafka_stamp"; then
+  log "kafka classpath already resolved (pom unchanged)"
+else
+  log "resolving Apache Kafka from Maven Central into $STRATA_M2"
+  mkdir -p "$STRATA_M2"
+  mvn -B -q -f "$pom" -Dmaven.repo.local="$STRATA_M2" dependency:build-classpath \
+    -Dmdep.outputFile="$STRATA_TOOLS/kafka.classpath"
+  # Resolves the compiler and Surefire (with its JUnit provider) too, so that
+  # the suites need little from the network.
+  mvn -B -q -f "$pom" -Dmaven.repo.local="$STRATA_M2" -Dstrata.build="$STRATA_TOOLS/java-build/setup" \
+    test -Dtest=NoSuchTest -Dsurefire.failIfNoSpecifiedTests=false
+  cp "$pom" "$kafka_stamp"
+fi
+
 # ---------------------------------------------------------------------- summary
 end_ts=$(date +%s)
 echo "strata setup done in $((end_ts - start_ts))s"
@@ -136,4 +164,5 @@ EOF
 echo "  node dir    : $STRATA_NODE_DIR (node $(node --version))"
 echo "    kafkajs@$(node -p "require('$STRATA_NODE_DIR/node_modules/kafkajs/package.json').version")"
 echo "  s3s-fs      : $STRATA_TOOLS/bin/s3s-fs"
+echo "  kafka       : $(tr ':' '\n' <"$STRATA_TOOLS/kafka.classpath" | grep -o 'kafka_2.13-[0-9.]*[0-9]' | head -1) ($STRATA_TOOLS/kafka.classpath)"
 echo "  kcat        : $(command -v kcat) ($(kcat -V 2>&1 | grep -m1 '^Version' || true))"

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod kafka;
+pub mod kafka_ref;
 pub mod proxy;
 pub mod s3;
 

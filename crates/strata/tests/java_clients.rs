@@ -1,0 +1,54 @@
+//! The JUnit 5 suites of `tests/java` (the Java client, Kafka 4.1), run
+//! through Maven Surefire against both Strata and the reference Apache Kafka
+//! broker: one Rust test per suite class, so the run's one summary line counts
+//! them. Every test of a suite runs on both brokers.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::BrokerProcess;
+use common::kafka_ref::RefBroker;
+
+fn tools() -> PathBuf {
+    std::env::var_os("STRATA_TOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/strata-tools"))
+}
+
+/// Runs one suite class against a fresh Strata broker and the reference
+/// broker; panics with Maven's output when any of its tests fails.
+fn run_suite(class: &str) {
+    let strata = BrokerProcess::start();
+    let kafka = RefBroker::get();
+    let pom = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/java/pom.xml");
+    // Each suite compiles into its own directory: suites run in parallel.
+    let build = tools().join("java-build").join(class);
+    let out = Command::new("mvn")
+        .args(["-B", "-q", "-f"])
+        .arg(&pom)
+        .arg(format!("-Dmaven.repo.local={}", tools().join("m2").display()))
+        .arg(format!("-Dstrata.build={}", build.display()))
+        .arg(format!("-Dtest={class}"))
+        .arg(format!("-DargLine=-Dstrata.bootstrap={} -Dkafka.bootstrap={}", strata.addr, kafka.bootstrap))
+        .arg("test")
+        .output()
+        .expect("run mvn (scripts/setup.sh installs it)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}{stderr}");
+    let reports = build.join("surefire-reports");
+    assert!(out.status.success(), "{class} failed on Strata or Kafka; reports in {}", reports.display());
+    // Surefire wrote the suite's report: the tests ran (none skipped).
+    let report = std::fs::read_to_string(reports.join(format!("TEST-dev.strata.{class}.xml")))
+        .expect("surefire report");
+    let head = report.lines().find(|l| l.contains("<testsuite")).unwrap_or_default().to_string();
+    assert!(head.contains("skipped=\"0\""), "{class}: a test was skipped: {head}");
+    assert!(!head.contains("tests=\"0\""), "{class}: no test ran: {head}");
+}
+
+#[test]
+fn java_producer_suite() {
+    run_suite("ProducerTest");
+}
