@@ -32,6 +32,9 @@ pub struct BrokerConfig {
     pub retention_check_interval: Duration,
     /// How often changed producer states are snapshotted.
     pub producer_snapshot_interval: Duration,
+    /// The one "log dir" DescribeLogDirs reports: where topic data lives (the
+    /// object store's URL).
+    pub log_dir: String,
 }
 
 impl BrokerConfig {
@@ -46,6 +49,7 @@ impl BrokerConfig {
             default_replication_factor: 1,
             retention_check_interval: Duration::from_secs(300),
             producer_snapshot_interval: Duration::from_secs(10),
+            log_dir: "strata".into(),
         }
     }
 }

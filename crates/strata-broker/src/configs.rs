@@ -24,11 +24,22 @@ const BROKER: i8 = 4;
 
 /// Config source codes as DescribeConfigs reports them.
 pub(crate) const SOURCE_TOPIC: i8 = 1;
+pub(crate) const SOURCE_DYNAMIC_DEFAULT_BROKER: i8 = 3;
 pub(crate) const SOURCE_STATIC_BROKER: i8 = 4;
 pub(crate) const SOURCE_DEFAULT: i8 = 5;
 
 fn str(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
+}
+
+/// Configs that a Kafka 4.1 KRaft cluster sets as cluster-wide dynamic
+/// defaults when it is formatted (with eligible leader replicas, KIP-966):
+/// their default is reported with that source, as Kafka reports it.
+const CLUSTER_DEFAULTS: &[&str] = &["min.insync.replicas"];
+
+/// The source a config's default is reported with.
+pub(crate) fn default_source(name: &str) -> i8 {
+    if CLUSTER_DEFAULTS.contains(&name) { SOURCE_DYNAMIC_DEFAULT_BROKER } else { SOURCE_DEFAULT }
 }
 
 /// Every topic config with its effective value and source.
@@ -37,7 +48,7 @@ pub(crate) fn effective(explicit: &BTreeMap<String, String>) -> Vec<(String, Str
         .iter()
         .map(|d| match explicit.get(d.name) {
             Some(v) => (d.name.to_string(), v.clone(), SOURCE_TOPIC),
-            None => (d.name.to_string(), d.default.to_string(), SOURCE_DEFAULT),
+            None => (d.name.to_string(), d.default.to_string(), default_source(d.name)),
         })
         .collect()
 }
@@ -102,11 +113,20 @@ impl Broker {
                                     s.source = SOURCE_TOPIC;
                                     c.synonyms.push(s);
                                 }
-                                let mut s = DescribeConfigsSynonym::default();
-                                s.name = str(d.broker_synonym);
-                                s.value = Some(str(d.default));
-                                s.source = SOURCE_DEFAULT;
-                                c.synonyms.push(s);
+                                if default_source(d.name) == SOURCE_DYNAMIC_DEFAULT_BROKER {
+                                    let mut s = DescribeConfigsSynonym::default();
+                                    s.name = str(d.broker_synonym);
+                                    s.value = Some(str(d.default));
+                                    s.source = SOURCE_DYNAMIC_DEFAULT_BROKER;
+                                    c.synonyms.push(s);
+                                }
+                                if !d.broker_synonym.is_empty() {
+                                    let mut s = DescribeConfigsSynonym::default();
+                                    s.name = str(d.broker_synonym);
+                                    s.value = Some(str(d.default));
+                                    s.source = SOURCE_DEFAULT;
+                                    c.synonyms.push(s);
+                                }
                             }
                             out.configs.push(c);
                         }

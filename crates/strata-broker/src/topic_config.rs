@@ -52,6 +52,9 @@ const fn def(
 
 use ConfigType::{Boolean, Double, Int, List, Long};
 
+/// Marks a list of `partition:broker` pairs (or `*`) rather than allowed values.
+const THROTTLED: &[&str] = &["<partition>:<broker>", "*"];
+
 const COMPRESSION: &[&str] = &["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"];
 
 /// Every topic config Strata accepts, in name order.
@@ -65,7 +68,11 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
     def("file.delete.delay.ms", "log.segment.delete.delay.ms", Long, "60000", Some(0), &[]),
     def("flush.messages", "log.flush.interval.messages", Long, "9223372036854775807", Some(1), &[]),
     def("flush.ms", "log.flush.interval.ms", Long, "9223372036854775807", Some(0), &[]),
+    // Set and cleared by kafka-reassign-partitions; accepted, no effect (no
+    // replication to throttle).
+    def("follower.replication.throttled.replicas", "", List, "", None, THROTTLED),
     def("index.interval.bytes", "log.index.interval.bytes", Int, "4096", Some(0), &[]),
+    def("leader.replication.throttled.replicas", "", List, "", None, THROTTLED),
     def("local.retention.bytes", "log.local.retention.bytes", Long, "-2", Some(-2), &[]),
     def("local.retention.ms", "log.local.retention.ms", Long, "-2", Some(-2), &[]),
     def(
@@ -105,6 +112,8 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
     def("min.compaction.lag.ms", "log.cleaner.min.compaction.lag.ms", Long, "0", Some(0), &[]),
     def("min.insync.replicas", "min.insync.replicas", Int, "1", Some(1), &[]),
     def("preallocate", "log.preallocate", Boolean, "false", None, &[]),
+    def("remote.log.copy.disable", "", Boolean, "false", None, &[]),
+    def("remote.log.delete.on.disable", "", Boolean, "false", None, &[]),
     def("remote.storage.enable", "remote.log.storage.system.enable", Boolean, "false", None, &[]),
     def("retention.bytes", "log.retention.bytes", Long, "-1", None, &[]),
     def("retention.ms", "log.retention.ms", Long, "604800000", Some(-1), &[]),
@@ -159,6 +168,17 @@ pub fn validate(name: &str, value: &str) -> Result<String, BrokerError> {
         }
         List => {
             let items: Vec<&str> = v.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+            if std::ptr::eq(d.allowed, THROTTLED) {
+                // Kafka's form: `*`, or `partition:broker` pairs.
+                let pair = |i: &str| {
+                    i.split_once(':')
+                        .is_some_and(|(p, b)| p.parse::<u32>().is_ok() && b.parse::<u32>().is_ok())
+                };
+                if !(items == ["*"] || items.iter().all(|i| pair(i))) {
+                    return Err(bad("expected * or a list of partition:broker pairs"));
+                }
+                return Ok(items.join(","));
+            }
             if let Some(item) = items.iter().find(|i| !d.allowed.is_empty() && !d.allowed.contains(i)) {
                 return Err(bad(&format!("{item} is not one of {}", d.allowed.join(", "))));
             }

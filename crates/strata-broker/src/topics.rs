@@ -8,6 +8,9 @@ use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicR
 use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::describe_log_dirs_response::{
+    DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
+};
 use kafka_protocol::messages::describe_topic_partitions_response::{
     Cursor, DescribeTopicPartitionsResponsePartition, DescribeTopicPartitionsResponseTopic,
 };
@@ -17,8 +20,8 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{
     CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
     DeleteTopicsRequest, DeleteTopicsResponse, DescribeClusterRequest, DescribeClusterResponse,
-    DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse, MetadataRequest, MetadataResponse,
-    TopicName,
+    DescribeLogDirsRequest, DescribeLogDirsResponse, DescribeTopicPartitionsRequest,
+    DescribeTopicPartitionsResponse, MetadataRequest, MetadataResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use strata_cluster::{ClusterError, TopicRecord};
@@ -395,6 +398,45 @@ impl Broker {
         b.port = self.config.advertised_port;
         resp.brokers = vec![b];
         resp.cluster_authorized_operations = OPS_OMITTED;
+        resp
+    }
+
+    /// DescribeLogDirs: one log dir, the object store holding every
+    /// partition, with each asked partition's size (its volume's total and
+    /// usable bytes are unknown: -1). Unknown topics and partitions are left
+    /// out, as Kafka leaves out what it does not host.
+    pub fn describe_log_dirs(&self, req: DescribeLogDirsRequest) -> DescribeLogDirsResponse {
+        let wanted: Option<HashMap<String, Vec<i32>>> =
+            req.topics.map(|ts| ts.into_iter().map(|t| (t.topic.to_string(), t.partitions)).collect());
+        let mut dir = DescribeLogDirsResult::default();
+        dir.log_dir = str(&self.config.log_dir);
+        dir.total_bytes = -1;
+        dir.usable_bytes = -1;
+        let mut topics = self.catalog.topics();
+        topics.sort_by(|a, b| a.name.cmp(&b.name));
+        for topic in topics {
+            let indexes: Vec<i32> = match &wanted {
+                None => (0..topic.partition_streams.len() as i32).collect(),
+                Some(w) => match w.get(&topic.name) {
+                    Some(parts) => parts.clone(),
+                    None => continue,
+                },
+            };
+            let mut t = DescribeLogDirsTopic::default();
+            t.name = TopicName(str(&topic.name));
+            for index in indexes {
+                let Some(stream) = self.partition(&topic, index) else { continue };
+                let mut p = DescribeLogDirsPartition::default();
+                p.partition_index = index;
+                p.partition_size = i64::try_from(stream.size_bytes()).unwrap_or(i64::MAX);
+                t.partitions.push(p);
+            }
+            if !t.partitions.is_empty() {
+                dir.topics.push(t);
+            }
+        }
+        let mut resp = DescribeLogDirsResponse::default();
+        resp.results = vec![dir];
         resp
     }
 

@@ -1,8 +1,9 @@
 //! What the server serves, and the ApiVersions answer (KIP-511 included).
 
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::api_versions_response::{ApiVersion, FinalizedFeatureKey, SupportedFeatureKey};
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
+use kafka_protocol::protocol::StrBytes;
 
 /// Every served API with its version range: exactly what ApiVersions advertises.
 pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
@@ -20,9 +21,17 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DescribeLogDirs, 1, 4),
     (ApiKey::DescribeCluster, 0, 2),
     (ApiKey::DescribeTopicPartitions, 0, 0),
 ];
+
+/// The features advertised, `(name, supported min, supported max, finalized
+/// level)`: `metadata.version` as Kafka 4.1 (3.3-IV3 = 7 up to 4.1-IV1 = 27).
+/// Features whose capability is not served yet are left out, so clients
+/// never use them: `transaction.version` and `group.version` come with
+/// transactions and the new consumer protocol (docs/compatibility.md).
+pub const FEATURES: &[(&str, i16, i16, i16)] = &[("metadata.version", 7, 27, 27)];
 
 /// The served version range of an API key, if served.
 pub fn served(key: i16) -> Option<(ApiKey, i16, i16)> {
@@ -46,7 +55,28 @@ pub fn response(unsupported: bool) -> ApiVersionsResponse {
             v
         })
         .collect();
-    resp.finalized_features_epoch = -1;
+    resp.supported_features = FEATURES
+        .iter()
+        .map(|(name, min, max, _)| {
+            let mut f = SupportedFeatureKey::default();
+            f.name = StrBytes::from_static_str(name);
+            f.min_version = *min;
+            f.max_version = *max;
+            f
+        })
+        .collect();
+    resp.finalized_features = FEATURES
+        .iter()
+        .map(|(name, _, _, level)| {
+            let mut f = FinalizedFeatureKey::default();
+            f.name = StrBytes::from_static_str(name);
+            f.min_version_level = *level;
+            f.max_version_level = *level;
+            f
+        })
+        .collect();
+    // Fixed: the finalized levels never change in a running cluster.
+    resp.finalized_features_epoch = 1;
     resp
 }
 

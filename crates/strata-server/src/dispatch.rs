@@ -66,6 +66,7 @@ fn api_name(key: ApiKey) -> &'static str {
         ApiKey::AlterConfigs => "AlterConfigs",
         ApiKey::IncrementalAlterConfigs => "IncrementalAlterConfigs",
         ApiKey::DescribeCluster => "DescribeCluster",
+        ApiKey::DescribeLogDirs => "DescribeLogDirs",
         ApiKey::InitProducerId => "InitProducerId",
         ApiKey::DeleteRecords => "DeleteRecords",
         ApiKey::OffsetForLeaderEpoch => "OffsetForLeaderEpoch",
@@ -140,6 +141,7 @@ async fn handle_api(
             reply!(broker.incremental_alter_configs(decode(&mut body, k, version)?).await)
         }
         ApiKey::DescribeCluster => reply!(broker.describe_cluster(decode(&mut body, k, version)?)),
+        ApiKey::DescribeLogDirs => reply!(broker.describe_log_dirs(decode(&mut body, k, version)?)),
         ApiKey::InitProducerId => {
             reply!(broker.init_producer_id(decode(&mut body, k, version)?, version).await)
         }

@@ -176,6 +176,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let mut broker_config = BrokerConfig::new(settings.node_id, host, port);
     broker_config.auto_create_topics = settings.auto_create_topics;
     broker_config.num_partitions = settings.num_partitions;
+    broker_config.log_dir = object_url.clone();
     broker_config.retention_check_interval =
         Duration::from_millis(settings.retention_check_interval_ms.max(10));
     let broker = Broker::start(broker_config, Arc::clone(&catalog), Arc::clone(&streams), meta)

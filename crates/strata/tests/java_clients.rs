@@ -52,3 +52,13 @@ fn run_suite(class: &str) {
 fn java_producer_suite() {
     run_suite("ProducerTest");
 }
+
+#[test]
+fn java_consumer_suite() {
+    run_suite("ConsumerTest");
+}
+
+#[test]
+fn java_admin_suite() {
+    run_suite("AdminTest");
+}
