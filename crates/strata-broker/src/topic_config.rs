@@ -27,7 +27,9 @@ pub enum ConfigType {
 pub struct ConfigDef {
     /// The topic-level name.
     pub name: &'static str,
-    /// The broker-level synonym (Kafka's `log.*` names).
+    /// The broker-level synonym reported with Kafka's default (Kafka's
+    /// `log.*` names); empty where Kafka 4.1 reports none (its broker config
+    /// has no default of its own, such as `log.retention.ms`).
     pub broker_synonym: &'static str,
     /// Its type.
     pub kind: ConfigType,
@@ -67,7 +69,7 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
     def("delete.retention.ms", "log.cleaner.delete.retention.ms", Long, "86400000", Some(0), &[]),
     def("file.delete.delay.ms", "log.segment.delete.delay.ms", Long, "60000", Some(0), &[]),
     def("flush.messages", "log.flush.interval.messages", Long, "9223372036854775807", Some(1), &[]),
-    def("flush.ms", "log.flush.interval.ms", Long, "9223372036854775807", Some(0), &[]),
+    def("flush.ms", "", Long, "9223372036854775807", Some(0), &[]),
     // Set and cleared by kafka-reassign-partitions; accepted, no effect (no
     // replication to throttle).
     def("follower.replication.throttled.replicas", "", List, "", None, THROTTLED),
@@ -114,13 +116,13 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
     def("preallocate", "log.preallocate", Boolean, "false", None, &[]),
     def("remote.log.copy.disable", "", Boolean, "false", None, &[]),
     def("remote.log.delete.on.disable", "", Boolean, "false", None, &[]),
-    def("remote.storage.enable", "remote.log.storage.system.enable", Boolean, "false", None, &[]),
+    def("remote.storage.enable", "", Boolean, "false", None, &[]),
     def("retention.bytes", "log.retention.bytes", Long, "-1", None, &[]),
-    def("retention.ms", "log.retention.ms", Long, "604800000", Some(-1), &[]),
+    def("retention.ms", "", Long, "604800000", Some(-1), &[]),
     def("segment.bytes", "log.segment.bytes", Int, "1073741824", Some(1048576), &[]),
     def("segment.index.bytes", "log.index.size.max.bytes", Int, "10485760", Some(4), &[]),
-    def("segment.jitter.ms", "log.roll.jitter.ms", Long, "0", Some(0), &[]),
-    def("segment.ms", "log.roll.ms", Long, "604800000", Some(1), &[]),
+    def("segment.jitter.ms", "", Long, "0", Some(0), &[]),
+    def("segment.ms", "", Long, "604800000", Some(1), &[]),
     def("unclean.leader.election.enable", "unclean.leader.election.enable", Boolean, "false", None, &[]),
 ];
 

@@ -62,3 +62,8 @@ fn java_consumer_suite() {
 fn java_admin_suite() {
     run_suite("AdminTest");
 }
+
+#[test]
+fn java_tools_suite() {
+    run_suite("ToolsTest");
+}

@@ -947,3 +947,39 @@ fn too_new_api_versions_gets_a_v0_answer() {
     assert_alive(&mut broker, "a too-new ApiVersions");
     assert_serves(&broker.addr);
 }
+
+/// Produce v0-v2 are advertised, as Kafka 4.1 advertises them, and a request
+/// at those versions closes the connection, as Kafka 4.1 does (checked against
+/// the reference broker: it closes on v0, v1 and v2 alike); nothing is stored.
+#[test]
+fn produce_below_v3_is_advertised_and_closes_the_connection() {
+    let mut broker = BrokerProcess::start();
+    let name = topic("wire-old-produce");
+    produce(&broker.addr, &name, &[]);
+    let mut stream = connect(&broker.addr);
+    assert!(served_apis(&mut stream).contains(&(PRODUCE, 0, 13)), "Produce 0-13 advertised");
+    for version in 0..=2 {
+        let batch = record_batch(1, 0);
+        let frame = Frame::header_v1(PRODUCE, version, 10)
+            .put_i16(-1) // acks
+            .put_i32(10_000) // timeout ms
+            .put_i32(1)
+            .put_str(&name)
+            .put_i32(1)
+            .put_i32(0) // partition
+            .put_i32(i32::try_from(batch.len()).expect("batch size"))
+            .put_bytes(&batch);
+        assert_refused(&broker.addr, &frame, &format!("Produce v{version}"));
+    }
+    // Nothing stored: the latest offset is still 0.
+    send_frame(&mut stream, &list_offsets_request(&name, -1, 99));
+    let mut body = read_response(&mut stream, 99);
+    assert_eq!(body.get_i32(), 1, "ListOffsets topics");
+    assert_eq!(get_str(&mut body), name);
+    assert_eq!(body.get_i32(), 1, "ListOffsets partitions");
+    assert_eq!(body.get_i32(), 0, "partition index");
+    assert_eq!(body.get_i16(), 0, "ListOffsets error code");
+    let _timestamp = body.get_i64();
+    assert_eq!(body.get_i64(), 0, "latest offset: nothing stored");
+    assert_alive(&mut broker, "old produce versions");
+}

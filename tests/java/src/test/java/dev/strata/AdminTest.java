@@ -16,6 +16,7 @@ import org.apache.kafka.clients.admin.AlterConfigOp;
 import org.apache.kafka.clients.admin.Config;
 import org.apache.kafka.clients.admin.ConfigEntry;
 import org.apache.kafka.clients.admin.DescribeClusterResult;
+import org.apache.kafka.clients.admin.DescribeConfigsOptions;
 import org.apache.kafka.clients.admin.FeatureMetadata;
 import org.apache.kafka.clients.admin.ListOffsetsResult.ListOffsetsResultInfo;
 import org.apache.kafka.clients.admin.NewPartitions;
@@ -134,11 +135,16 @@ class AdminTest {
     Brokers.createTopic(b, topic, 1, Map.of("retention.ms", "86400000", "max.message.bytes", "2000000"));
     try (Admin admin = Brokers.admin(b)) {
       ConfigResource res = new ConfigResource(ConfigResource.Type.TOPIC, topic);
-      Config cfg = admin.describeConfigs(List.of(res)).all().get(S, TimeUnit.SECONDS).get(res);
+      Config cfg = admin.describeConfigs(List.of(res), new DescribeConfigsOptions().includeSynonyms(true))
+          .all().get(S, TimeUnit.SECONDS).get(res);
       Map<String, String> out = new TreeMap<>();
       for (ConfigEntry e : cfg.entries()) {
-        out.put(e.name(), e.value() + " | " + e.source() + " | sensitive=" + e.isSensitive()
-            + " | readOnly=" + e.isReadOnly());
+        StringBuilder synonyms = new StringBuilder();
+        for (ConfigEntry.ConfigSynonym syn : e.synonyms()) {
+          synonyms.append(' ').append(syn.source()).append(':').append(syn.name()).append('=').append(syn.value());
+        }
+        out.put(e.name(), e.value() + " | " + e.source() + " | " + e.type() + " | sensitive=" + e.isSensitive()
+            + " | readOnly=" + e.isReadOnly() + " | synonyms" + synonyms);
       }
       return out;
     }

@@ -1,0 +1,284 @@
+package dev.strata;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import dev.strata.Brokers.Broker;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.TreeMap;
+import java.util.function.Function;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+import org.junit.jupiter.api.Test;
+
+/**
+ * Kafka's own command-line tools, run as an operator runs them, against
+ * Strata and the reference broker; the facts each prints are parsed and
+ * compared. Every tool runs in this JVM ({@link Tool}).
+ */
+class ToolsTest {
+  static final String TOPICS = "org.apache.kafka.tools.TopicCommand";
+
+  /** Runs a tool that must succeed. */
+  static Tool.Result ok(String cls, String... args) {
+    Tool.Result r = Tool.run(cls, args);
+    assertEquals(0, r.exit(), () -> cls + " " + String.join(" ", args) + "\n" + r);
+    return r;
+  }
+
+  /** The same facts from both brokers: {@code facts} gets each broker and a fresh topic. */
+  static void sameOnBoth(Function<Broker, Object> facts) {
+    List<Broker> all = Brokers.all();
+    Object strata = facts.apply(all.get(0));
+    Object kafka = facts.apply(all.get(1));
+    assertEquals(kafka, strata, "Strata's facts differ from Kafka's");
+  }
+
+  static List<String> matches(String text, String regex) {
+    List<String> out = new ArrayList<>();
+    Matcher m = Pattern.compile(regex, Pattern.MULTILINE).matcher(text);
+    while (m.find()) {
+      StringBuilder sb = new StringBuilder();
+      for (int g = 1; g <= m.groupCount(); g++) {
+        sb.append(g > 1 ? " " : "").append(m.group(g));
+      }
+      out.add(sb.toString());
+    }
+    return out;
+  }
+
+  @Test
+  void kafkaTopics() {
+    sameOnBoth(b -> {
+      String t = Brokers.topic("tool-topics");
+      String bs = b.bootstrap();
+      String created = ok(TOPICS, "--bootstrap-server", bs, "--create", "--topic", t, "--partitions", "3",
+          "--config", "retention.ms=1000000").out();
+      assertTrue(created.contains("Created topic " + t + "."), created);
+      ok(TOPICS, "--bootstrap-server", bs, "--alter", "--topic", t, "--partitions", "5");
+      String described = ok(TOPICS, "--bootstrap-server", bs, "--describe", "--topic", t).out();
+      List<String> facts = new ArrayList<>();
+      facts.addAll(matches(described, "PartitionCount: (\\d+)\\s+ReplicationFactor: (\\d+)\\s+Configs: (\\S*)"));
+      // Every partition led by the one broker, which is its only replica and ISR.
+      for (String p : matches(described, "Partition: (\\d+)\\s+Leader: (\\d+)\\s+Replicas: (\\S+)\\s+Isr: (\\S+)")) {
+        String[] f = p.split(" ");
+        facts.add("partition " + f[0] + " single-replica " + (f[1].equals(f[2]) && f[2].equals(f[3])));
+      }
+      String listed = ok(TOPICS, "--bootstrap-server", bs, "--list").out();
+      facts.add("listed " + listed.lines().anyMatch(t::equals));
+      ok(TOPICS, "--bootstrap-server", bs, "--delete", "--topic", t);
+      long deadline = System.nanoTime() + 30_000_000_000L;
+      boolean gone = false;
+      while (!gone && System.nanoTime() < deadline) {
+        gone = ok(TOPICS, "--bootstrap-server", bs, "--list").out().lines().noneMatch(t::equals);
+      }
+      facts.add("deleted " + gone);
+      return facts;
+    });
+  }
+
+  @Test
+  void kafkaConfigsForTopicsAndBrokers() {
+    sameOnBoth(b -> {
+      String t = Brokers.topic("tool-configs");
+      String bs = b.bootstrap();
+      try {
+        Brokers.createTopic(b, t, 1, Map.of());
+      } catch (Exception e) {
+        throw new IllegalStateException(e);
+      }
+      String cfg = "kafka.admin.ConfigCommand";
+      String altered = ok(cfg, "--bootstrap-server", bs, "--entity-type", "topics", "--entity-name", t,
+          "--alter", "--add-config", "retention.ms=5000,max.message.bytes=100000").out();
+      List<String> facts = new ArrayList<>();
+      facts.add(altered.replace(t, "T").strip());
+      facts.add(ok(cfg, "--bootstrap-server", bs, "--entity-type", "topics", "--entity-name", t, "--describe")
+          .out().replace(t, "T").strip());
+      ok(cfg, "--bootstrap-server", bs, "--entity-type", "topics", "--entity-name", t, "--alter",
+          "--delete-config", "max.message.bytes");
+      facts.add(ok(cfg, "--bootstrap-server", bs, "--entity-type", "topics", "--entity-name", t, "--describe")
+          .out().replace(t, "T").strip());
+      String node = brokerId(b);
+      facts.add(ok(cfg, "--bootstrap-server", bs, "--entity-type", "brokers", "--entity-name", node, "--describe")
+          .out().replace("broker " + node, "broker N").strip());
+      return facts;
+    });
+  }
+
+  static String brokerId(Broker b) {
+    try (var admin = Brokers.admin(b)) {
+      return Integer.toString(admin.describeCluster().nodes().get().iterator().next().id());
+    } catch (Exception e) {
+      throw new IllegalStateException(e);
+    }
+  }
+
+  /** A topic of two partitions with {@code n} records in partition 0 (none in 1), by the console producer. */
+  static String producedTopic(Broker b, int n) {
+    String t = Brokers.topic("tool-data");
+    try {
+      Brokers.createTopic(b, t, 2, Map.of());
+    } catch (Exception e) {
+      throw new IllegalStateException(e);
+    }
+    StringBuilder in = new StringBuilder();
+    for (int i = 0; i < n; i++) {
+      in.append("line ").append(i).append('\n');
+    }
+    Tool.Result r = Tool.runWithInput(in.toString(), "org.apache.kafka.tools.ConsoleProducer",
+        "--bootstrap-server", b.bootstrap(), "--topic", t,
+        "--producer-property", "partitioner.class=dev.strata.ToolsTest$ZeroPartitioner", "--sync");
+    assertEquals(0, r.exit(), r::toString);
+    return t;
+  }
+
+  @Test
+  void consoleProducerAndConsumerWithPartition() {
+    sameOnBoth(b -> {
+      String t = Brokers.topic("tool-console");
+      try {
+        Brokers.createTopic(b, t, 1, Map.of());
+      } catch (Exception e) {
+        throw new IllegalStateException(e);
+      }
+      Tool.Result p = Tool.runWithInput("a\nb\nc\n", "org.apache.kafka.tools.ConsoleProducer",
+          "--bootstrap-server", b.bootstrap(), "--topic", t);
+      assertEquals(0, p.exit(), p::toString);
+      Tool.Result c = Tool.run("org.apache.kafka.tools.consumer.ConsoleConsumer", "--bootstrap-server",
+          b.bootstrap(), "--topic", t, "--partition", "0", "--offset", "earliest", "--max-messages", "3",
+          "--property", "print.offset=true", "--property", "print.partition=true");
+      assertEquals(0, c.exit(), c::toString);
+      return c.out().strip();
+    });
+  }
+
+  @Test
+  void getOffsetsAndDeleteRecords() {
+    sameOnBoth(b -> {
+      String t = Brokers.topic("tool-offsets");
+      try {
+        Brokers.createTopic(b, t, 2, Map.of());
+      } catch (Exception e) {
+        throw new IllegalStateException(e);
+      }
+      Tool.Result p = Tool.runWithInput("1\n2\n3\n4\n5\n6\n7\n8\n9\n10\n", "org.apache.kafka.tools.ConsoleProducer",
+          "--bootstrap-server", b.bootstrap(), "--topic", t, "--property", "parse.key=false",
+          "--producer-property", "partitioner.class=dev.strata.ToolsTest$ZeroPartitioner");
+      assertEquals(0, p.exit(), p::toString);
+      String shell = "org.apache.kafka.tools.GetOffsetShell";
+      List<String> facts = new ArrayList<>();
+      facts.add(ok(shell, "--bootstrap-server", b.bootstrap(), "--topic", t).out().replace(t, "T").strip());
+      facts.add(ok(shell, "--bootstrap-server", b.bootstrap(), "--topic", t, "--time", "-2").out().replace(t, "T").strip());
+      try {
+        Path json = Files.createTempFile("delete-records", ".json");
+        Files.writeString(json, "{\"partitions\":[{\"topic\":\"" + t + "\",\"partition\":0,\"offset\":4}],\"version\":1}");
+        facts.add(ok("org.apache.kafka.tools.DeleteRecordsCommand", "--bootstrap-server", b.bootstrap(),
+            "--offset-json-file", json.toString()).out().replace(t, "T").strip());
+      } catch (java.io.IOException e) {
+        throw new IllegalStateException(e);
+      }
+      facts.add(ok(shell, "--bootstrap-server", b.bootstrap(), "--topic", t, "--time", "-2").out().replace(t, "T").strip());
+      return facts;
+    });
+  }
+
+  /** Sends every record to partition 0. */
+  public static class ZeroPartitioner implements org.apache.kafka.clients.producer.Partitioner {
+    @Override
+    public int partition(String topic, Object key, byte[] keyBytes, Object value, byte[] valueBytes,
+        org.apache.kafka.common.Cluster cluster) {
+      return 0;
+    }
+
+    @Override
+    public void close() {}
+
+    @Override
+    public void configure(Map<String, ?> configs) {}
+  }
+
+  /** API name to version range, from kafka-broker-api-versions. */
+  static Map<String, String> apiVersions(Broker b) {
+    String out = ok("org.apache.kafka.tools.BrokerApiVersionsCommand", "--bootstrap-server", b.bootstrap()).out();
+    Map<String, String> ranges = new TreeMap<>();
+    for (String m : matches(out, "^\\s*(\\w+)\\((\\d+)\\): (\\d+ to \\d+|UNSUPPORTED)")) {
+      String[] f = m.split(" ", 3);
+      ranges.put(f[0] + "(" + f[1] + ")", f[2]);
+    }
+    assertTrue(ranges.size() > 10, out);
+    return ranges;
+  }
+
+  @Test
+  void brokerApiVersionsOfEveryServedApiMatchKafka() {
+    List<Broker> all = Brokers.all();
+    Map<String, String> strata = apiVersions(all.get(0));
+    Map<String, String> kafka = apiVersions(all.get(1));
+    List<String> differ = new ArrayList<>();
+    for (Map.Entry<String, String> e : strata.entrySet()) {
+      if (!e.getValue().equals("UNSUPPORTED") && !e.getValue().equals(kafka.get(e.getKey()))) {
+        differ.add(e.getKey() + ": strata " + e.getValue() + ", kafka " + kafka.get(e.getKey()));
+      }
+    }
+    assertEquals(List.of(), differ, "APIs Strata serves have Kafka's version ranges");
+  }
+
+  @Test
+  void logDirsAndFeatures() {
+    sameOnBoth(b -> {
+      String t = producedTopic(b, 20);
+      String out = ok("org.apache.kafka.tools.LogDirsCommand", "--bootstrap-server", b.bootstrap(), "--describe",
+          "--topic-list", t).out();
+      List<String> facts = new ArrayList<>();
+      for (String p : matches(out, "\"partition\":\"([^\"]+)\",\"size\":(\\d+)")) {
+        String[] f = p.split(" ");
+        facts.add(f[0].replace(t, "T") + " has data " + (Long.parseLong(f[1]) > 0));
+      }
+      facts.sort(String::compareTo);
+      String features = ok("org.apache.kafka.tools.FeatureCommand", "--bootstrap-server", b.bootstrap(), "describe").out();
+      facts.addAll(matches(features, "^(Feature: metadata\\.version.*?)\\s+Epoch"));
+      return facts;
+    });
+  }
+
+  @Test
+  void verifiableProducerPerfTestAndEndToEndLatency() {
+    sameOnBoth(b -> {
+      String t = Brokers.topic("tool-load");
+      try {
+        Brokers.createTopic(b, t, 1, Map.of());
+      } catch (Exception e) {
+        throw new IllegalStateException(e);
+      }
+      List<String> facts = new ArrayList<>();
+      Tool.Result vp = Tool.runInOwnJvm("org.apache.kafka.tools.VerifiableProducer", "--bootstrap-server",
+          b.bootstrap(), "--topic", t, "--max-messages", "200");
+      assertEquals(0, vp.exit(), vp::toString);
+      String v = vp.out();
+      facts.add("verifiable acked " + matches(v, "\"acked\":(\\d+)"));
+      facts.add("verifiable successes " + v.lines().filter(l -> l.contains("\"producer_send_success\"")).count());
+      String perf = ok("org.apache.kafka.tools.ProducerPerformance", "--topic", t, "--num-records", "20000",
+          "--record-size", "100", "--throughput", "-1", "--producer-props", "bootstrap.servers=" + b.bootstrap(),
+          "acks=all").out();
+      List<String> sent = matches(perf, "^(\\d+) records sent");
+      facts.add("perf " + sent.get(sent.size() - 1));
+      // kafka-e2e-latency measures by assign, then commits the consumer's
+      // offsets: it needs a group coordinator, which comes with consumer
+      // groups (issue 11). Until then Strata serves the measurement and the
+      // final commit fails (docs/compatibility.md).
+      Tool.Result e2e = Tool.run("org.apache.kafka.tools.EndToEndLatency", b.bootstrap(), t, "200", "all", "100");
+      facts.add("e2e measured " + !matches(e2e.out(), "Avg latency: ([\\d.]+) ms").isEmpty());
+      if (b.isStrata()) {
+        assertEquals(1, e2e.exit(), e2e::toString);
+        assertTrue(e2e.err().contains("does not support FIND_COORDINATOR"), e2e::toString);
+      } else {
+        assertEquals(0, e2e.exit(), e2e::toString);
+      }
+      return facts;
+    });
+  }
+}
