@@ -21,9 +21,20 @@ pub enum BrokerError {
         /// The limit.
         max: i64,
     },
-    /// A record timestamp is outside the topic's allowed window.
-    #[error("invalid timestamp: {0}")]
-    InvalidTimestamp(String),
+    /// Record timestamps are outside the topic's allowed window.
+    #[error("invalid timestamp: {reason}")]
+    InvalidTimestamp {
+        /// Why, for the error message.
+        reason: String,
+        /// The indexes in the batch of the records at fault (Kafka's
+        /// `record_errors`).
+        records: Vec<i32>,
+        /// The partition's log start offset, which Kafka reports with it.
+        log_start_offset: i64,
+    },
+    /// A replica assignment that does not fit the request or the cluster.
+    #[error("invalid replica assignment: {0}")]
+    InvalidReplicaAssignment(String),
     /// The topic or partition does not exist.
     #[error("unknown topic or partition")]
     UnknownTopicOrPartition,

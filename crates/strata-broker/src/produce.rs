@@ -19,6 +19,7 @@ use crate::producer_state::{SeqBatch, SeqCheck, last_seq};
 use crate::records;
 use crate::topic_config::TopicConfig;
 use crate::{Broker, BrokerError};
+use kafka_protocol::messages::produce_response::BatchIndexAndErrorMessage;
 
 /// Bytes queued for the WAL above which produce requests wait before appending.
 const WAL_QUEUE_LIMIT: usize = 64 << 20;
@@ -124,18 +125,30 @@ impl Broker {
         }
         let header = records::validate(data)?;
         if !cfg.log_append_time {
-            if header.max_timestamp > now.saturating_add(cfg.timestamp_after_max_ms) {
-                return Err(BrokerError::InvalidTimestamp(format!(
-                    "timestamp {} is more than message.timestamp.after.max.ms={} after the broker's time",
-                    header.max_timestamp, cfg.timestamp_after_max_ms
-                )));
-            }
-            let earliest = header.base_timestamp.min(header.max_timestamp);
-            if earliest >= 0 && earliest < now.saturating_sub(cfg.timestamp_before_max_ms) {
-                return Err(BrokerError::InvalidTimestamp(format!(
-                    "timestamp {earliest} is more than message.timestamp.before.max.ms={} before the broker's time",
-                    cfg.timestamp_before_max_ms
-                )));
+            let (latest, earliest) = (
+                now.saturating_add(cfg.timestamp_after_max_ms),
+                now.saturating_sub(cfg.timestamp_before_max_ms),
+            );
+            let bad = |ts: i64| ts > latest || (ts >= 0 && ts < earliest);
+            let first = header.base_timestamp.min(header.max_timestamp);
+            if bad(header.max_timestamp) || bad(first) {
+                // Kafka names every record at fault; a compressed batch is not
+                // opened here, so all of its records are named.
+                let records: Vec<i32> = match records::record_timestamps(data) {
+                    Some(ts) => {
+                        ts.iter().enumerate().filter(|(_, t)| bad(**t)).map(|(i, _)| i as i32).collect()
+                    }
+                    None => (0..header.record_count).collect(),
+                };
+                return Err(BrokerError::InvalidTimestamp {
+                    reason: format!(
+                        "a record timestamp is outside [now - message.timestamp.before.max.ms={}, now + \
+                         message.timestamp.after.max.ms={}]",
+                        cfg.timestamp_before_max_ms, cfg.timestamp_after_max_ms
+                    ),
+                    records,
+                    log_start_offset: stream.offsets().0,
+                });
             }
         }
         if header.is_transactional() || header.is_control() {
@@ -261,6 +274,17 @@ impl Broker {
                         tracing::debug!(partition = pd.index, error = %e, "produce rejected");
                         pr.error_code = code(&e);
                         pr.error_message = Some(message(&e));
+                        if let BrokerError::InvalidTimestamp { records, log_start_offset, .. } = &e {
+                            pr.log_start_offset = *log_start_offset;
+                            pr.record_errors = records
+                                .iter()
+                                .map(|i| {
+                                    let mut r = BatchIndexAndErrorMessage::default();
+                                    r.batch_index = *i;
+                                    r
+                                })
+                                .collect();
+                        }
                     }
                 }
                 tr.partition_responses.push(pr);

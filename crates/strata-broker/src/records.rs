@@ -142,6 +142,25 @@ fn varint(body: &mut &[u8]) -> Option<i64> {
     None
 }
 
+/// The timestamps of an uncompressed batch's records, in order (`None` for a
+/// compressed batch, or one that does not parse).
+pub fn record_timestamps(data: &[u8]) -> Option<Vec<i64>> {
+    let header = parse_header(data)?;
+    if data.len() < HEADER_LEN || i16_at(data, 21) & 0x07 != 0 {
+        return None;
+    }
+    let mut body = &data[HEADER_LEN..];
+    let mut out = Vec::new();
+    while !body.is_empty() {
+        let len = usize::try_from(varint(&mut body)?).ok()?;
+        let record = body.get(..len)?;
+        body = &body[len..];
+        let mut fields = record.get(1..)?; // after the attributes byte
+        out.push(header.base_timestamp.saturating_add(varint(&mut fields)?));
+    }
+    Some(out)
+}
+
 /// Counts the length-prefixed records of an uncompressed batch body.
 fn count_records(mut body: &[u8]) -> Result<i64, BrokerError> {
     let mut count = 0i64;

@@ -226,6 +226,25 @@ impl Broker {
         resp
     }
 
+    /// Checks one partition's replica list as Kafka does: not empty, no
+    /// broker twice, and only brokers of the cluster (this one).
+    fn check_replicas(&self, ids: &[kafka_protocol::messages::BrokerId]) -> Result<(), BrokerError> {
+        if ids.is_empty() {
+            return Err(BrokerError::InvalidReplicaAssignment("an assignment names no broker".into()));
+        }
+        let mut seen: Vec<i32> = ids.iter().map(|b| b.0).collect();
+        seen.sort_unstable();
+        if seen.windows(2).any(|w| w[0] == w[1]) {
+            return Err(BrokerError::InvalidReplicaAssignment("an assignment names a broker twice".into()));
+        }
+        if let Some(unknown) = seen.iter().find(|b| **b != self.node()) {
+            return Err(BrokerError::InvalidReplicaAssignment(format!(
+                "broker {unknown} is not in the cluster"
+            )));
+        }
+        Ok(())
+    }
+
     async fn create_one(
         &self,
         topic: &kafka_protocol::messages::create_topics_request::CreatableTopic,
@@ -241,6 +260,9 @@ impl Broker {
                 return Err(BrokerError::InvalidRequest(
                     "both a replica assignment and a partition count or replication factor were given".into(),
                 ));
+            }
+            for a in &topic.assignments {
+                self.check_replicas(&a.broker_ids)?;
             }
             let mut indexes: Vec<i32> = topic.assignments.iter().map(|a| a.partition_index).collect();
             indexes.sort_unstable();
@@ -352,14 +374,17 @@ impl Broker {
                         t.count
                     )));
                 }
-                if let Some(assignments) = &t.assignments
-                    && assignments.len() as i32 != t.count - topic.partitions()
-                {
-                    return Err(BrokerError::InvalidRequest(format!(
-                        "{} assignments given for {} new partitions",
-                        assignments.len(),
-                        t.count - topic.partitions()
-                    )));
+                if let Some(assignments) = &t.assignments {
+                    if assignments.len() as i32 != t.count - topic.partitions() {
+                        return Err(BrokerError::InvalidReplicaAssignment(format!(
+                            "{} assignments given for {} new partitions",
+                            assignments.len(),
+                            t.count - topic.partitions()
+                        )));
+                    }
+                    for a in assignments {
+                        self.check_replicas(&a.broker_ids)?;
+                    }
                 }
                 if req.validate_only {
                     return Ok(());

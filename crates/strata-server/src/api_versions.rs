@@ -41,6 +41,19 @@ pub fn served(key: i16) -> Option<(ApiKey, i16, i16)> {
     SUPPORTED_APIS.iter().copied().find(|(k, _, _)| *k as i16 == key)
 }
 
+/// KIP-511's rule for `client_software_name` and `client_software_version`:
+/// letters, digits, `-` and `.`, starting and ending with a letter or digit.
+pub fn valid_client_software(req: &kafka_protocol::messages::ApiVersionsRequest) -> bool {
+    let ok = |s: &str| {
+        let b = s.as_bytes();
+        let edge = |c: &u8| c.is_ascii_alphanumeric();
+        b.first().is_some_and(edge)
+            && b.last().is_some_and(edge)
+            && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'.')
+    };
+    ok(req.client_software_name.as_str()) && ok(req.client_software_version.as_str())
+}
+
 /// The ApiVersions response body; `unsupported` makes it the KIP-511 answer to
 /// a version we do not know.
 pub fn response(unsupported: bool) -> ApiVersionsResponse {
@@ -86,6 +99,21 @@ pub fn response(unsupported: bool) -> ApiVersionsResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_software_names_follow_kip_511() {
+        let req = |name: &str, version: &str| {
+            let mut r = kafka_protocol::messages::ApiVersionsRequest::default();
+            r.client_software_name = StrBytes::from_string(name.into());
+            r.client_software_version = StrBytes::from_string(version.into());
+            r
+        };
+        assert!(valid_client_software(&req("librdkafka", "2.16.0")));
+        assert!(valid_client_software(&req("apache-kafka-java", "4.1.2")));
+        for (name, version) in [("", "1"), ("x", ""), ("-x", "1"), ("x.", "1"), ("a b", "1"), ("x", "1_0")] {
+            assert!(!valid_client_software(&req(name, version)), "{name:?} {version:?}");
+        }
+    }
 
     #[test]
     fn advertised_ranges_are_within_the_codec() {

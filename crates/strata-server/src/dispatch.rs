@@ -114,7 +114,17 @@ async fn handle_api(
         };
     }
     match key {
-        ApiKey::ApiVersions => reply!(api_versions::response(false)),
+        ApiKey::ApiVersions => {
+            let req: kafka_protocol::messages::ApiVersionsRequest = decode(&mut body, k, version)?;
+            if version >= 3 && !api_versions::valid_client_software(&req) {
+                // KIP-511: a name or version outside the allowed pattern is
+                // INVALID_REQUEST, as Kafka answers it.
+                let mut resp = kafka_protocol::messages::ApiVersionsResponse::default();
+                resp.error_code = kafka_protocol::ResponseError::InvalidRequest.code();
+                return reply!(resp);
+            }
+            reply!(api_versions::response(false))
+        }
         ApiKey::Produce => {
             let req: ProduceRequest = decode(&mut body, k, version)?;
             let acks = req.acks;

@@ -5,11 +5,10 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
+use common::conn::Conn;
 use common::{BrokerProcess, topic};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
@@ -22,66 +21,9 @@ use kafka_protocol::messages::{
     ApiKey, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
     DescribeClusterRequest, DescribeClusterResponse, DescribeTopicPartitionsRequest,
     DescribeTopicPartitionsResponse, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse,
-    MetadataRequest, MetadataResponse, ProduceRequest, RequestHeader, ResponseHeader, TopicName,
+    MetadataRequest, MetadataResponse, ProduceRequest, TopicName,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-
-struct Conn {
-    stream: TcpStream,
-    next_id: i32,
-}
-
-impl Conn {
-    /// Sends a request that gets no response (Produce with acks=0).
-    fn send_only<Req: Encodable>(&mut self, key: ApiKey, version: i16, req: &Req) {
-        let mut header = RequestHeader::default();
-        header.request_api_key = key as i16;
-        header.request_api_version = version;
-        header.correlation_id = self.next_id;
-        self.next_id += 1;
-        let mut body = BytesMut::new();
-        header.encode(&mut body, key.request_header_version(version)).expect("header");
-        req.encode(&mut body, version).expect("body");
-        let mut frame = BytesMut::new();
-        frame.put_i32(body.len() as i32);
-        frame.extend_from_slice(&body);
-        self.stream.write_all(&frame).expect("write");
-    }
-
-    fn open(addr: &str) -> Self {
-        let stream = TcpStream::connect(addr).expect("connect");
-        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-        Conn { stream, next_id: 1 }
-    }
-
-    fn call<Req: Encodable, Resp: Decodable>(&mut self, key: ApiKey, version: i16, req: &Req) -> Resp {
-        let id = self.next_id;
-        self.next_id += 1;
-        let mut header = RequestHeader::default();
-        header.request_api_key = key as i16;
-        header.request_api_version = version;
-        header.correlation_id = id;
-        header.client_id = Some(StrBytes::from_static_str("admin-apis-test"));
-        let mut body = BytesMut::new();
-        header.encode(&mut body, key.request_header_version(version)).expect("header");
-        req.encode(&mut body, version).expect("body");
-        let mut frame = BytesMut::new();
-        frame.put_i32(body.len() as i32);
-        frame.extend_from_slice(&body);
-        self.stream.write_all(&frame).expect("write");
-        let mut len = [0u8; 4];
-        self.stream.read_exact(&mut len).expect("response length");
-        let mut buf = vec![0u8; i32::from_be_bytes(len) as usize];
-        self.stream.read_exact(&mut buf).expect("response body");
-        let mut buf = Bytes::from(buf);
-        let rh =
-            ResponseHeader::decode(&mut buf, key.response_header_version(version)).expect("response header");
-        assert_eq!(rh.correlation_id, id);
-        let resp = Resp::decode(&mut buf, version).expect("response");
-        assert!(!buf.has_remaining(), "trailing bytes in {key:?} response");
-        resp
-    }
-}
+use kafka_protocol::protocol::StrBytes;
 
 fn name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod conn;
 pub mod kafka;
 pub mod kafka_ref;
 pub mod proxy;

@@ -1,0 +1,420 @@
+//! The differential harness: each scenario sends the same requests (encoded
+//! by the test with `kafka-protocol`) to Strata and to the reference Apache
+//! Kafka broker and compares the whole decoded answers after normalising
+//! exactly the fields `docs/testing.md` lists. Kafka's answer is the expected
+//! one. The harness checks itself: Kafka against Kafka compares equal, and an
+//! answer changed on purpose is caught.
+
+mod common;
+
+use bytes::{Bytes, BytesMut};
+use common::conn::Conn;
+use common::kafka_ref::RefBroker;
+use common::{BrokerProcess, topic};
+use kafka_protocol::messages::create_partitions_request::{
+    CreatePartitionsAssignment, CreatePartitionsTopic,
+};
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, CreatePartitionsRequest,
+    CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse, FetchRequest, FetchResponse,
+    MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+
+fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+fn text(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+/// The lines where two answers differ (empty: equal).
+fn differences(strata: &str, kafka: &str) -> Vec<String> {
+    let (a, b): (Vec<&str>, Vec<&str>) = (strata.lines().collect(), kafka.lines().collect());
+    let mut out = Vec::new();
+    for i in 0..a.len().max(b.len()) {
+        let (x, y) = (a.get(i).copied().unwrap_or("<none>"), b.get(i).copied().unwrap_or("<none>"));
+        if x != y {
+            out.push(format!("line {i}: strata `{}` / kafka `{}`", x.trim(), y.trim()));
+        }
+    }
+    out
+}
+
+/// Renders an answer with the run's topic names replaced by a placeholder.
+fn render(answer: &impl std::fmt::Debug, tag: &str) -> String {
+    format!("{answer:#?}").replace(tag, "<tag>")
+}
+
+/// Runs `scenario` on both brokers and fails with every differing line.
+fn same_on_both(what: &str, scenario: impl Fn(&str, &str) -> String) {
+    let strata = BrokerProcess::start_with(&["--auto-create-topics", "false"]);
+    let kafka = RefBroker::get();
+    let a = scenario(&strata.addr, &topic("diff"));
+    let b = scenario(&kafka.bootstrap, &topic("diff"));
+    let diff = differences(&a, &b);
+    assert!(
+        diff.is_empty(),
+        "{what}: Strata answers differently from Kafka:\n{}\n--- strata\n{a}\n--- kafka\n{b}",
+        diff.join("\n")
+    );
+}
+
+/// The broker's node id, from Metadata.
+fn node_id(conn: &mut Conn) -> i32 {
+    let resp: MetadataResponse = conn.call(ApiKey::Metadata, 12, &MetadataRequest::default());
+    resp.brokers.first().map(|b| b.node_id.0).expect("a broker")
+}
+
+fn create(conn: &mut Conn, topic: &str, partitions: i32, configs: &[(&str, &str)]) -> CreateTopicsResponse {
+    let mut t = CreatableTopic::default();
+    t.name = name(topic);
+    t.num_partitions = partitions;
+    t.replication_factor = -1;
+    t.configs = configs
+        .iter()
+        .map(|(k, v)| {
+            let mut c = CreatableTopicConfig::default();
+            c.name = text(k);
+            c.value = Some(text(v));
+            c
+        })
+        .collect();
+    let mut req = CreateTopicsRequest::default();
+    req.topics = vec![t];
+    req.timeout_ms = 10_000;
+    let resp: CreateTopicsResponse = conn.call(ApiKey::CreateTopics, 7, &req);
+    if resp.topics.first().is_some_and(|t| t.error_code == 0) {
+        wait_ready(conn, topic);
+    }
+    resp
+}
+
+/// Waits (within a deadline) until Metadata shows every partition of `topic`
+/// with a leader: Kafka answers CreateTopics before its partitions lead.
+fn wait_ready(conn: &mut Conn, topic: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let mut t = kafka_protocol::messages::metadata_request::MetadataRequestTopic::default();
+        t.name = Some(name(topic));
+        let mut req = MetadataRequest::default();
+        req.topics = Some(vec![t]);
+        let resp: MetadataResponse = conn.call(ApiKey::Metadata, 12, &req);
+        let ready = resp.topics.first().is_some_and(|t| {
+            t.error_code == 0
+                && !t.partitions.is_empty()
+                && t.partitions.iter().all(|p| p.error_code == 0 && p.leader_id.0 >= 0)
+        });
+        if ready {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{topic} has no leader after 30 s");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// The normalised fields of a CreateTopics answer: throttle time, topic ids,
+/// error messages.
+fn normalise_create(mut resp: CreateTopicsResponse) -> CreateTopicsResponse {
+    resp.throttle_time_ms = 0;
+    for t in &mut resp.topics {
+        t.topic_id = uuid::Uuid::nil();
+        t.error_message = None;
+    }
+    resp
+}
+
+/// A topic to create: name, partitions, configs.
+type TopicCase = (String, i32, Vec<(&'static str, &'static str)>);
+
+fn create_topics_with_bad_input(addr: &str, tag: &str) -> String {
+    let mut conn = Conn::open(addr);
+    let mut answers = Vec::new();
+    let long = "a".repeat(250);
+    let cases: Vec<TopicCase> = vec![
+        (format!("{tag}-ok"), 2, vec![("retention.ms", "3600000")]),
+        (String::new(), 1, vec![]),
+        (".".into(), 1, vec![]),
+        ("..".into(), 1, vec![]),
+        ("bad/name".into(), 1, vec![]),
+        (long, 1, vec![]),
+        (format!("{tag}-zero"), 0, vec![]),
+        (format!("{tag}-badvalue"), 1, vec![("retention.ms", "abc")]),
+        (format!("{tag}-unknown"), 1, vec![("no.such.config", "1")]),
+        (format!("{tag}-ok"), 1, vec![]), // exists now
+    ];
+    for (topic, partitions, configs) in &cases {
+        answers.push(normalise_create(create(&mut conn, topic, *partitions, configs)));
+    }
+    render(&answers, tag)
+}
+
+/// The normalised fields of a Produce answer: throttle time, log append
+/// times, the current leader and node endpoints (node ids, host:port, leader
+/// epochs), error messages.
+fn normalise_produce(mut resp: ProduceResponse) -> ProduceResponse {
+    resp.throttle_time_ms = 0;
+    resp.node_endpoints.clear();
+    for t in &mut resp.responses {
+        t.topic_id = uuid::Uuid::nil();
+        for p in &mut t.partition_responses {
+            p.log_append_time_ms = -1;
+            p.error_message = None;
+            p.current_leader = Default::default();
+            for e in &mut p.record_errors {
+                e.batch_index_error_message = None;
+            }
+        }
+    }
+    resp
+}
+
+fn batch(values: &[Vec<u8>], timestamp: i64) -> Bytes {
+    let records: Vec<Record> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: i as i32,
+            timestamp: timestamp + i as i64,
+            key: (i % 2 == 0).then(|| Bytes::from(format!("k{i}"))),
+            value: Some(Bytes::from(v.clone())),
+            headers: [(text("h"), Some(Bytes::from_static(b"v")))].into_iter().collect(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        records.iter(),
+        &RecordEncodeOptions { version: 2, compression: Compression::None },
+    )
+    .expect("encode");
+    buf.freeze()
+}
+
+fn produce(conn: &mut Conn, topic: &str, partition: i32, records: Bytes) -> ProduceResponse {
+    let mut pd = PartitionProduceData::default();
+    pd.index = partition;
+    pd.records = Some(records);
+    let mut td = TopicProduceData::default();
+    td.name = name(topic);
+    td.partition_data = vec![pd];
+    let mut req = ProduceRequest::default();
+    req.acks = -1;
+    req.timeout_ms = 10_000;
+    req.topic_data = vec![td];
+    conn.call(ApiKey::Produce, 11, &req)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Produce answers, normalised, for: a valid batch, an oversize one, an
+/// unknown partition, a timestamp two hours ahead, an unknown topic.
+fn produce_answers(addr: &str, tag: &str) -> Vec<ProduceResponse> {
+    let mut conn = Conn::open(addr);
+    let t = format!("{tag}-produce");
+    assert_eq!(create(&mut conn, &t, 1, &[("max.message.bytes", "1000")]).topics[0].error_code, 0);
+    let now = now_ms();
+    let small = vec![b"one".to_vec(), b"two".to_vec()];
+    vec![
+        produce(&mut conn, &t, 0, batch(&small, now)),
+        produce(&mut conn, &t, 0, batch(&[vec![7u8; 2000]], now)),
+        produce(&mut conn, &t, 99, batch(&small, now)),
+        produce(&mut conn, &t, 0, batch(&small, now + 2 * 3600 * 1000)),
+        produce(&mut conn, &format!("{tag}-nosuch"), 0, batch(&small, now)),
+        produce(&mut conn, &t, 0, batch(&small, now)),
+    ]
+    .into_iter()
+    .map(normalise_produce)
+    .collect()
+}
+
+fn create_partitions_with_bad_input(addr: &str, tag: &str) -> String {
+    let mut conn = Conn::open(addr);
+    let node = node_id(&mut conn);
+    let t = format!("{tag}-parts");
+    assert_eq!(create(&mut conn, &t, 2, &[]).topics[0].error_code, 0);
+    let assign = |ids: &[i32]| {
+        let mut a = CreatePartitionsAssignment::default();
+        a.broker_ids = ids.iter().map(|i| BrokerId(*i)).collect();
+        a
+    };
+    let cases: Vec<(String, i32, Option<Vec<CreatePartitionsAssignment>>)> = vec![
+        (t.clone(), 1, None),                              // fewer partitions
+        (t.clone(), 2, None),                              // the same count
+        (t.clone(), 4, Some(vec![assign(&[node])])),       // one assignment for two new partitions
+        (t.clone(), 3, Some(vec![assign(&[999])])),        // an unknown broker
+        (t.clone(), 3, Some(vec![assign(&[node, node])])), // a duplicate replica
+        (format!("{tag}-nosuch"), 3, None),                // an unknown topic
+        (t.clone(), 3, Some(vec![assign(&[node])])),       // fits
+    ];
+    let mut answers = Vec::new();
+    for (topic, count, assignments) in cases {
+        let mut ct = CreatePartitionsTopic::default();
+        ct.name = name(&topic);
+        ct.count = count;
+        ct.assignments = assignments;
+        let mut req = CreatePartitionsRequest::default();
+        req.topics = vec![ct];
+        req.timeout_ms = 10_000;
+        let mut resp: CreatePartitionsResponse = conn.call(ApiKey::CreatePartitions, 3, &req);
+        resp.throttle_time_ms = 0;
+        for r in &mut resp.results {
+            r.error_message = None;
+        }
+        answers.push(resp);
+    }
+    render(&answers, tag)
+}
+
+/// The stored bytes of a produced batch, as Fetch returns them, with the two
+/// fields the broker stamps (base offset, partition leader epoch) zeroed.
+fn record_layout(addr: &str, tag: &str) -> String {
+    let mut conn = Conn::open(addr);
+    let t = format!("{tag}-layout");
+    assert_eq!(create(&mut conn, &t, 1, &[]).topics[0].error_code, 0);
+    let values = vec![b"alpha".to_vec(), Vec::new(), b"gamma".to_vec()];
+    let sent = batch(&values, 1_700_000_000_000);
+    for _ in 0..2 {
+        let r = produce(&mut conn, &t, 0, sent.clone());
+        let p = &r.responses[0].partition_responses[0];
+        assert_eq!(p.error_code, 0, "{addr}: {:?}", p.error_message);
+    }
+    let mut fp = FetchPartition::default();
+    fp.partition = 0;
+    fp.fetch_offset = 0;
+    fp.partition_max_bytes = 1 << 20;
+    fp.current_leader_epoch = -1;
+    let mut ft = FetchTopic::default();
+    ft.topic = name(&t);
+    ft.partitions = vec![fp];
+    let mut req = FetchRequest::default();
+    req.replica_id = BrokerId(-1);
+    req.max_wait_ms = 500;
+    req.min_bytes = 1;
+    req.max_bytes = 1 << 20;
+    req.topics = vec![ft];
+    let resp: FetchResponse = conn.call(ApiKey::Fetch, 12, &req);
+    let p = &resp.responses[0].partitions[0];
+    let mut stored = p.records.clone().expect("records").to_vec();
+    // Two batches: zero each one's base offset and leader epoch.
+    let mut at = 0usize;
+    let mut batches = Vec::new();
+    while at + 12 <= stored.len() {
+        let len = i32::from_be_bytes(stored[at + 8..at + 12].try_into().expect("length")) as usize;
+        let end = at + 12 + len;
+        let base = i64::from_be_bytes(stored[at..at + 8].try_into().expect("base offset"));
+        batches.push(format!("base offset {base}"));
+        stored[at..at + 8].fill(0);
+        stored[at + 12..at + 16].fill(0);
+        batches.push(stored[at..end].iter().map(|b| format!("{b:02x}")).collect::<String>());
+        at = end;
+    }
+    format!(
+        "error {} high watermark {} last stable {} log start {}\n{}",
+        p.error_code,
+        p.high_watermark,
+        p.last_stable_offset,
+        p.log_start_offset,
+        batches.join("\n")
+    )
+}
+
+fn api_versions_request(name: &str, version: &str) -> ApiVersionsRequest {
+    let mut req = ApiVersionsRequest::default();
+    req.client_software_name = text(name);
+    req.client_software_version = text(version);
+    req
+}
+
+fn unknown_versions(addr: &str, _tag: &str) -> String {
+    let mut out = Vec::new();
+    // KIP-511's names: a valid pair is answered, an invalid one is
+    // INVALID_REQUEST. The API list is the broker's own (compared API by API
+    // by the tools suite), so only error codes are compared here.
+    for (name, version) in [("strata-test", "1.0"), ("", ""), ("bad name", "1"), ("x", "-1-")] {
+        let mut conn = Conn::open(addr);
+        let resp: ApiVersionsResponse =
+            conn.call(ApiKey::ApiVersions, 3, &api_versions_request(name, version));
+        out.push(format!("ApiVersions v3 {name:?} {version:?}: error {}", resp.error_code));
+    }
+    // ApiVersions newer than any known, as a client sends it (header v2, the
+    // newest body it knows): a v0 answer with UNSUPPORTED_VERSION (KIP-511).
+    let mut conn = Conn::open(addr);
+    let newer: Result<ApiVersionsResponse, String> =
+        conn.try_call_as(ApiKey::ApiVersions, 99, 3, &api_versions_request("strata-test", "1.0"));
+    out.push(format!("ApiVersions v99: {:?}", newer.map(|r| r.error_code)));
+    // Metadata at a version no broker knows: the connection closes.
+    let mut conn = Conn::open(addr);
+    let meta: Result<MetadataResponse, String> =
+        conn.try_call_as(ApiKey::Metadata, 99, 12, &MetadataRequest::default());
+    out.push(format!("Metadata v99 answered: {}", meta.is_ok()));
+    out.join("\n")
+}
+
+#[test]
+fn create_topics_bad_input_matches_kafka() {
+    same_on_both("CreateTopics", create_topics_with_bad_input);
+}
+
+#[test]
+fn produce_bad_input_matches_kafka() {
+    same_on_both("Produce", |addr, tag| render(&produce_answers(addr, tag), tag));
+}
+
+#[test]
+fn create_partitions_bad_input_matches_kafka() {
+    same_on_both("CreatePartitions", create_partitions_with_bad_input);
+}
+
+#[test]
+fn stored_record_layout_matches_kafka() {
+    same_on_both("record layout", record_layout);
+}
+
+#[test]
+fn unknown_versions_match_kafka() {
+    same_on_both("unknown versions", unknown_versions);
+}
+
+/// The harness itself: Kafka against Kafka is equal, and a changed answer is caught.
+#[test]
+fn the_harness_finds_no_difference_between_kafka_and_itself_and_catches_a_change() {
+    let kafka = RefBroker::get();
+    let (tag_a, tag_b) = (topic("diff"), topic("diff"));
+    let a = produce_answers(&kafka.bootstrap, &tag_a);
+    let b = produce_answers(&kafka.bootstrap, &tag_b);
+    let diff = differences(&render(&a, &tag_a), &render(&b, &tag_b));
+    assert!(diff.is_empty(), "Kafka differs from itself:\n{}", diff.join("\n"));
+    let mut changed = b.clone();
+    changed[1].responses[0].partition_responses[0].error_code = 0;
+    let diff = differences(&render(&a, &tag_a), &render(&changed, &tag_b));
+    assert_eq!(diff.len(), 1, "exactly the changed error code is reported: {diff:?}");
+    assert!(diff[0].contains("error_code"), "{diff:?}");
+    for scenario in [
+        create_topics_with_bad_input as fn(&str, &str) -> String,
+        create_partitions_with_bad_input,
+        record_layout,
+    ] {
+        let (x, y) = (topic("diff"), topic("diff"));
+        let diff = differences(&scenario(&kafka.bootstrap, &x), &scenario(&kafka.bootstrap, &y));
+        assert!(diff.is_empty(), "Kafka differs from itself:\n{}", diff.join("\n"));
+    }
+}
