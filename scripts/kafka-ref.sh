@@ -3,7 +3,7 @@
 # tests/java/pom.xml) on free 127.0.0.1 ports, started the way Kafka's
 # quickstart does (StorageTool format --standalone, then kafka.Kafka).
 #
-#   scripts/kafka-ref.sh start [DIR] [--feature name=level]...
+#   scripts/kafka-ref.sh start [DIR] [--feature name=level]... [--config key=value]...
 #       formats DIR (a fresh temporary directory by default), starts the broker
 #       and prints one line: bootstrap=127.0.0.1:PORT pid=PID dir=DIR
 #   scripts/kafka-ref.sh stop DIR
@@ -22,10 +22,11 @@ start() {
   local dir=""
   if [ $# -gt 0 ] && [ "${1#--}" = "$1" ]; then dir="$1"; shift; fi
   [ -n "$dir" ] || dir="$(mktemp -d -t strata-kafka-ref.XXXXXX)"
-  local features=()
+  local features=() configs=()
   while [ $# -gt 0 ]; do
     case "$1" in
       --feature) features+=(--feature "$2"); shift 2 ;;
+      --config) configs+=("$2"); shift 2 ;;
       *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
   done
@@ -55,6 +56,8 @@ share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 EOF
+  local c
+  for c in "${configs[@]}"; do echo "$c" >>"$dir/server.properties"; done
   cat >"$dir/log4j2.properties" <<EOF
 status = warn
 appender.file.type = File
