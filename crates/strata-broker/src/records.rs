@@ -234,6 +234,40 @@ mod tests {
     }
 
     #[test]
+    fn record_timestamps_are_read_from_uncompressed_batches_only() {
+        let b = batch(3);
+        assert_eq!(record_timestamps(&b), Some(vec![1000, 1001, 1002]));
+        // A compressed batch is not opened.
+        let records = [Record {
+            transactional: false,
+            delete_horizon: false,
+            control: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: 0,
+            sequence: 0,
+            timestamp: 5,
+            key: None,
+            value: Some(Bytes::from_static(b"v")),
+            headers: Default::default(),
+        }];
+        let mut gz = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut gz,
+            records.iter(),
+            &RecordEncodeOptions { version: 2, compression: Compression::Gzip },
+        )
+        .expect("encode");
+        assert_eq!(record_timestamps(&gz), None);
+        // A record that overruns its batch: no answer rather than a wrong one.
+        let mut cut = b.to_vec();
+        cut.truncate(cut.len() - 3);
+        assert_eq!(record_timestamps(&cut), None);
+    }
+
+    #[test]
     fn validate_stamp_and_decode() {
         let b = batch(3);
         let h = validate(&b).expect("valid");
