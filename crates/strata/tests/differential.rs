@@ -110,12 +110,38 @@ fn wait_ready(conn: &mut Conn, topic: &str) {
                 && !t.partitions.is_empty()
                 && t.partitions.iter().all(|p| p.error_code == 0 && p.leader_id.0 >= 0)
         });
-        if ready {
+        // Kafka's metadata names a leader before that leader takes writes:
+        // ListOffsets, answered by the leader's log, tells.
+        if ready && leaders_answer(conn, topic, &resp) {
             return;
         }
         assert!(std::time::Instant::now() < deadline, "{topic} has no leader after 30 s");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+}
+
+/// Whether every partition's leader answers ListOffsets without an error.
+fn leaders_answer(conn: &mut Conn, topic: &str, meta: &MetadataResponse) -> bool {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    let Some(t) = meta.topics.first() else { return false };
+    let mut lt = ListOffsetsTopic::default();
+    lt.name = name(topic);
+    lt.partitions = t
+        .partitions
+        .iter()
+        .map(|p| {
+            let mut lp = ListOffsetsPartition::default();
+            lp.partition_index = p.partition_index;
+            lp.current_leader_epoch = -1;
+            lp.timestamp = -1;
+            lp
+        })
+        .collect();
+    let mut req = kafka_protocol::messages::ListOffsetsRequest::default();
+    req.replica_id = BrokerId(-1);
+    req.topics = vec![lt];
+    let resp: kafka_protocol::messages::ListOffsetsResponse = conn.call(ApiKey::ListOffsets, 7, &req);
+    resp.topics.iter().all(|t| t.partitions.iter().all(|p| p.error_code == 0))
 }
 
 /// The normalised fields of a CreateTopics answer: throttle time, topic ids,
