@@ -69,7 +69,16 @@ rootLogger.level = info
 rootLogger.appenderRef.file.ref = file
 EOF
   local id
-  id="$(python3 -c 'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode())')"
+  # Kafka's form (URL-safe base64 of 16 random bytes), never starting with
+  # "-", which the tool would read as an option (Kafka's own ids avoid it too).
+  id="$(python3 -c '
+import base64, uuid
+while True:
+    s = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    if not s.startswith("-"):
+        print(s)
+        break
+')"
   local jvm=(java -Xmx1G -Xms256m -XX:+UseG1GC "-Dlog4j2.configurationFile=$dir/log4j2.properties" -cp "$cp")
   "${jvm[@]}" kafka.tools.StorageTool format --standalone -t "$id" -c "$dir/server.properties" \
     "${features[@]}" >"$dir/format.log" 2>&1 || { cat "$dir/format.log" >&2; exit 1; }
