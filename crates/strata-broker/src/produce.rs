@@ -9,7 +9,9 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use strata_stream::Appended;
 
@@ -19,7 +21,6 @@ use crate::producer_state::{SeqBatch, SeqCheck, last_seq};
 use crate::records;
 use crate::topic_config::TopicConfig;
 use crate::{Broker, BrokerError};
-use kafka_protocol::messages::produce_response::BatchIndexAndErrorMessage;
 
 /// Bytes queued for the WAL above which produce requests wait before appending.
 const WAL_QUEUE_LIMIT: usize = 64 << 20;

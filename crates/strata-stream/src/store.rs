@@ -319,12 +319,7 @@ impl StreamStore {
             let stream = streams.entry(id).or_insert_with(|| {
                 Arc::new(Stream::new(id, Arc::clone(&shared), &StreamMeta::default(), None))
             });
-            let info = crate::BatchInfo {
-                base_offset: r.record.base_offset,
-                meta: r.record.meta,
-                size: r.record.payload.len() as u32,
-            };
-            stream.on_durable(info, r.segment, r.position, &r.record.payload);
+            stream.on_durable(r.info(), r.segment, r.position, &r.record.payload);
         }
         tracing::info!(
             wal_batches = count,
@@ -843,11 +838,7 @@ impl StreamStore {
             )
             .await?;
             for r in records {
-                let info = crate::BatchInfo {
-                    base_offset: r.record.base_offset,
-                    meta: r.record.meta,
-                    size: r.record.payload.len() as u32,
-                };
+                let info = r.info();
                 // Offsets are final (rule 5): a batch whose offsets are
                 // already covered is never served twice.
                 if info.base_offset < end {

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use common::conn::Conn;
 use common::{BrokerProcess, topic};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
@@ -165,34 +165,9 @@ fn topics_by_id_in_metadata_and_delete() {
 
 /// A record batch of `n` records with timestamps `ts(i)`, built by the crate's encoder.
 fn batch(n: i64, ts: impl Fn(i64) -> i64) -> Bytes {
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
-    let records: Vec<Record> = (0..n)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i,
-            sequence: i as i32,
-            timestamp: ts(i),
-            key: None,
-            value: Some(Bytes::from(format!("v{i}"))),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        records.iter(),
-        &RecordEncodeOptions { version: 2, compression: Compression::None },
-    )
-    .expect("encode");
-    buf.freeze()
+    let records: Vec<_> =
+        (0..n).map(|i| common::batches::record(i, ts(i), None, Some(Bytes::from(format!("v{i}"))))).collect();
+    common::batches::encode(&records)
 }
 
 fn produce_request(topic: &str, acks: i16, records: Bytes) -> ProduceRequest {

@@ -7,7 +7,8 @@
 
 mod common;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+use common::batches;
 use common::conn::Conn;
 use common::kafka_ref::RefBroker;
 use common::{BrokerProcess, topic};
@@ -23,7 +24,6 @@ use kafka_protocol::messages::{
     MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
 
 fn name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))
@@ -201,33 +201,17 @@ fn normalise_produce(mut resp: ProduceResponse) -> ProduceResponse {
 }
 
 fn batch(values: &[Vec<u8>], timestamp: i64) -> Bytes {
-    let records: Vec<Record> = values
+    let records: Vec<_> = values
         .iter()
         .enumerate()
-        .map(|(i, v)| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: i as i32,
-            timestamp: timestamp + i as i64,
-            key: (i % 2 == 0).then(|| Bytes::from(format!("k{i}"))),
-            value: Some(Bytes::from(v.clone())),
-            headers: [(text("h"), Some(Bytes::from_static(b"v")))].into_iter().collect(),
+        .map(|(i, v)| {
+            let key = (i % 2 == 0).then(|| Bytes::from(format!("k{i}")));
+            let mut r = batches::record(i as i64, timestamp + i as i64, key, Some(Bytes::from(v.clone())));
+            r.headers = [(text("h"), Some(Bytes::from_static(b"v")))].into_iter().collect();
+            r
         })
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        records.iter(),
-        &RecordEncodeOptions { version: 2, compression: Compression::None },
-    )
-    .expect("encode");
-    buf.freeze()
+    batches::encode(&records)
 }
 
 fn produce(conn: &mut Conn, topic: &str, partition: i32, records: Bytes) -> ProduceResponse {

@@ -269,18 +269,15 @@ async fn delete_records_moves_the_low_watermark() {
 
 /// OffsetForLeaderEpoch has no librdkafka admin call; it is sent by hand.
 mod epochs {
-    use std::io::{Read, Write};
-    use std::net::TcpStream;
-
-    use bytes::{BufMut, Bytes, BytesMut};
     use kafka_protocol::messages::offset_for_leader_epoch_request::{
         OffsetForLeaderPartition, OffsetForLeaderTopic,
     };
     use kafka_protocol::messages::{
-        ApiKey, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, RequestHeader, ResponseHeader,
-        TopicName,
+        ApiKey, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, TopicName,
     };
-    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+    use kafka_protocol::protocol::StrBytes;
+
+    use crate::common::conn::Conn;
 
     /// `(epoch, end offset)` for each asked epoch of partition 0.
     pub fn ask(addr: &str, topic: &str, epochs: &[i32]) -> Vec<(i16, i32, i64)> {
@@ -301,25 +298,7 @@ mod epochs {
         let mut req = OffsetForLeaderEpochRequest::default();
         req.replica_id = (-1).into();
         req.topics = vec![t];
-        let mut header = RequestHeader::default();
-        header.request_api_key = key as i16;
-        header.request_api_version = version;
-        header.correlation_id = 9;
-        let mut body = BytesMut::new();
-        header.encode(&mut body, key.request_header_version(version)).expect("header");
-        req.encode(&mut body, version).expect("body");
-        let mut frame = BytesMut::new();
-        frame.put_i32(body.len() as i32);
-        frame.extend_from_slice(&body);
-        let mut s = TcpStream::connect(addr).expect("connect");
-        s.write_all(&frame).expect("write");
-        let mut len = [0u8; 4];
-        s.read_exact(&mut len).expect("len");
-        let mut buf = vec![0u8; i32::from_be_bytes(len) as usize];
-        s.read_exact(&mut buf).expect("body");
-        let mut buf = Bytes::from(buf);
-        ResponseHeader::decode(&mut buf, key.response_header_version(version)).expect("header");
-        let resp = OffsetForLeaderEpochResponse::decode(&mut buf, version).expect("response");
+        let resp: OffsetForLeaderEpochResponse = Conn::open(addr).call(key, version, &req);
         resp.topics[0].partitions.iter().map(|p| (p.error_code, p.leader_epoch, p.end_offset)).collect()
     }
 }

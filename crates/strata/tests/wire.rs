@@ -554,11 +554,12 @@ fn record_batch(record_count: i32, header_count: i32) -> Vec<u8> {
         .bytes
 }
 
-/// Produce v3 (acks=all) of `batch` to partition 0 of `topic`; returns the
-/// partition's error code.
-fn produce_raw(stream: &mut TcpStream, topic: &str, batch: &[u8], correlation_id: i32) -> i16 {
-    let frame = Frame::header_v1(PRODUCE, 3, correlation_id)
-        .put_i16(-1) // transactional id: null
+/// A non-flexible Produce (v0-v8, acks=all) of `batch` to partition 0 of
+/// `topic`; v3+ carry a null transactional id.
+fn produce_frame(version: i16, topic: &str, batch: &[u8], correlation_id: i32) -> Frame {
+    let frame = Frame::header_v1(PRODUCE, version, correlation_id);
+    let frame = if version >= 3 { frame.put_i16(-1) } else { frame }; // transactional id
+    frame
         .put_i16(-1) // acks
         .put_i32(10_000) // timeout ms
         .put_i32(1)
@@ -566,8 +567,13 @@ fn produce_raw(stream: &mut TcpStream, topic: &str, batch: &[u8], correlation_id
         .put_i32(1)
         .put_i32(0) // partition
         .put_i32(i32::try_from(batch.len()).expect("batch size"))
-        .put_bytes(batch);
-    send_frame(stream, &frame);
+        .put_bytes(batch)
+}
+
+/// Produce v3 (acks=all) of `batch` to partition 0 of `topic`; returns the
+/// partition's error code.
+fn produce_raw(stream: &mut TcpStream, topic: &str, batch: &[u8], correlation_id: i32) -> i16 {
+    send_frame(stream, &produce_frame(3, topic, batch, correlation_id));
     let mut body = read_response(stream, correlation_id);
     assert_eq!(body.get_i32(), 1, "Produce response topics");
     assert_eq!(get_str(&mut body), topic);
@@ -959,16 +965,7 @@ fn produce_below_v3_is_advertised_and_closes_the_connection() {
     let mut stream = connect(&broker.addr);
     assert!(served_apis(&mut stream).contains(&(PRODUCE, 0, 13)), "Produce 0-13 advertised");
     for version in 0..=2 {
-        let batch = record_batch(1, 0);
-        let frame = Frame::header_v1(PRODUCE, version, 10)
-            .put_i16(-1) // acks
-            .put_i32(10_000) // timeout ms
-            .put_i32(1)
-            .put_str(&name)
-            .put_i32(1)
-            .put_i32(0) // partition
-            .put_i32(i32::try_from(batch.len()).expect("batch size"))
-            .put_bytes(&batch);
+        let frame = produce_frame(version, &name, &record_batch(1, 0), 10);
         assert_refused(&broker.addr, &frame, &format!("Produce v{version}"));
     }
     // Nothing stored: the latest offset is still 0.

@@ -169,6 +169,17 @@ pub(crate) struct Replayed {
     pub position: u64,
 }
 
+impl Replayed {
+    /// The replayed batch's facts.
+    pub(crate) fn info(&self) -> BatchInfo {
+        BatchInfo {
+            base_offset: self.record.base_offset,
+            meta: self.record.meta,
+            size: self.record.payload.len() as u32,
+        }
+    }
+}
+
 /// Decodes the records of one segment (file or object) into `out`; returns
 /// how many bytes of `data` they cover (the rest is a torn tail or zeros).
 pub(crate) fn decode_segment(data: &Bytes, segment: u64, out: &mut Vec<Replayed>) -> usize {

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod batches;
 pub mod conn;
 pub mod kafka;
 pub mod kafka_ref;
