@@ -3,9 +3,13 @@
 # tests/java/pom.xml) on free 127.0.0.1 ports, started the way Kafka's
 # quickstart does (StorageTool format --standalone, then kafka.Kafka).
 #
-#   scripts/kafka-ref.sh start [DIR] [--feature name=level]... [--config key=value]...
+#   scripts/kafka-ref.sh start [DIR] [--durable] [--feature name=level]... [--config key=value]...
 #       formats DIR (a fresh temporary directory by default), starts the broker
 #       and prints one line: bootstrap=127.0.0.1:PORT pid=PID dir=DIR
+#       --durable: log.flush.interval.messages=1, an fsync before every
+#       acknowledgement, as Strata acknowledges only durable writes. The test
+#       suite's reference broker runs so, so that configs compare exactly
+#       (docs/testing.md); benchmarks run Kafka both ways.
 #   scripts/kafka-ref.sh stop DIR
 #       stops the broker started in DIR (by its PID) and waits for it to exit
 #
@@ -27,6 +31,7 @@ start() {
     case "$1" in
       --feature) features+=(--feature "$2"); shift 2 ;;
       --config) configs+=("$2"); shift 2 ;;
+      --durable) configs+=("log.flush.interval.messages=1"); shift ;;
       *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
   done

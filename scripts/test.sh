@@ -23,7 +23,7 @@ if [ "${1:-}" = "--slow" ]; then
 fi
 # One reference Apache Kafka broker serves the whole run (tests use random
 # topic names); stopped by PID when the run ends.
-ref="$(scripts/kafka-ref.sh start)"
+ref="$(scripts/kafka-ref.sh start --durable)"
 ref_dir="${ref##*dir=}"
 trap 'scripts/kafka-ref.sh stop "$ref_dir"' EXIT
 STRATA_KAFKA_BOOTSTRAP="$(printf '%s\n' "$ref" | sed -E 's/^bootstrap=([^ ]+).*/\1/')"

@@ -21,6 +21,10 @@ pub struct BrokerConfig {
     pub advertised_host: String,
     /// The port clients are told to connect to.
     pub advertised_port: i32,
+    /// The address the broker listens on (Kafka's `listeners`).
+    pub listen: String,
+    /// Kafka's `socket.request.max.bytes`: the largest request accepted.
+    pub socket_request_max_bytes: usize,
     /// Kafka's `auto.create.topics.enable`.
     pub auto_create_topics: bool,
     /// Kafka's `num.partitions`: partitions of auto-created topics and of
@@ -42,8 +46,10 @@ impl BrokerConfig {
     pub fn new(node_id: i32, advertised_host: String, advertised_port: i32) -> Self {
         BrokerConfig {
             node_id,
+            listen: format!("{advertised_host}:{advertised_port}"),
             advertised_host,
             advertised_port,
+            socket_request_max_bytes: 104_857_600,
             auto_create_topics: true,
             num_partitions: 1,
             default_replication_factor: 1,

@@ -1,5 +1,5 @@
-//! DescribeConfigs, AlterConfigs and IncrementalAlterConfigs for topics (and a
-//! read-only view of the broker's own settings).
+//! DescribeConfigs, AlterConfigs and IncrementalAlterConfigs for topics, and
+//! a read-only view of the broker resource (`broker_configs`).
 
 use std::collections::BTreeMap;
 
@@ -14,9 +14,10 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
+use crate::broker_configs::{self, Origin};
 use crate::error_codes::{code, message};
-use crate::topic_config::{self, TOPIC_CONFIGS};
-use crate::{Broker, BrokerError};
+use crate::topic_config::{self, ConfigDef, TOPIC_CONFIGS};
+use crate::{Broker, BrokerConfig, BrokerError};
 
 /// Resource type codes.
 const TOPIC: i8 = 2;
@@ -32,49 +33,142 @@ fn str(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }
 
-/// Configs that a Kafka 4.1 KRaft cluster sets as cluster-wide dynamic
-/// defaults when it is formatted (with eligible leader replicas, KIP-966):
-/// their default is reported with that source, as Kafka reports it.
-const CLUSTER_DEFAULTS: &[&str] = &["min.insync.replicas"];
+/// The source code DescribeConfigs reports for a broker-level origin.
+fn source_of(origin: Origin) -> i8 {
+    match origin {
+        Origin::Strata => SOURCE_STATIC_BROKER,
+        Origin::ClusterDefault => SOURCE_DYNAMIC_DEFAULT_BROKER,
+        Origin::KafkaDefault => SOURCE_DEFAULT,
+    }
+}
 
-/// The source a config's default is reported with.
-pub(crate) fn default_source(name: &str) -> i8 {
-    if CLUSTER_DEFAULTS.contains(&name) { SOURCE_DYNAMIC_DEFAULT_BROKER } else { SOURCE_DEFAULT }
+/// A topic config's broker-level synonyms, highest precedence first, as
+/// `(name, value, source)`: Strata's own setting or a cluster default of its
+/// broker synonym when there is one, then Kafka's default.
+fn topic_synonyms(config: &BrokerConfig, d: &ConfigDef) -> Vec<(&'static str, String, i8)> {
+    let mut out = Vec::new();
+    if d.broker_synonym.is_empty() {
+        return out;
+    }
+    if let Some(def) = broker_configs::lookup(d.broker_synonym) {
+        for (value, origin) in broker_configs::resolve(config, def).chain {
+            if origin != Origin::KafkaDefault {
+                out.push((d.broker_synonym, value, source_of(origin)));
+            }
+        }
+    }
+    out.push((d.broker_synonym, d.default.to_string(), SOURCE_DEFAULT));
+    out
 }
 
 /// Every topic config with its effective value and source.
-pub(crate) fn effective(explicit: &BTreeMap<String, String>) -> Vec<(String, String, i8)> {
+pub(crate) fn effective(
+    config: &BrokerConfig,
+    explicit: &BTreeMap<String, String>,
+) -> Vec<(String, String, i8)> {
     TOPIC_CONFIGS
         .iter()
         .map(|d| match explicit.get(d.name) {
             Some(v) => (d.name.to_string(), v.clone(), SOURCE_TOPIC),
-            None => (d.name.to_string(), d.default.to_string(), default_source(d.name)),
+            None => match topic_synonyms(config, d).into_iter().next() {
+                Some((_, value, source)) => (d.name.to_string(), value, source),
+                None => (d.name.to_string(), d.default.to_string(), SOURCE_DEFAULT),
+            },
         })
         .collect()
 }
 
+fn synonym(name: &str, value: Option<&str>, source: i8) -> DescribeConfigsSynonym {
+    let mut s = DescribeConfigsSynonym::default();
+    s.name = str(name);
+    s.value = value.map(str);
+    s.source = source;
+    s
+}
+
+/// Why an alter of broker configs `names` is refused: Strata's broker
+/// settings are static, whether or not Kafka could change them at run time.
+fn broker_alter_refused(names: &[&str]) -> BrokerError {
+    let mut unknown = Vec::new();
+    let mut kafka_static = Vec::new();
+    let mut kafka_dynamic = Vec::new();
+    for n in names {
+        match broker_configs::lookup(n) {
+            None => unknown.push(*n),
+            Some(d) if d.dynamic => kafka_dynamic.push(*n),
+            Some(_) => kafka_static.push(*n),
+        }
+    }
+    let mut parts =
+        vec!["broker configs are static in Strata: set them by flag, environment or config file".to_string()];
+    if !unknown.is_empty() {
+        parts.push(format!("unknown broker configs: {}", unknown.join(", ")));
+    }
+    if !kafka_static.is_empty() {
+        parts.push(format!("not updatable at run time in Kafka either: {}", kafka_static.join(", ")));
+    }
+    if !kafka_dynamic.is_empty() {
+        parts.push(format!("updatable at run time in Kafka but not in Strata: {}", kafka_dynamic.join(", ")));
+    }
+    BrokerError::InvalidRequest(parts.join("; "))
+}
+
 impl Broker {
-    fn broker_configs(&self) -> Vec<(String, String, i8, i8)> {
-        // (name, value, source, type)
-        vec![
-            (
-                "auto.create.topics.enable".into(),
-                self.config.auto_create_topics.to_string(),
-                SOURCE_STATIC_BROKER,
-                1,
-            ),
-            ("broker.id".into(), self.config.node_id.to_string(), SOURCE_STATIC_BROKER, 3),
-            (
-                "default.replication.factor".into(),
-                self.config.default_replication_factor.to_string(),
-                SOURCE_STATIC_BROKER,
-                3,
-            ),
-            ("log.retention.ms".into(), "604800000".into(), SOURCE_DEFAULT, 5),
-            ("message.max.bytes".into(), "1048588".into(), SOURCE_DEFAULT, 3),
-            ("node.id".into(), self.config.node_id.to_string(), SOURCE_STATIC_BROKER, 3),
-            ("num.partitions".into(), self.config.num_partitions.to_string(), SOURCE_STATIC_BROKER, 3),
-        ]
+    /// The broker resource's configs: every Kafka broker config, all
+    /// read-only (Strata's broker settings are static). The cluster-default
+    /// resource (an empty name) holds the cluster-wide defaults only.
+    fn describe_broker(
+        &self,
+        cluster_default: bool,
+        include_synonyms: bool,
+        wanted: &dyn Fn(&str) -> bool,
+    ) -> Vec<DescribeConfigsResourceResult> {
+        let mut out = Vec::new();
+        for r in broker_configs::resolve_all(&self.config) {
+            if !wanted(r.def.name) {
+                continue;
+            }
+            let chain: Vec<_> = if cluster_default {
+                r.chain.iter().filter(|(_, o)| *o == Origin::ClusterDefault).cloned().collect()
+            } else {
+                r.chain.clone()
+            };
+            let Some((value, origin)) = chain.first().cloned() else {
+                if cluster_default {
+                    continue;
+                }
+                out.push(self.broker_entry(&r, None, Origin::KafkaDefault, &[], include_synonyms));
+                continue;
+            };
+            out.push(self.broker_entry(&r, Some(value), origin, &chain, include_synonyms));
+        }
+        out
+    }
+
+    fn broker_entry(
+        &self,
+        r: &broker_configs::Resolved,
+        value: Option<String>,
+        origin: Origin,
+        chain: &[(String, Origin)],
+        include_synonyms: bool,
+    ) -> DescribeConfigsResourceResult {
+        let hide = |v: Option<&str>| if r.def.sensitive { None } else { v.map(str::to_string) };
+        let mut c = DescribeConfigsResourceResult::default();
+        c.name = str(r.def.name);
+        c.value = hide(value.as_deref()).map(|v| str(&v));
+        c.config_source = source_of(origin);
+        c.read_only = true;
+        c.is_sensitive = r.def.sensitive;
+        c.config_type = r.def.kind as i8;
+        c.documentation = None;
+        if include_synonyms {
+            c.synonyms = chain
+                .iter()
+                .map(|(v, o)| synonym(r.def.name, hide(Some(v)).as_deref(), source_of(*o)))
+                .collect();
+        }
+        c
     }
 
     /// DescribeConfigs for topic and broker resources.
@@ -86,7 +180,9 @@ impl Broker {
             out.resource_name = res.resource_name.clone();
             let keys: Option<Vec<String>> =
                 res.configuration_keys.as_ref().map(|k| k.iter().map(|s| s.to_string()).collect());
-            let wanted = |name: &str| keys.as_ref().is_none_or(|k| k.iter().any(|x| x == name));
+            // Null or empty: every config (as Kafka answers).
+            let wanted =
+                |name: &str| keys.as_ref().is_none_or(|k| k.is_empty() || k.iter().any(|x| x == name));
             match res.resource_type {
                 TOPIC => match self.catalog.topic(res.resource_name.as_str()) {
                     None => {
@@ -95,7 +191,7 @@ impl Broker {
                         out.error_message = Some(message(&e));
                     }
                     Some(topic) => {
-                        for (name, value, source) in effective(&topic.configs) {
+                        for (name, value, source) in effective(&self.config, &topic.configs) {
                             if !wanted(&name) {
                                 continue;
                             }
@@ -105,27 +201,13 @@ impl Broker {
                             c.value = Some(str(&value));
                             c.config_source = source;
                             c.config_type = d.kind as i8;
+                            c.documentation = None;
                             if req.include_synonyms {
                                 if source == SOURCE_TOPIC {
-                                    let mut s = DescribeConfigsSynonym::default();
-                                    s.name = str(&name);
-                                    s.value = Some(str(&value));
-                                    s.source = SOURCE_TOPIC;
-                                    c.synonyms.push(s);
+                                    c.synonyms.push(synonym(&name, Some(&value), SOURCE_TOPIC));
                                 }
-                                if default_source(d.name) == SOURCE_DYNAMIC_DEFAULT_BROKER {
-                                    let mut s = DescribeConfigsSynonym::default();
-                                    s.name = str(d.broker_synonym);
-                                    s.value = Some(str(d.default));
-                                    s.source = SOURCE_DYNAMIC_DEFAULT_BROKER;
-                                    c.synonyms.push(s);
-                                }
-                                if !d.broker_synonym.is_empty() {
-                                    let mut s = DescribeConfigsSynonym::default();
-                                    s.name = str(d.broker_synonym);
-                                    s.value = Some(str(d.default));
-                                    s.source = SOURCE_DEFAULT;
-                                    c.synonyms.push(s);
+                                for (n, v, src) in topic_synonyms(&self.config, d) {
+                                    c.synonyms.push(synonym(n, Some(&v), src));
                                 }
                             }
                             out.configs.push(c);
@@ -139,25 +221,7 @@ impl Broker {
                         out.error_code = code(&e);
                         out.error_message = Some(message(&e));
                     } else {
-                        for (name, value, source, kind) in self.broker_configs() {
-                            if !wanted(&name) {
-                                continue;
-                            }
-                            let mut c = DescribeConfigsResourceResult::default();
-                            c.name = str(&name);
-                            c.value = Some(str(&value));
-                            c.config_source = source;
-                            c.read_only = true;
-                            c.config_type = kind;
-                            if req.include_synonyms {
-                                let mut s = DescribeConfigsSynonym::default();
-                                s.name = str(&name);
-                                s.value = Some(str(&value));
-                                s.source = source;
-                                c.synonyms.push(s);
-                            }
-                            out.configs.push(c);
-                        }
+                        out.configs = self.describe_broker(name.is_empty(), req.include_synonyms, &wanted);
                     }
                 }
                 other => {
@@ -177,13 +241,12 @@ impl Broker {
         &self,
         resource_type: i8,
         name: &str,
+        names: &[&str],
         change: impl FnOnce(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, BrokerError>,
         validate_only: bool,
     ) -> Result<(), BrokerError> {
         if resource_type == BROKER {
-            return Err(BrokerError::InvalidRequest(
-                "broker configs are static in Strata: set them by flag, environment or config file".into(),
-            ));
+            return Err(broker_alter_refused(names));
         }
         if resource_type != TOPIC {
             return Err(BrokerError::InvalidRequest(format!("resource type {resource_type} is not served")));
@@ -219,6 +282,7 @@ impl Broker {
                 .replace_topic_configs(
                     res.resource_type,
                     res.resource_name.as_str(),
+                    &res.configs.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
                     change,
                     req.validate_only,
                 )
@@ -296,6 +360,7 @@ impl Broker {
                 .replace_topic_configs(
                     res.resource_type,
                     res.resource_name.as_str(),
+                    &res.configs.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
                     change,
                     req.validate_only,
                 )

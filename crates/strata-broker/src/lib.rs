@@ -4,10 +4,12 @@
 //! (framing, headers, versions) belongs to the server crate.
 
 mod broker;
+mod broker_configs;
 mod configs;
 mod error;
 pub mod error_codes;
 mod fetch;
+mod kafka_broker_configs;
 mod list_offsets;
 mod offsets_admin;
 mod produce;

@@ -203,7 +203,7 @@ impl Broker {
                     }
                     if version >= 5 {
                         result.configs = Some(
-                            crate::configs::effective(&configs)
+                            crate::configs::effective(&self.config, &configs)
                                 .into_iter()
                                 .map(|(name, value, source)| {
                                     let mut c = CreatableTopicConfigs::default();

@@ -176,6 +176,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let mut broker_config = BrokerConfig::new(settings.node_id, host, port);
     broker_config.auto_create_topics = settings.auto_create_topics;
     broker_config.num_partitions = settings.num_partitions;
+    broker_config.listen = bound.to_string();
+    broker_config.socket_request_max_bytes = settings.socket_request_max_bytes;
     broker_config.log_dir = object_url.clone();
     broker_config.retention_check_interval =
         Duration::from_millis(settings.retention_check_interval_ms.max(10));

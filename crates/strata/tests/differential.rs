@@ -16,12 +16,14 @@ use kafka_protocol::messages::create_partitions_request::{
     CreatePartitionsAssignment, CreatePartitionsTopic,
 };
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, CreatePartitionsRequest,
-    CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse, FetchRequest, FetchResponse,
-    MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, TopicName,
+    CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse, DescribeConfigsRequest,
+    DescribeConfigsResponse, FetchRequest, FetchResponse, MetadataRequest, MetadataResponse, ProduceRequest,
+    ProduceResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -379,6 +381,88 @@ fn unknown_versions(addr: &str, _tag: &str) -> String {
     out.join("\n")
 }
 
+/// DescribeConfigs (v4, with synonyms) of one resource.
+fn describe_configs(conn: &mut Conn, resource_type: i8, resource: &str) -> DescribeConfigsResponse {
+    let mut r = DescribeConfigsResource::default();
+    r.resource_type = resource_type;
+    r.resource_name = text(resource);
+    let mut req = DescribeConfigsRequest::default();
+    req.resources = vec![r];
+    req.include_synonyms = true;
+    conn.call(ApiKey::DescribeConfigs, 4, &req)
+}
+
+/// Topic configs, default and explicit, with synonyms: compared whole.
+fn topic_configs(addr: &str, tag: &str) -> String {
+    let mut conn = Conn::open(addr);
+    let t = format!("{tag}-configs");
+    create(&mut conn, &t, 1, &[("retention.ms", "123456"), ("cleanup.policy", "compact,delete")]);
+    let mut resp = describe_configs(&mut conn, 2, &t);
+    resp.throttle_time_ms = 0;
+    // A config map: its order means nothing (Kafka's is a hash map's).
+    for r in &mut resp.results {
+        r.configs.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+    render(&resp, tag)
+}
+
+/// Broker configs each broker sets for itself, whose values are its own:
+/// the reference broker's `server.properties` (`scripts/kafka-ref.sh`), and
+/// what Strata always sets or the test sets. Their names, types and
+/// sensitivity are still compared.
+const OWN_SETTINGS: &[&str] = &[
+    "advertised.listeners",
+    "auto.create.topics.enable",
+    "broker.id",
+    "controller.listener.names",
+    "controller.quorum.bootstrap.servers",
+    "group.initial.rebalance.delay.ms",
+    "inter.broker.listener.name",
+    "listener.security.protocol.map",
+    "listeners",
+    "log.dirs",
+    "node.id",
+    "num.partitions",
+    "offsets.topic.replication.factor",
+    "process.roles",
+    "share.coordinator.state.topic.min.isr",
+    "share.coordinator.state.topic.replication.factor",
+    "transaction.state.log.min.isr",
+    "transaction.state.log.replication.factor",
+];
+
+/// The broker resource's configs (and the cluster-default resource's) as
+/// lines, one config each, in name order. `read_only` is left out: every broker config is
+/// read-only in Strata (checked by the test), where Kafka can change some
+/// at run time.
+fn broker_configs(addr: &str, _tag: &str) -> String {
+    let mut conn = Conn::open(addr);
+    let node = node_id(&mut conn).to_string();
+    let mut out = String::new();
+    for resource in [node.as_str(), ""] {
+        let resp = describe_configs(&mut conn, 4, resource);
+        for r in &resp.results {
+            out +=
+                &format!("resource {:?} error {} {:?}\n", resource.is_empty(), r.error_code, r.error_message);
+            // A config map: its order means nothing (Kafka's is a hash map's).
+            let mut configs: Vec<_> = r.configs.iter().collect();
+            configs.sort_by(|a, b| a.name.cmp(&b.name));
+            for c in configs {
+                let head = format!("{} type={} sensitive={}", c.name, c.config_type, c.is_sensitive);
+                if OWN_SETTINGS.contains(&c.name.as_str()) {
+                    out += &format!("{head} <own setting>\n");
+                    continue;
+                }
+                let synonyms: Vec<String> =
+                    c.synonyms.iter().map(|s| format!("{}={:?}@{}", s.name, s.value, s.source)).collect();
+                out +=
+                    &format!("{head} value={:?} source={} synonyms={synonyms:?}\n", c.value, c.config_source);
+            }
+        }
+    }
+    out
+}
+
 #[test]
 fn create_topics_bad_input_matches_kafka() {
     same_on_both("CreateTopics", create_topics_with_bad_input);
@@ -404,6 +488,39 @@ fn unknown_versions_match_kafka() {
     same_on_both("unknown versions", unknown_versions);
 }
 
+#[test]
+fn topic_configs_match_kafka() {
+    same_on_both("topic configs", topic_configs);
+}
+
+/// Kafka's broker config names, types, sensitivity and defaults; Strata's
+/// own settings, read-only, where it has them.
+#[test]
+fn broker_configs_match_kafka() {
+    same_on_both("broker configs", broker_configs);
+    // Strata's own values, as explicit expectations.
+    let strata = BrokerProcess::start_with(&["--auto-create-topics", "false"]);
+    let mut conn = Conn::open(&strata.addr);
+    let node = node_id(&mut conn).to_string();
+    let resp = describe_configs(&mut conn, 4, &node);
+    let configs = &resp.results[0].configs;
+    assert!(configs.len() > 300, "Kafka's ~316 broker configs, got {}", configs.len());
+    assert!(configs.iter().all(|c| c.read_only), "every broker config is read-only in Strata");
+    let get = |name: &str| {
+        let c = configs.iter().find(|c| c.name.as_str() == name).unwrap_or_else(|| panic!("{name} listed"));
+        (c.value.as_ref().map(|v| v.to_string()).unwrap_or_default(), c.config_source)
+    };
+    const STATIC: i8 = 4;
+    assert_eq!(get("node.id"), (node.clone(), STATIC));
+    assert_eq!(get("broker.id"), (node, STATIC));
+    assert_eq!(get("advertised.listeners"), (format!("PLAINTEXT://{}", strata.addr), STATIC));
+    assert_eq!(get("listeners"), (format!("PLAINTEXT://{}", strata.addr), STATIC));
+    assert_eq!(get("auto.create.topics.enable"), ("false".into(), STATIC));
+    assert_eq!(get("log.flush.interval.messages"), ("1".into(), STATIC));
+    assert_eq!(get("log.dirs").1, STATIC);
+    assert_eq!(get("num.partitions"), ("1".into(), 5), "equal to Kafka's default: DEFAULT_CONFIG");
+}
+
 /// The harness itself: Kafka against Kafka is equal, and a changed answer is caught.
 #[test]
 fn the_harness_finds_no_difference_between_kafka_and_itself_and_catches_a_change() {
@@ -422,6 +539,8 @@ fn the_harness_finds_no_difference_between_kafka_and_itself_and_catches_a_change
         create_topics_with_bad_input as fn(&str, &str) -> String,
         create_partitions_with_bad_input,
         record_layout,
+        topic_configs,
+        broker_configs,
     ] {
         let (x, y) = (topic("diff"), topic("diff"));
         let diff = differences(&scenario(&kafka.bootstrap, &x), &scenario(&kafka.bootstrap, &y));

@@ -1,6 +1,7 @@
 //! The reference Apache Kafka broker (`scripts/kafka-ref.sh`). `scripts/test.sh`
 //! starts one for the whole run and exports `STRATA_KAFKA_BOOTSTRAP`; a test run
-//! without it (plain `cargo test`) starts its own, stopped when dropped.
+//! without it (plain `cargo test`) starts its own, stopped when dropped. Both
+//! run with `--durable` (`log.flush.interval.messages=1`, as Strata behaves).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -25,7 +26,8 @@ impl RefBroker {
         {
             return RefBroker { bootstrap: addr, owned: None };
         }
-        let out = Command::new(script()).arg("start").output().expect("run scripts/kafka-ref.sh");
+        let out =
+            Command::new(script()).args(["start", "--durable"]).output().expect("run scripts/kafka-ref.sh");
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),

@@ -109,6 +109,35 @@ class ToolsTest {
     });
   }
 
+  /**
+   * Broker configs each broker sets for itself (the reference broker's
+   * server.properties, Strata's identity, listeners and data location), whose
+   * values are its own; their names are still compared.
+   */
+  static final List<String> OWN_SETTINGS = List.of("advertised.listeners", "broker.id",
+      "controller.listener.names", "controller.quorum.bootstrap.servers", "group.initial.rebalance.delay.ms",
+      "inter.broker.listener.name", "listener.security.protocol.map", "listeners", "log.dirs", "node.id",
+      "num.partitions", "offsets.topic.replication.factor", "process.roles",
+      "share.coordinator.state.topic.min.isr", "share.coordinator.state.topic.replication.factor",
+      "transaction.state.log.min.isr", "transaction.state.log.replication.factor");
+
+  @Test
+  void kafkaConfigsDescribeAllForABroker() {
+    sameOnBoth(b -> {
+      String out = ok("kafka.admin.ConfigCommand", "--bootstrap-server", b.bootstrap(), "--entity-type", "brokers",
+          "--entity-name", brokerId(b), "--describe", "--all").out();
+      // "  name=value sensitive=false synonyms={...}"
+      Map<String, String> configs = new TreeMap<>();
+      for (String line : matches(out, "^  (\\S+?)=(.*) sensitive=(\\w+) synonyms=")) {
+        String[] parts = line.split(" ", 2);
+        String name = parts[0];
+        configs.put(name, OWN_SETTINGS.contains(name) ? "<own setting>" : parts[1]);
+      }
+      assertTrue(configs.size() > 300, () -> "Kafka's broker configs, got " + configs.size() + ":\n" + out);
+      return configs;
+    });
+  }
+
   static String brokerId(Broker b) {
     try (var admin = Brokers.admin(b)) {
       return Integer.toString(admin.describeCluster().nodes().get().iterator().next().id());
@@ -129,9 +158,11 @@ class ToolsTest {
     for (int i = 0; i < n; i++) {
       in.append("line ").append(i).append('\n');
     }
+    // --sync sends one record at a time; --timeout 0 (its linger) keeps each
+    // from waiting a second for a batch that will not fill.
     Tool.Result r = Tool.runWithInput(in.toString(), "org.apache.kafka.tools.ConsoleProducer",
         "--bootstrap-server", b.bootstrap(), "--topic", t,
-        "--producer-property", "partitioner.class=dev.strata.ToolsTest$ZeroPartitioner", "--sync");
+        "--producer-property", "partitioner.class=dev.strata.ToolsTest$ZeroPartitioner", "--sync", "--timeout", "0");
     assertEquals(0, r.exit(), r::toString);
     return t;
   }
