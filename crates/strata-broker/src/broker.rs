@@ -36,6 +36,12 @@ pub struct BrokerConfig {
     pub retention_check_interval: Duration,
     /// How often changed producer states are snapshotted.
     pub producer_snapshot_interval: Duration,
+    /// Group coordinator settings (`group.*`).
+    pub groups: crate::groups::GroupConfig,
+    /// Kafka's `offsets.retention.minutes`.
+    pub offsets_retention: Duration,
+    /// Kafka's `offsets.retention.check.interval.ms`.
+    pub offsets_retention_check_interval: Duration,
     /// The one "log dir" DescribeLogDirs reports: where topic data lives (the
     /// object store's URL).
     pub log_dir: String,
@@ -55,6 +61,9 @@ impl BrokerConfig {
             default_replication_factor: 1,
             retention_check_interval: Duration::from_secs(300),
             producer_snapshot_interval: Duration::from_secs(10),
+            groups: Default::default(),
+            offsets_retention: Duration::from_secs(7 * 24 * 3600),
+            offsets_retention_check_interval: Duration::from_secs(600),
             log_dir: "strata".into(),
         }
     }
@@ -67,6 +76,7 @@ pub struct Broker {
     pub(crate) streams: Arc<StreamStore>,
     pub(crate) producers: Producers,
     pub(crate) topic_metrics: crate::topic_metrics::TopicMetricsCache,
+    pub(crate) coordinator: crate::groups::Coordinator,
 }
 
 impl Broker {
@@ -81,6 +91,7 @@ impl Broker {
         let ids: Vec<u64> = catalog.topics().iter().flat_map(|t| t.partition_streams.clone()).collect();
         streams.acquire(&ids).await?;
         let broker = Arc::new(Broker {
+            coordinator: crate::groups::Coordinator::new(config.groups.clone()),
             config,
             catalog,
             streams: Arc::clone(&streams),
@@ -88,6 +99,7 @@ impl Broker {
             topic_metrics: Default::default(),
         });
         streams.start_background();
+        broker.start_group_tasks();
         let weak = Arc::downgrade(&broker);
         let every = broker.config.retention_check_interval;
         tokio::spawn(async move {

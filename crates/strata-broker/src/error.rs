@@ -80,6 +80,9 @@ pub enum BrokerError {
     /// Waiting for something took too long.
     #[error("timed out: {0}")]
     TimedOut(String),
+    /// A group request is refused.
+    #[error("group: {0}")]
+    Group(#[from] crate::groups::GroupError),
     /// The storage layer failed.
     #[error("storage: {0}")]
     Storage(#[from] strata_stream::StreamError),

@@ -6,6 +6,7 @@ use strata_meta::MetaError;
 use strata_stream::{ErrorKind as StreamErrorKind, StreamError};
 
 use crate::BrokerError;
+use crate::groups::GroupError;
 
 /// The Kafka error for a broker error.
 pub fn response_error(err: &BrokerError) -> ResponseError {
@@ -31,6 +32,7 @@ pub fn response_error(err: &BrokerError) -> ResponseError {
         BrokerError::InvalidProducerEpoch(_) => ResponseError::InvalidProducerEpoch,
         BrokerError::OutOfOrderSequence(_) => ResponseError::OutOfOrderSequenceNumber,
         BrokerError::TimedOut(_) => ResponseError::RequestTimedOut,
+        BrokerError::Group(e) => group_error(*e),
         BrokerError::Storage(e) => match (e, e.kind()) {
             (StreamError::Closed(_), _) => ResponseError::UnknownTopicOrPartition,
             (StreamError::OutOfRange { .. }, _) => ResponseError::OffsetOutOfRange,
@@ -54,6 +56,33 @@ pub fn response_error(err: &BrokerError) -> ResponseError {
             ClusterError::Meta(_) => ResponseError::KafkaStorageError,
         },
     }
+}
+
+/// The Kafka error for a group coordinator error.
+pub fn group_error(err: GroupError) -> ResponseError {
+    match err {
+        GroupError::UnknownMemberId => ResponseError::UnknownMemberId,
+        GroupError::IllegalGeneration => ResponseError::IllegalGeneration,
+        GroupError::RebalanceInProgress => ResponseError::RebalanceInProgress,
+        GroupError::InconsistentGroupProtocol => ResponseError::InconsistentGroupProtocol,
+        GroupError::InvalidSessionTimeout => ResponseError::InvalidSessionTimeout,
+        GroupError::MemberIdRequired => ResponseError::MemberIdRequired,
+        GroupError::FencedInstanceId => ResponseError::FencedInstanceId,
+        GroupError::GroupIdNotFound => ResponseError::GroupIdNotFound,
+        GroupError::NonEmptyGroup => ResponseError::NonEmptyGroup,
+        GroupError::InvalidGroupId => ResponseError::InvalidGroupId,
+        GroupError::CoordinatorLoadInProgress => ResponseError::CoordinatorLoadInProgress,
+        GroupError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
+        GroupError::OffsetMetadataTooLarge => ResponseError::OffsetMetadataTooLarge,
+        GroupError::GroupSubscribedToTopic => ResponseError::GroupSubscribedToTopic,
+        GroupError::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
+        GroupError::GroupMaxSizeReached => ResponseError::GroupMaxSizeReached,
+    }
+}
+
+/// The Kafka error code of a group coordinator error.
+pub fn group_code(err: GroupError) -> i16 {
+    group_error(err).code()
 }
 
 /// The Kafka error code for a broker error.

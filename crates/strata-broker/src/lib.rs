@@ -9,6 +9,8 @@ mod configs;
 mod error;
 pub mod error_codes;
 mod fetch;
+mod group_apis;
+pub mod groups;
 mod kafka_broker_configs;
 mod list_offsets;
 mod offsets_admin;

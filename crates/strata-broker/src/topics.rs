@@ -91,6 +91,7 @@ impl Broker {
         let mut t = MetadataResponseTopic::default();
         t.name = Some(TopicName(str(&topic.name)));
         t.topic_id = topic.id;
+        t.is_internal = crate::groups::is_internal(&topic.name);
         t.partitions = self.metadata_partitions(topic);
         t.topic_authorized_operations = OPS_OMITTED;
         t
@@ -490,6 +491,7 @@ impl Broker {
                 continue;
             }
             let mut t = DescribeTopicPartitionsResponseTopic::default();
+            t.is_internal = crate::groups::is_internal(&name);
             t.name = Some(TopicName(str(&name)));
             t.topic_authorized_operations = OPS_OMITTED;
             let topic = match validate_topic_name(&name)

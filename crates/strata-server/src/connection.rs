@@ -48,7 +48,7 @@ pub(crate) async fn serve(
         }
     });
     let mut reader = BufReader::with_capacity(64 * 1024, read_half);
-    let result = read_loop(&broker, &config, &mut reader, &tx).await;
+    let result = read_loop(&broker, &config, &mut reader, &tx, peer).await;
     match result {
         Ok(()) => tracing::debug!(%peer, "connection closed by peer"),
         Err(ServerError::Io(e)) => tracing::debug!(%peer, error = %e, "connection i/o ended"),
@@ -63,6 +63,7 @@ async fn read_loop(
     config: &ServerConfig,
     reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
     tx: &mpsc::Sender<Reply>,
+    peer: SocketAddr,
 ) -> Result<(), ServerError> {
     loop {
         let len = match reader.read_i32().await {
@@ -81,14 +82,14 @@ async fn read_loop(
         if read != len as usize {
             return Err(ServerError::Io(std::io::ErrorKind::UnexpectedEof.into()));
         }
-        let reply = handle_frame(broker, Bytes::from(frame)).await?;
+        let reply = handle_frame(broker, Bytes::from(frame), peer).await?;
         if tx.send(reply).await.is_err() {
             return Ok(()); // the writer stopped: the peer is gone
         }
     }
 }
 
-async fn handle_frame(broker: &Arc<Broker>, frame: Bytes) -> Result<Reply, ServerError> {
+async fn handle_frame(broker: &Arc<Broker>, frame: Bytes, peer: SocketAddr) -> Result<Reply, ServerError> {
     let mut peek = &frame[..];
     let key = peek.get_i16();
     let version = peek.get_i16();
@@ -107,5 +108,5 @@ async fn handle_frame(broker: &Arc<Broker>, frame: Bytes) -> Result<Reply, Serve
     }
     let mut buf = frame;
     let header: RequestHeader = dispatch::decode(&mut buf, key, api.request_header_version(version))?;
-    dispatch::handle(broker, api, &header, buf).await
+    dispatch::handle(broker, api, &header, buf, peer).await
 }

@@ -71,6 +71,17 @@ fn api_name(key: ApiKey) -> &'static str {
         ApiKey::DeleteRecords => "DeleteRecords",
         ApiKey::OffsetForLeaderEpoch => "OffsetForLeaderEpoch",
         ApiKey::DescribeTopicPartitions => "DescribeTopicPartitions",
+        ApiKey::FindCoordinator => "FindCoordinator",
+        ApiKey::JoinGroup => "JoinGroup",
+        ApiKey::SyncGroup => "SyncGroup",
+        ApiKey::Heartbeat => "Heartbeat",
+        ApiKey::LeaveGroup => "LeaveGroup",
+        ApiKey::OffsetCommit => "OffsetCommit",
+        ApiKey::OffsetFetch => "OffsetFetch",
+        ApiKey::ListGroups => "ListGroups",
+        ApiKey::DescribeGroups => "DescribeGroups",
+        ApiKey::DeleteGroups => "DeleteGroups",
+        ApiKey::OffsetDelete => "OffsetDelete",
         _ => "Other",
     }
 }
@@ -82,10 +93,11 @@ pub(crate) async fn handle(
     key: ApiKey,
     header: &RequestHeader,
     body: Bytes,
+    peer: std::net::SocketAddr,
 ) -> Result<Reply, ServerError> {
     let started = std::time::Instant::now();
     let histogram = metrics::histogram!("strata_request_duration_seconds", "api" => api_name(key));
-    let reply = handle_api(broker, key, header, body).await;
+    let reply = handle_api(broker, key, header, body, peer).await;
     Ok(match reply? {
         Reply::Later(fut) => Reply::Later(Box::pin(async move {
             let out = fut.await;
@@ -104,6 +116,7 @@ async fn handle_api(
     key: ApiKey,
     header: &RequestHeader,
     mut body: Bytes,
+    peer: std::net::SocketAddr,
 ) -> Result<Reply, ServerError> {
     let version = header.request_api_version;
     let cid = header.correlation_id;
@@ -112,6 +125,18 @@ async fn handle_api(
         ($resp:expr) => {
             Ok(Reply::Now(encode(key, version, cid, &$resp)?))
         };
+    }
+    // Answered later, without holding up the connection's next requests
+    // (a JoinGroup waits for the rebalance, a commit for durability).
+    macro_rules! later {
+        (|$b:ident, $req:ident| $call:expr) => {{
+            let $req = decode(&mut body, k, version)?;
+            let $b = Arc::clone(broker);
+            Ok(Reply::Later(Box::pin(async move {
+                let resp = $call.await;
+                encode(key, version, cid, &resp)
+            })))
+        }};
     }
     match key {
         ApiKey::ApiVersions => {
@@ -162,6 +187,25 @@ async fn handle_api(
         ApiKey::DescribeTopicPartitions => {
             reply!(broker.describe_topic_partitions(decode(&mut body, k, version)?))
         }
+        ApiKey::FindCoordinator => {
+            reply!(broker.find_coordinator(decode(&mut body, k, version)?, version).await)
+        }
+        ApiKey::JoinGroup => {
+            let client_id = header.client_id.as_ref().map(|s| s.to_string()).unwrap_or_default();
+            let host = peer.ip().to_string();
+            later!(|b, req| b.join_group(req, version, &client_id, &host))
+        }
+        ApiKey::SyncGroup => later!(|b, req| b.sync_group(req)),
+        ApiKey::Heartbeat => reply!(broker.heartbeat(decode(&mut body, k, version)?).await),
+        ApiKey::LeaveGroup => reply!(broker.leave_group(decode(&mut body, k, version)?, version).await),
+        ApiKey::OffsetCommit => later!(|b, req| b.offset_commit(req)),
+        ApiKey::OffsetFetch => reply!(broker.offset_fetch(decode(&mut body, k, version)?, version).await),
+        ApiKey::ListGroups => reply!(broker.list_groups(decode(&mut body, k, version)?, version).await),
+        ApiKey::DescribeGroups => {
+            reply!(broker.describe_groups(decode(&mut body, k, version)?, version).await)
+        }
+        ApiKey::DeleteGroups => reply!(broker.delete_groups(decode(&mut body, k, version)?).await),
+        ApiKey::OffsetDelete => reply!(broker.offset_delete(decode(&mut body, k, version)?).await),
         _ => Err(ServerError::Unsupported { key: k, version }),
     }
 }

@@ -55,6 +55,15 @@ pub struct ServeArgs {
     /// Kafka's log.retention.check.interval.ms [default: 300000].
     #[arg(long, env = "STRATA_RETENTION_CHECK_INTERVAL_MS")]
     pub retention_check_interval_ms: Option<u64>,
+    /// Kafka's group.initial.rebalance.delay.ms [default: 3000].
+    #[arg(long, env = "STRATA_GROUP_INITIAL_REBALANCE_DELAY_MS")]
+    pub group_initial_rebalance_delay_ms: Option<u64>,
+    /// Kafka's offsets.retention.minutes, in ms [default: 604800000, 7 days].
+    #[arg(long, env = "STRATA_OFFSETS_RETENTION_MS")]
+    pub offsets_retention_ms: Option<u64>,
+    /// Kafka's offsets.retention.check.interval.ms [default: 600000].
+    #[arg(long, env = "STRATA_OFFSETS_RETENTION_CHECK_INTERVAL_MS")]
+    pub offsets_retention_check_interval_ms: Option<u64>,
     /// How often the WAL tail is moved into an object, in ms [default: 2000].
     #[arg(long, env = "STRATA_UPLOAD_INTERVAL_MS")]
     pub upload_interval_ms: Option<u64>,

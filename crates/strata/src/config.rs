@@ -20,6 +20,9 @@ struct FileConfig {
     num_partitions: Option<i32>,
     socket_request_max_bytes: Option<usize>,
     retention_check_interval_ms: Option<u64>,
+    group_initial_rebalance_delay_ms: Option<u64>,
+    offsets_retention_ms: Option<u64>,
+    offsets_retention_check_interval_ms: Option<u64>,
     upload_interval_ms: Option<u64>,
     gc_grace_ms: Option<u64>,
     tail_cache_bytes: Option<usize>,
@@ -53,6 +56,9 @@ pub struct Settings {
     pub num_partitions: i32,
     pub socket_request_max_bytes: usize,
     pub retention_check_interval_ms: u64,
+    pub group_initial_rebalance_delay_ms: u64,
+    pub offsets_retention_ms: u64,
+    pub offsets_retention_check_interval_ms: u64,
     pub upload_interval_ms: u64,
     pub gc_grace_ms: u64,
     pub tail_cache_bytes: usize,
@@ -108,6 +114,18 @@ impl Settings {
                 .retention_check_interval_ms
                 .or(file.retention_check_interval_ms)
                 .unwrap_or(300_000),
+            group_initial_rebalance_delay_ms: args
+                .group_initial_rebalance_delay_ms
+                .or(file.group_initial_rebalance_delay_ms)
+                .unwrap_or(3000),
+            offsets_retention_ms: args
+                .offsets_retention_ms
+                .or(file.offsets_retention_ms)
+                .unwrap_or(604_800_000),
+            offsets_retention_check_interval_ms: args
+                .offsets_retention_check_interval_ms
+                .or(file.offsets_retention_check_interval_ms)
+                .unwrap_or(600_000),
             upload_interval_ms: args.upload_interval_ms.or(file.upload_interval_ms).unwrap_or(2000),
             gc_grace_ms: args.gc_grace_ms.or(file.gc_grace_ms).unwrap_or(60_000),
             tail_cache_bytes: args.tail_cache_bytes.or(file.tail_cache_bytes).unwrap_or(256 << 20),

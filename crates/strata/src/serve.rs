@@ -177,6 +177,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     broker_config.auto_create_topics = settings.auto_create_topics;
     broker_config.num_partitions = settings.num_partitions;
     broker_config.listen = bound.to_string();
+    broker_config.groups.initial_rebalance_delay =
+        Duration::from_millis(settings.group_initial_rebalance_delay_ms);
+    broker_config.offsets_retention = Duration::from_millis(settings.offsets_retention_ms);
+    broker_config.offsets_retention_check_interval =
+        Duration::from_millis(settings.offsets_retention_check_interval_ms.max(10));
     broker_config.socket_request_max_bytes = settings.socket_request_max_bytes;
     broker_config.log_dir = object_url.clone();
     broker_config.retention_check_interval =

@@ -43,6 +43,9 @@ type Log = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
 
 fn spawn(data_dir: &Path, extra: &[String], envs: &[(String, String)]) -> (Child, String, String, Log) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        // Tests lower group.initial.rebalance.delay.ms as Kafka's own tests do
+        // (the reference broker runs with 0); a test's env or flag overrides it.
+        .env("STRATA_GROUP_INITIAL_REBALANCE_DELAY_MS", "0")
         .envs(envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .arg("serve")
         .arg("--listen")

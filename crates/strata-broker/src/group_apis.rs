@@ -1,0 +1,648 @@
+//! The group APIs on the wire: FindCoordinator, JoinGroup, SyncGroup,
+//! Heartbeat, LeaveGroup, OffsetCommit, OffsetFetch, ListGroups,
+//! DescribeGroups, DeleteGroups and OffsetDelete, over the coordinator in
+//! `groups`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::find_coordinator_response::Coordinator as CoordinatorEntry;
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{
+    BrokerId, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
+    FindCoordinatorRequest, FindCoordinatorResponse, GroupId, HeartbeatRequest, HeartbeatResponse,
+    JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest,
+    ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse,
+    OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::Broker;
+use crate::error_codes::group_code;
+use crate::groups::{GroupError, OFFSETS_PARTITIONS, OFFSETS_TOPIC, OffsetCommitEntry};
+
+fn str(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+fn code_of(r: &Result<(), GroupError>) -> i16 {
+    match r {
+        Ok(()) => 0,
+        Err(e) => group_code(*e),
+    }
+}
+
+/// Partitions with a validation error (None: part of the commit).
+type PartitionErrors = Vec<(i32, Option<i16>)>;
+
+/// A fetched partition: index, offset, leader epoch, metadata.
+type Fetched = (i32, i64, i32, String);
+
+/// Kafka's `offset.metadata.max.bytes`.
+const OFFSET_METADATA_MAX_BYTES: usize = 4096;
+
+/// Kafka's configs of `__consumer_offsets`.
+fn offsets_topic_configs() -> BTreeMap<String, String> {
+    [("cleanup.policy", "compact"), ("compression.type", "producer"), ("segment.bytes", "104857600")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// DescribeGroups' authorized operations when not asked for.
+fn unknown_authorized_operations() -> i32 {
+    i32::MIN
+}
+
+impl Broker {
+    /// Makes sure `__consumer_offsets` exists and its shards are loaded.
+    pub(crate) async fn coordinator_ready(&self) -> Result<(), GroupError> {
+        if self.coordinator.is_loaded() {
+            return Ok(());
+        }
+        let topic = match self.catalog.topic(OFFSETS_TOPIC) {
+            Some(t) => t,
+            None => {
+                let created = self
+                    .catalog
+                    .create_topic(
+                        OFFSETS_TOPIC,
+                        OFFSETS_PARTITIONS,
+                        offsets_topic_configs(),
+                        crate::broker::now_ms(),
+                    )
+                    .await;
+                match created {
+                    Ok(t) => {
+                        self.streams.acquire(&t.partition_streams).await.map_err(|e| {
+                            tracing::warn!(error = %e, "acquiring __consumer_offsets failed");
+                            GroupError::CoordinatorNotAvailable
+                        })?;
+                        tracing::info!(partitions = t.partitions(), "created __consumer_offsets");
+                        t
+                    }
+                    Err(_) => self.catalog.topic(OFFSETS_TOPIC).ok_or(GroupError::CoordinatorNotAvailable)?,
+                }
+            }
+        };
+        let streams = (0..topic.partitions()).filter_map(|i| self.partition(&topic, i)).collect();
+        self.coordinator.load(streams).await.map_err(|e| {
+            tracing::warn!(error = %e, "loading the group coordinator failed");
+            GroupError::CoordinatorLoadInProgress
+        })
+    }
+
+    /// Starts the coordinator's clock: sessions, rebalance deadlines, expiry.
+    pub(crate) fn start_group_tasks(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut last_expiry = std::time::Instant::now();
+            loop {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let Some(b) = weak.upgrade() else { return };
+                let work = b.coordinator.tick();
+                crate::groups::Coordinator::persist(work).await;
+                if last_expiry.elapsed() >= b.config.offsets_retention_check_interval {
+                    last_expiry = std::time::Instant::now();
+                    let work = b.coordinator.expire(b.config.offsets_retention);
+                    crate::groups::Coordinator::persist(work).await;
+                }
+            }
+        });
+        if self.catalog.topic(OFFSETS_TOPIC).is_some() {
+            let weak = Arc::downgrade(self);
+            tokio::spawn(async move {
+                let Some(b) = weak.upgrade() else { return };
+                if let Err(e) = b.coordinator_ready().await {
+                    tracing::warn!(error = %e, "group coordinator not loaded at start");
+                }
+            });
+        }
+    }
+
+    /// FindCoordinator: this broker coordinates every group (one node).
+    pub async fn find_coordinator(
+        &self,
+        req: FindCoordinatorRequest,
+        version: i16,
+    ) -> FindCoordinatorResponse {
+        let keys: Vec<StrBytes> =
+            if version >= 4 { req.coordinator_keys.clone() } else { vec![req.key.clone()] };
+        let ready = if req.key_type == 0 { self.coordinator_ready().await } else { Ok(()) };
+        let mut resp = FindCoordinatorResponse::default();
+        let mut entries = Vec::new();
+        for key in keys {
+            let mut c = CoordinatorEntry::default();
+            c.key = key;
+            let outcome = match (req.key_type, &ready) {
+                (0 | 1, Ok(())) => Ok(()),
+                (0 | 1, Err(e)) => Err(*e),
+                _ => Err(GroupError::InvalidGroupId),
+            };
+            match outcome {
+                Ok(()) => {
+                    c.node_id = self.node();
+                    c.host = str(&self.config.advertised_host);
+                    c.port = self.config.advertised_port;
+                }
+                Err(e) => {
+                    let code = if req.key_type > 1 {
+                        kafka_protocol::ResponseError::InvalidRequest.code()
+                    } else {
+                        group_code(e)
+                    };
+                    c.node_id = BrokerId(-1);
+                    c.host = str("");
+                    c.port = -1;
+                    c.error_code = code;
+                    c.error_message = Some(str(&e.to_string()));
+                }
+            }
+            entries.push(c);
+        }
+        if version >= 4 {
+            resp.coordinators = entries;
+        } else if let Some(c) = entries.into_iter().next() {
+            resp.error_code = c.error_code;
+            resp.error_message = c.error_message;
+            resp.node_id = c.node_id;
+            resp.host = c.host;
+            resp.port = c.port;
+        }
+        resp
+    }
+
+    /// JoinGroup (waits for the rebalance).
+    pub async fn join_group(
+        &self,
+        req: JoinGroupRequest,
+        version: i16,
+        client_id: &str,
+        client_host: &str,
+    ) -> JoinGroupResponse {
+        let mut resp = JoinGroupResponse::default();
+        resp.member_id = req.member_id.clone();
+        resp.generation_id = -1;
+        if let Err(e) = self.coordinator_ready().await {
+            resp.error_code = group_code(e);
+            return resp;
+        }
+        let rebalance = if version >= 1 { req.rebalance_timeout_ms } else { req.session_timeout_ms };
+        let join = crate::groups::JoinRequest {
+            member_id: req.member_id.to_string(),
+            instance_id: req.group_instance_id.as_ref().map(|s| s.to_string()),
+            client_id: client_id.to_string(),
+            client_host: format!("/{client_host}"),
+            session_timeout: Duration::from_millis(req.session_timeout_ms.max(0) as u64),
+            rebalance_timeout: Duration::from_millis(rebalance.max(0) as u64),
+            protocol_type: req.protocol_type.to_string(),
+            protocols: req.protocols.iter().map(|p| (p.name.to_string(), p.metadata.clone())).collect(),
+            version,
+        };
+        match self.coordinator.join(req.group_id.as_str(), join).await {
+            Err(e) => resp.error_code = group_code(e),
+            Ok(r) => {
+                resp.error_code = r.error.map(group_code).unwrap_or(0);
+                resp.generation_id = r.generation;
+                resp.protocol_type = r.protocol_type.map(|s| str(&s));
+                resp.protocol_name = r.protocol_name.map(|s| str(&s));
+                resp.leader = str(&r.leader);
+                resp.skip_assignment = r.skip_assignment;
+                resp.member_id = str(&r.member_id);
+                resp.members = r
+                    .members
+                    .into_iter()
+                    .map(|(id, instance, metadata)| {
+                        let mut m = JoinGroupResponseMember::default();
+                        m.member_id = str(&id);
+                        m.group_instance_id = instance.map(|s| str(&s));
+                        m.metadata = metadata;
+                        m
+                    })
+                    .collect();
+            }
+        }
+        if version < 7 && resp.protocol_name.is_none() {
+            // Before v7 the protocol name is not nullable.
+            resp.protocol_name = Some(str(""));
+        }
+        resp
+    }
+
+    /// SyncGroup (waits for the leader's assignment).
+    pub async fn sync_group(&self, req: SyncGroupRequest) -> SyncGroupResponse {
+        let mut resp = SyncGroupResponse::default();
+        if let Err(e) = self.coordinator_ready().await {
+            resp.error_code = group_code(e);
+            return resp;
+        }
+        let outcome = self
+            .coordinator
+            .sync(
+                req.group_id.as_str(),
+                req.member_id.as_str(),
+                req.group_instance_id.as_deref(),
+                req.generation_id,
+                req.protocol_type.as_deref(),
+                req.protocol_name.as_deref(),
+                req.assignments.iter().map(|a| (a.member_id.to_string(), a.assignment.clone())).collect(),
+            )
+            .await;
+        match outcome {
+            Err(e) => resp.error_code = group_code(e),
+            Ok(r) => {
+                resp.error_code = r.error.map(group_code).unwrap_or(0);
+                resp.protocol_type = r.protocol_type.map(|s| str(&s));
+                resp.protocol_name = r.protocol_name.map(|s| str(&s));
+                resp.assignment = r.assignment;
+            }
+        }
+        resp
+    }
+
+    /// Heartbeat.
+    pub async fn heartbeat(&self, req: HeartbeatRequest) -> HeartbeatResponse {
+        let mut resp = HeartbeatResponse::default();
+        let outcome = match self.coordinator_ready().await {
+            Err(e) => Err(e),
+            Ok(()) => self.coordinator.heartbeat(
+                req.group_id.as_str(),
+                req.member_id.as_str(),
+                req.group_instance_id.as_deref(),
+                req.generation_id,
+            ),
+        };
+        resp.error_code = code_of(&outcome);
+        resp
+    }
+
+    /// LeaveGroup (one member before v3, a batch from v3).
+    pub async fn leave_group(&self, req: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
+        let mut resp = LeaveGroupResponse::default();
+        if let Err(e) = self.coordinator_ready().await {
+            resp.error_code = group_code(e);
+            return resp;
+        }
+        let members: Vec<(String, Option<String>)> = if version >= 3 {
+            req.members
+                .iter()
+                .map(|m| (m.member_id.to_string(), m.group_instance_id.as_ref().map(|s| s.to_string())))
+                .collect()
+        } else {
+            vec![(req.member_id.to_string(), None)]
+        };
+        match self.coordinator.leave(req.group_id.as_str(), &members).await {
+            Err(e) => resp.error_code = group_code(e),
+            Ok(results) if version >= 3 => {
+                resp.members = members
+                    .iter()
+                    .zip(results)
+                    .map(|((m, i), r)| {
+                        let mut out = MemberResponse::default();
+                        out.member_id = str(m);
+                        out.group_instance_id = i.as_deref().map(str);
+                        out.error_code = code_of(&r);
+                        out
+                    })
+                    .collect();
+            }
+            Ok(results) => resp.error_code = results.first().map(code_of).unwrap_or(0),
+        }
+        resp
+    }
+
+    /// OffsetCommit.
+    pub async fn offset_commit(&self, req: OffsetCommitRequest) -> OffsetCommitResponse {
+        let mut resp = OffsetCommitResponse::default();
+        let ready = self.coordinator_ready().await;
+        // Per partition: a validation error, or a place in the commit.
+        let mut entries = Vec::new();
+        let mut shape: Vec<(TopicName, PartitionErrors)> = Vec::new();
+        for t in &req.topics {
+            let topic = self.catalog.topic(t.name.as_str());
+            let mut parts = Vec::new();
+            for p in &t.partitions {
+                let known = topic
+                    .as_ref()
+                    .is_some_and(|tp| p.partition_index >= 0 && p.partition_index < tp.partitions());
+                let metadata = p.committed_metadata.as_ref().map(|m| m.to_string()).unwrap_or_default();
+                let err = if !known {
+                    Some(group_code(GroupError::UnknownTopicOrPartition))
+                } else if metadata.len() > OFFSET_METADATA_MAX_BYTES {
+                    Some(group_code(GroupError::OffsetMetadataTooLarge))
+                } else {
+                    entries.push(OffsetCommitEntry {
+                        topic: t.name.to_string(),
+                        partition: p.partition_index,
+                        offset: p.committed_offset,
+                        leader_epoch: p.committed_leader_epoch,
+                        metadata,
+                    });
+                    None
+                };
+                parts.push((p.partition_index, err));
+            }
+            shape.push((t.name.clone(), parts));
+        }
+        let outcome = match ready {
+            Err(e) => Err(e),
+            Ok(()) if entries.is_empty() => Ok(()),
+            Ok(()) => {
+                self.coordinator
+                    .commit(
+                        req.group_id.as_str(),
+                        req.member_id.as_str(),
+                        req.group_instance_id.as_deref(),
+                        req.generation_id_or_member_epoch,
+                        &entries,
+                    )
+                    .await
+            }
+        };
+        let all = code_of(&outcome);
+        resp.topics = shape
+            .into_iter()
+            .map(|(name, parts)| {
+                let mut t = OffsetCommitResponseTopic::default();
+                t.name = name;
+                t.partitions = parts
+                    .into_iter()
+                    .map(|(i, err)| {
+                        let mut p = OffsetCommitResponsePartition::default();
+                        p.partition_index = i;
+                        p.error_code = err.unwrap_or(all);
+                        p
+                    })
+                    .collect();
+                t
+            })
+            .collect();
+        resp
+    }
+
+    /// OffsetFetch (one group before v8, a batch from v8).
+    pub async fn offset_fetch(&self, req: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
+        let mut resp = OffsetFetchResponse::default();
+        let ready = self.coordinator_ready().await;
+        let fetch_one = |group: &str,
+                         topics: Option<Vec<(String, Vec<i32>)>>|
+         -> Result<Vec<(String, Vec<Fetched>)>, GroupError> {
+            ready?;
+            let found = self.coordinator.fetch(group, topics.as_deref())?;
+            Ok(found
+                .into_iter()
+                .map(|(t, parts)| {
+                    let parts = parts
+                        .into_iter()
+                        .map(|(p, c)| match c {
+                            Some(c) => (p, c.offset, c.leader_epoch, c.metadata),
+                            None => (p, -1, -1, String::new()),
+                        })
+                        .collect();
+                    (t, parts)
+                })
+                .collect())
+        };
+        if version >= 8 {
+            for g in &req.groups {
+                let topics = g
+                    .topics
+                    .as_ref()
+                    .map(|ts| ts.iter().map(|t| (t.name.to_string(), t.partition_indexes.clone())).collect());
+                let mut out = OffsetFetchResponseGroup::default();
+                out.group_id = g.group_id.clone();
+                match fetch_one(g.group_id.as_str(), topics) {
+                    Err(e) => out.error_code = group_code(e),
+                    Ok(found) => {
+                        out.topics = found
+                            .into_iter()
+                            .map(|(t, parts)| {
+                                let mut rt = OffsetFetchResponseTopics::default();
+                                rt.name = TopicName(str(&t));
+                                rt.partitions = parts
+                                    .into_iter()
+                                    .map(|(i, offset, epoch, metadata)| {
+                                        let mut p = OffsetFetchResponsePartitions::default();
+                                        p.partition_index = i;
+                                        p.committed_offset = offset;
+                                        p.committed_leader_epoch = epoch;
+                                        p.metadata = Some(str(&metadata));
+                                        p
+                                    })
+                                    .collect();
+                                rt
+                            })
+                            .collect();
+                    }
+                }
+                resp.groups.push(out);
+            }
+            return resp;
+        }
+        let topics = req.topics.as_ref().map(|ts| {
+            ts.iter().map(|t| (t.name.to_string(), t.partition_indexes.clone())).collect::<Vec<_>>()
+        });
+        let requested = topics.clone();
+        match fetch_one(req.group_id.as_str(), topics) {
+            Err(e) => {
+                resp.error_code = group_code(e);
+                // Before v2 the error is per partition.
+                if let Some(ts) = requested {
+                    resp.topics = ts
+                        .into_iter()
+                        .map(|(t, parts)| {
+                            let mut rt = OffsetFetchResponseTopic::default();
+                            rt.name = TopicName(str(&t));
+                            rt.partitions = parts
+                                .into_iter()
+                                .map(|i| {
+                                    let mut p = OffsetFetchResponsePartition::default();
+                                    p.partition_index = i;
+                                    p.committed_offset = -1;
+                                    p.committed_leader_epoch = -1;
+                                    p.metadata = Some(str(""));
+                                    p.error_code = if version < 2 { group_code(e) } else { 0 };
+                                    p
+                                })
+                                .collect();
+                            rt
+                        })
+                        .collect();
+                }
+            }
+            Ok(found) => {
+                resp.topics = found
+                    .into_iter()
+                    .map(|(t, parts)| {
+                        let mut rt = OffsetFetchResponseTopic::default();
+                        rt.name = TopicName(str(&t));
+                        rt.partitions = parts
+                            .into_iter()
+                            .map(|(i, offset, epoch, metadata)| {
+                                let mut p = OffsetFetchResponsePartition::default();
+                                p.partition_index = i;
+                                p.committed_offset = offset;
+                                p.committed_leader_epoch = epoch;
+                                p.metadata = Some(str(&metadata));
+                                p
+                            })
+                            .collect();
+                        rt
+                    })
+                    .collect();
+            }
+        }
+        resp
+    }
+
+    /// ListGroups, with the state (v4) and type (v5) filters.
+    pub async fn list_groups(&self, req: ListGroupsRequest, version: i16) -> ListGroupsResponse {
+        let mut resp = ListGroupsResponse::default();
+        if let Err(e) = self.coordinator_ready().await {
+            resp.error_code = group_code(e);
+            return resp;
+        }
+        let states: Vec<String> = req.states_filter.iter().map(|s| s.to_lowercase()).collect();
+        let types: Vec<String> = req.types_filter.iter().map(|s| s.to_lowercase()).collect();
+        match self.coordinator.list() {
+            Err(e) => resp.error_code = group_code(e),
+            Ok(groups) => {
+                for (id, protocol_type, state) in groups {
+                    if version >= 4 && !states.is_empty() && !states.contains(&state.to_lowercase()) {
+                        continue;
+                    }
+                    if version >= 5 && !types.is_empty() && !types.iter().any(|t| t == "classic") {
+                        continue;
+                    }
+                    let mut g = ListedGroup::default();
+                    g.group_id = GroupId(str(&id));
+                    g.protocol_type = str(&protocol_type);
+                    g.group_state = str(state);
+                    g.group_type = str("classic");
+                    resp.groups.push(g);
+                }
+            }
+        }
+        resp
+    }
+
+    /// DescribeGroups.
+    pub async fn describe_groups(&self, req: DescribeGroupsRequest, version: i16) -> DescribeGroupsResponse {
+        let mut resp = DescribeGroupsResponse::default();
+        let ready = self.coordinator_ready().await;
+        for id in req.groups {
+            let mut g = DescribedGroup::default();
+            g.group_id = id.clone();
+            g.authorized_operations = unknown_authorized_operations();
+            let outcome = ready.and_then(|()| self.coordinator.describe(id.as_str()));
+            match outcome {
+                Err(e) => {
+                    g.error_code = group_code(e);
+                    g.group_state = str("");
+                }
+                Ok(None) => {
+                    g.group_state = str("Dead");
+                    if version >= 6 {
+                        g.error_code = group_code(GroupError::GroupIdNotFound);
+                        g.error_message = Some(str(&format!("Group {} not found.", id.as_str())));
+                    }
+                }
+                Ok(Some(s)) => {
+                    g.group_state = str(s.state);
+                    g.protocol_type = str(&s.protocol_type);
+                    g.protocol_data = str(&s.protocol);
+                    g.members = s
+                        .members
+                        .into_iter()
+                        .map(|m| {
+                            let mut d = DescribedGroupMember::default();
+                            d.member_id = str(&m.member_id);
+                            d.group_instance_id = m.instance_id.map(|s| str(&s));
+                            d.client_id = str(&m.client_id);
+                            d.client_host = str(&m.client_host);
+                            d.member_metadata = m.metadata;
+                            d.member_assignment = m.assignment;
+                            d
+                        })
+                        .collect();
+                }
+            }
+            resp.groups.push(g);
+        }
+        resp
+    }
+
+    /// DeleteGroups.
+    pub async fn delete_groups(&self, req: DeleteGroupsRequest) -> DeleteGroupsResponse {
+        let mut resp = DeleteGroupsResponse::default();
+        let ready = self.coordinator_ready().await;
+        for id in req.groups_names {
+            let mut r = DeletableGroupResult::default();
+            let outcome = match ready {
+                Err(e) => Err(e),
+                Ok(()) => self.coordinator.delete(id.as_str()).await,
+            };
+            r.group_id = id;
+            r.error_code = code_of(&outcome);
+            resp.results.push(r);
+        }
+        resp
+    }
+
+    /// OffsetDelete.
+    pub async fn offset_delete(&self, req: OffsetDeleteRequest) -> OffsetDeleteResponse {
+        let mut resp = OffsetDeleteResponse::default();
+        if let Err(e) = self.coordinator_ready().await {
+            resp.error_code = group_code(e);
+            return resp;
+        }
+        let topics: Vec<(String, Vec<i32>)> = req
+            .topics
+            .iter()
+            .map(|t| (t.name.to_string(), t.partitions.iter().map(|p| p.partition_index).collect()))
+            .collect();
+        match self.coordinator.delete_offsets(req.group_id.as_str(), &topics).await {
+            Err(e) => resp.error_code = group_code(e),
+            Ok(out) => {
+                resp.topics = out
+                    .into_iter()
+                    .map(|(t, parts)| {
+                        let known = self.catalog.topic(&t);
+                        let mut rt = OffsetDeleteResponseTopic::default();
+                        rt.name = TopicName(str(&t));
+                        rt.partitions = parts
+                            .into_iter()
+                            .map(|(i, e)| {
+                                let mut p = OffsetDeleteResponsePartition::default();
+                                p.partition_index = i;
+                                p.error_code = match (e, &known) {
+                                    (Some(e), _) => group_code(e),
+                                    (None, None) => group_code(GroupError::UnknownTopicOrPartition),
+                                    (None, Some(_)) => 0,
+                                };
+                                p
+                            })
+                            .collect();
+                        rt
+                    })
+                    .collect();
+            }
+        }
+        resp
+    }
+}

@@ -1,0 +1,721 @@
+//! The group coordinator (classic protocol). Its state lives in
+//! `__consumer_offsets` as Kafka keeps it: one coordinator shard per
+//! partition of that topic, which appends every commit and group change to
+//! its partition before answering and rebuilds its groups from it on start
+//! (`docs/groups.md`).
+
+mod classic;
+mod error;
+mod records;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use strata_stream::Stream;
+use tokio::sync::oneshot;
+
+pub use classic::GroupConfig;
+pub(crate) use classic::JoinRequest;
+use classic::{Committed, Group, JoinResult, State, SyncResult};
+pub use error::GroupError;
+use records::{Key, OffsetValue};
+
+use crate::broker::now_ms;
+
+/// The internal topic of group state.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// Kafka's `offsets.topic.num.partitions` default.
+pub const OFFSETS_PARTITIONS: i32 = 50;
+
+/// Whether a topic is one of Kafka's internal topics (Metadata marks it so).
+pub fn is_internal(topic: &str) -> bool {
+    topic == OFFSETS_TOPIC || topic == "__transaction_state"
+}
+
+/// The partition of `__consumer_offsets` that holds a group, as Kafka
+/// chooses it: the Java `String.hashCode` of the group id, made
+/// non-negative (Kafka's `Utils.abs`), modulo the partition count.
+pub fn partition_for(group: &str, partitions: i32) -> i32 {
+    let mut h: i32 = 0;
+    for unit in group.encode_utf16() {
+        h = h.wrapping_mul(31).wrapping_add(i32::from(unit));
+    }
+    let abs = if h == i32::MIN { 0 } else { h.abs() };
+    abs % partitions.max(1)
+}
+
+/// One shard: the groups of one `__consumer_offsets` partition.
+pub(crate) struct Shard {
+    stream: Arc<Stream>,
+    groups: Mutex<HashMap<String, Group>>,
+}
+
+impl Shard {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Group>> {
+        self.groups.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A record for `__consumer_offsets`: a key and a value (None: a tombstone).
+type LogRecord = (Key, Option<Bytes>);
+
+/// The coordinator: its shards once loaded.
+pub struct Coordinator {
+    pub(crate) config: GroupConfig,
+    shards: Mutex<Option<Arc<Vec<Arc<Shard>>>>>,
+    loading: tokio::sync::Mutex<()>,
+}
+
+/// A topic's partitions with their committed offsets (None: none).
+pub(crate) type TopicOffsets = (String, Vec<(i32, Option<Committed>)>);
+
+/// The commit of one partition, as the coordinator takes it.
+pub(crate) struct OffsetCommitEntry {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: String,
+}
+
+impl Coordinator {
+    /// A coordinator not yet loaded.
+    pub fn new(config: GroupConfig) -> Self {
+        Coordinator { config, shards: Mutex::new(None), loading: tokio::sync::Mutex::new(()) }
+    }
+
+    /// Whether the shards are loaded.
+    pub fn is_loaded(&self) -> bool {
+        self.loaded().is_some()
+    }
+
+    fn loaded(&self) -> Option<Arc<Vec<Arc<Shard>>>> {
+        self.shards.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Loads every shard from its partition's stream (once).
+    pub(crate) async fn load(&self, streams: Vec<Arc<Stream>>) -> Result<(), crate::BrokerError> {
+        let _guard = self.loading.lock().await;
+        if self.loaded().is_some() {
+            return Ok(());
+        }
+        let mut shards = Vec::with_capacity(streams.len());
+        let now = Instant::now();
+        let mut total = 0usize;
+        for stream in streams {
+            let groups = replay(&stream, now).await?;
+            total += groups.len();
+            shards.push(Arc::new(Shard { stream, groups: Mutex::new(groups) }));
+        }
+        tracing::info!(partitions = shards.len(), groups = total, "group coordinator loaded");
+        *self.shards.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(shards));
+        Ok(())
+    }
+
+    fn shard(&self, group: &str) -> Result<Arc<Shard>, GroupError> {
+        let shards = self.loaded().ok_or(GroupError::CoordinatorLoadInProgress)?;
+        let p = partition_for(group, shards.len() as i32) as usize;
+        shards.get(p).cloned().ok_or(GroupError::CoordinatorNotAvailable)
+    }
+
+    /// Time-driven transitions of every group.
+    pub(crate) fn tick(&self) -> Vec<(Arc<Shard>, Vec<LogRecord>)> {
+        let Some(shards) = self.loaded() else { return Vec::new() };
+        let now = Instant::now();
+        let wall = now_ms();
+        let mut out = Vec::new();
+        for shard in shards.iter() {
+            let mut records = Vec::new();
+            {
+                let mut groups = shard.lock();
+                for g in groups.values_mut() {
+                    if g.is_active() {
+                        g.tick(&self.config, now, wall);
+                    }
+                    if g.dirty {
+                        g.dirty = false;
+                        records.push(group_record(g));
+                    }
+                }
+            }
+            if !records.is_empty() {
+                out.push((Arc::clone(shard), records));
+            }
+        }
+        out
+    }
+
+    /// Offsets and empty groups past `retention` (Kafka's
+    /// `offsets.retention.minutes`): an empty group's offsets expire
+    /// `retention` after it became empty, a group that never had members
+    /// (offsets committed by an admin or `assign()` consumer) by each
+    /// offset's commit time; an empty group with no offsets left is deleted.
+    pub(crate) fn expire(&self, retention: Duration) -> Vec<(Arc<Shard>, Vec<LogRecord>)> {
+        let Some(shards) = self.loaded() else { return Vec::new() };
+        let now = now_ms();
+        let retention = retention.as_millis() as i64;
+        let mut out = Vec::new();
+        for shard in shards.iter() {
+            let mut records = Vec::new();
+            let mut groups = shard.lock();
+            groups.retain(|id, g| {
+                if g.state != State::Empty {
+                    return true;
+                }
+                let never_had_members = g.protocol_type.is_none() && g.generation == 0;
+                let expired: Vec<(String, i32)> = g
+                    .offsets
+                    .iter()
+                    .filter(|(_, c)| {
+                        let base =
+                            if never_had_members { c.commit_timestamp } else { g.state_timestamp.max(0) };
+                        base + retention <= now
+                    })
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for (topic, partition) in expired {
+                    g.offsets.remove(&(topic.clone(), partition));
+                    records.push((Key::Offset { group: id.clone(), topic, partition }, None));
+                }
+                if g.offsets.is_empty() && g.state_timestamp + retention <= now {
+                    records.push((Key::Group { group: id.clone() }, None));
+                    tracing::info!(group = %id, "expired empty group");
+                    return false;
+                }
+                true
+            });
+            drop(groups);
+            if !records.is_empty() {
+                out.push((Arc::clone(shard), records));
+            }
+        }
+        out
+    }
+
+    /// JoinGroup: the answer (possibly after a rebalance).
+    pub(crate) async fn join(&self, group_id: &str, req: JoinRequest) -> Result<JoinResult, GroupError> {
+        if group_id.is_empty() {
+            return Err(GroupError::InvalidGroupId);
+        }
+        let shard = self.shard(group_id)?;
+        let (tx, rx) = oneshot::channel();
+        let member_id = req.member_id.clone();
+        let persist = {
+            let mut groups = shard.lock();
+            let g = groups.entry(group_id.to_string()).or_insert_with(|| Group::new(group_id, now_ms()));
+            g.join(req, tx, &self.config, Instant::now(), now_ms())?;
+            take_dirty(g)
+        };
+        if let Some(r) = persist {
+            let _ = write(&shard.stream, vec![r]).await;
+        }
+        rx.await.map_err(|_| GroupError::CoordinatorNotAvailable).map(|mut r| {
+            if r.member_id.is_empty() {
+                r.member_id = member_id;
+            }
+            r
+        })
+    }
+
+    /// SyncGroup.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn sync(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        protocol_type: Option<&str>,
+        protocol_name: Option<&str>,
+        assignments: Vec<(String, Bytes)>,
+    ) -> Result<SyncResult, GroupError> {
+        let shard = self.shard(group_id)?;
+        let (tx, rx) = oneshot::channel();
+        let (deliveries, record) = {
+            let mut groups = shard.lock();
+            let g = groups.get_mut(group_id).ok_or(GroupError::UnknownMemberId)?;
+            let d = g.sync(
+                member_id,
+                instance_id,
+                generation,
+                protocol_type,
+                protocol_name,
+                assignments,
+                tx,
+                now_ms(),
+            )?;
+            (d, take_dirty(g))
+        };
+        if let Some(deliveries) = deliveries {
+            // Kafka answers the members once the assignment is durable.
+            let outcome = match record {
+                Some(r) => write(&shard.stream, vec![r]).await,
+                None => Ok(()),
+            };
+            for (w, mut r) in deliveries {
+                if outcome.is_err() {
+                    r = SyncResult { error: Some(GroupError::CoordinatorNotAvailable), ..Default::default() };
+                }
+                let _ = w.send(r);
+            }
+        } else if let Some(r) = record {
+            let _ = write(&shard.stream, vec![r]).await;
+        }
+        rx.await.map_err(|_| GroupError::CoordinatorNotAvailable)
+    }
+
+    /// Heartbeat.
+    pub(crate) fn heartbeat(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+    ) -> Result<(), GroupError> {
+        let shard = self.shard(group_id)?;
+        let mut groups = shard.lock();
+        let g = groups.get_mut(group_id).ok_or(GroupError::UnknownMemberId)?;
+        g.heartbeat(member_id, instance_id, generation, Instant::now())
+    }
+
+    /// LeaveGroup: one result per member.
+    pub(crate) async fn leave(
+        &self,
+        group_id: &str,
+        members: &[(String, Option<String>)],
+    ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
+        let shard = self.shard(group_id)?;
+        let (results, record) = {
+            let mut groups = shard.lock();
+            let g = groups.get_mut(group_id).ok_or(GroupError::UnknownMemberId)?;
+            let now = Instant::now();
+            let results =
+                members.iter().map(|(m, i)| g.leave(m, i.as_deref(), &self.config, now, now_ms())).collect();
+            (results, take_dirty(g))
+        };
+        if let Some(r) = record {
+            let _ = write(&shard.stream, vec![r]).await;
+        }
+        Ok(results)
+    }
+
+    /// OffsetCommit: checks the member, appends one record per partition,
+    /// and applies them once durable.
+    pub(crate) async fn commit(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        entries: &[OffsetCommitEntry],
+    ) -> Result<(), GroupError> {
+        let shard = self.shard(group_id)?;
+        let now = now_ms();
+        let values: Vec<(OffsetValue, &OffsetCommitEntry)> = entries
+            .iter()
+            .map(|e| {
+                (
+                    OffsetValue {
+                        offset: e.offset,
+                        leader_epoch: e.leader_epoch,
+                        metadata: e.metadata.clone(),
+                        commit_timestamp: now,
+                    },
+                    e,
+                )
+            })
+            .collect();
+        let pending = {
+            let mut groups = shard.lock();
+            let g = groups.entry(group_id.to_string()).or_insert_with(|| Group::new(group_id, now));
+            let simple = generation < 0 && member_id.is_empty() && instance_id.is_none();
+            if !(simple && g.members.is_empty()) {
+                g.validate_member(member_id, instance_id)?;
+                if generation != g.generation {
+                    return Err(GroupError::IllegalGeneration);
+                }
+                if g.state == State::CompletingRebalance {
+                    return Err(GroupError::RebalanceInProgress);
+                }
+            }
+            let records: Vec<LogRecord> = values
+                .iter()
+                .map(|(v, e)| {
+                    (
+                        Key::Offset {
+                            group: group_id.to_string(),
+                            topic: e.topic.clone(),
+                            partition: e.partition,
+                        },
+                        Some(records::encode_offset(v)),
+                    )
+                })
+                .collect();
+            // Appended under the shard lock: log order is the order commits
+            // were accepted in.
+            append(&shard.stream, records)
+        };
+        let base = wait(pending).await?;
+        let mut groups = shard.lock();
+        let g = groups.entry(group_id.to_string()).or_insert_with(|| Group::new(group_id, now));
+        for (i, (v, e)) in values.into_iter().enumerate() {
+            apply_offset(g, e.topic.clone(), e.partition, v, base + i as i64);
+        }
+        Ok(())
+    }
+
+    /// Committed offsets of a group: `None` topics means all.
+    pub(crate) fn fetch(
+        &self,
+        group_id: &str,
+        topics: Option<&[(String, Vec<i32>)]>,
+    ) -> Result<Vec<TopicOffsets>, GroupError> {
+        let shard = self.shard(group_id)?;
+        let groups = shard.lock();
+        let g = groups.get(group_id);
+        Ok(match topics {
+            Some(topics) => topics
+                .iter()
+                .map(|(t, parts)| {
+                    let found = parts
+                        .iter()
+                        .map(|p| (*p, g.and_then(|g| g.offsets.get(&(t.clone(), *p)).cloned())))
+                        .collect();
+                    (t.clone(), found)
+                })
+                .collect(),
+            None => {
+                let mut by_topic: std::collections::BTreeMap<String, Vec<(i32, Option<Committed>)>> =
+                    Default::default();
+                if let Some(g) = g {
+                    for ((t, p), c) in &g.offsets {
+                        by_topic.entry(t.clone()).or_default().push((*p, Some(c.clone())));
+                    }
+                }
+                by_topic
+                    .into_iter()
+                    .map(|(t, mut v)| {
+                        v.sort_by_key(|(p, _)| *p);
+                        (t, v)
+                    })
+                    .collect()
+            }
+        })
+    }
+
+    /// Every group: id, protocol type, state.
+    pub(crate) fn list(&self) -> Result<Vec<(String, String, &'static str)>, GroupError> {
+        let shards = self.loaded().ok_or(GroupError::CoordinatorLoadInProgress)?;
+        let mut out = Vec::new();
+        for shard in shards.iter() {
+            for g in shard.lock().values() {
+                out.push((g.id.clone(), g.protocol_type_name(), g.state.name()));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// DescribeGroups of one group: `None` when it does not exist.
+    pub(crate) fn describe(&self, group_id: &str) -> Result<Option<GroupSummary>, GroupError> {
+        let shard = self.shard(group_id)?;
+        let groups = shard.lock();
+        let Some(g) = groups.get(group_id) else { return Ok(None) };
+        let stable = g.state == State::Stable;
+        let protocol = g.protocol.clone().unwrap_or_default();
+        Ok(Some(GroupSummary {
+            state: g.state.name(),
+            protocol_type: g.protocol_type_name(),
+            protocol: if stable { protocol.clone() } else { String::new() },
+            members: g
+                .members
+                .values()
+                .map(|m| MemberSummary {
+                    member_id: m.id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    metadata: if stable {
+                        m.protocols
+                            .iter()
+                            .find(|(n, _)| *n == protocol)
+                            .map(|(_, b)| b.clone())
+                            .unwrap_or_default()
+                    } else {
+                        Bytes::new()
+                    },
+                    assignment: if stable { m.assignment.clone() } else { Bytes::new() },
+                })
+                .collect(),
+        }))
+    }
+
+    /// DeleteGroups of one group.
+    pub(crate) async fn delete(&self, group_id: &str) -> Result<(), GroupError> {
+        let shard = self.shard(group_id)?;
+        let records = {
+            let mut groups = shard.lock();
+            let g = groups.get(group_id).ok_or(GroupError::GroupIdNotFound)?;
+            if g.state != State::Empty {
+                return Err(GroupError::NonEmptyGroup);
+            }
+            let mut records: Vec<LogRecord> = g
+                .offsets
+                .keys()
+                .map(|(t, p)| {
+                    (Key::Offset { group: group_id.to_string(), topic: t.clone(), partition: *p }, None)
+                })
+                .collect();
+            records.push((Key::Group { group: group_id.to_string() }, None));
+            groups.remove(group_id);
+            records
+        };
+        write(&shard.stream, records).await
+    }
+
+    /// OffsetDelete: per partition, `Err` for one the group consumes.
+    pub(crate) async fn delete_offsets(
+        &self,
+        group_id: &str,
+        topics: &[(String, Vec<i32>)],
+    ) -> Result<Vec<(String, Vec<(i32, Option<GroupError>)>)>, GroupError> {
+        let shard = self.shard(group_id)?;
+        let (out, records) = {
+            let mut groups = shard.lock();
+            let g = groups.get_mut(group_id).ok_or(GroupError::GroupIdNotFound)?;
+            let subscribed = if g.state == State::Empty { None } else { g.subscribed_topics() };
+            if g.state != State::Empty && subscribed.is_none() {
+                return Err(GroupError::NonEmptyGroup);
+            }
+            let mut records = Vec::new();
+            let mut out = Vec::new();
+            for (t, parts) in topics {
+                let busy = subscribed.as_ref().is_some_and(|s| s.contains(t));
+                let mut res = Vec::new();
+                for p in parts {
+                    if busy {
+                        res.push((*p, Some(GroupError::GroupSubscribedToTopic)));
+                        continue;
+                    }
+                    if g.offsets.remove(&(t.clone(), *p)).is_some() {
+                        records.push((
+                            Key::Offset { group: group_id.to_string(), topic: t.clone(), partition: *p },
+                            None,
+                        ));
+                    }
+                    res.push((*p, None));
+                }
+                out.push((t.clone(), res));
+            }
+            (out, records)
+        };
+        if !records.is_empty() {
+            write(&shard.stream, records).await?;
+        }
+        Ok(out)
+    }
+
+    /// Writes records the ticker produced.
+    pub(crate) async fn persist(batches: Vec<(Arc<Shard>, Vec<LogRecord>)>) {
+        for (shard, records) in batches {
+            if let Err(e) = write(&shard.stream, records).await {
+                tracing::warn!(error = ?e, "writing group state failed");
+            }
+        }
+    }
+}
+
+/// What DescribeGroups reports of a group.
+pub(crate) struct GroupSummary {
+    pub state: &'static str,
+    pub protocol_type: String,
+    pub protocol: String,
+    pub members: Vec<MemberSummary>,
+}
+
+/// One member in DescribeGroups.
+pub(crate) struct MemberSummary {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub metadata: Bytes,
+    pub assignment: Bytes,
+}
+
+fn group_record(g: &Group) -> LogRecord {
+    (Key::Group { group: g.id.clone() }, Some(records::encode_group(&g.to_value())))
+}
+
+fn take_dirty(g: &mut Group) -> Option<LogRecord> {
+    if g.dirty {
+        g.dirty = false;
+        Some(group_record(g))
+    } else {
+        None
+    }
+}
+
+fn apply_offset(g: &mut Group, topic: String, partition: i32, v: OffsetValue, log_offset: i64) {
+    let key = (topic, partition);
+    if g.offsets.get(&key).is_some_and(|c| c.log_offset > log_offset) {
+        return; // a later commit already applied
+    }
+    g.offsets.insert(
+        key,
+        Committed {
+            offset: v.offset,
+            leader_epoch: v.leader_epoch,
+            metadata: v.metadata,
+            commit_timestamp: v.commit_timestamp,
+            log_offset,
+        },
+    );
+}
+
+/// An append in flight: its base offset and final outcome.
+type Pending = Result<(i64, strata_stream::Completion), GroupError>;
+
+/// Appends records as one batch (Kafka's record format, uncompressed).
+fn append(stream: &Arc<Stream>, records: Vec<LogRecord>) -> Pending {
+    let now = now_ms();
+    let batch: Vec<Record> = records
+        .into_iter()
+        .enumerate()
+        .map(|(i, (key, value))| Record {
+            delete_horizon: false,
+            transactional: false,
+            control: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: -1,
+            timestamp: now,
+            key: Some(records::encode_key(&key)),
+            value,
+            headers: Default::default(),
+        })
+        .collect();
+    let count = batch.len() as u32;
+    let mut buf = bytes::BytesMut::new();
+    let options = RecordEncodeOptions { version: 2, compression: Compression::None };
+    RecordBatchEncoder::encode(&mut buf, &batch, &options)
+        .map_err(|_| GroupError::CoordinatorNotAvailable)?;
+    let data = buf.freeze();
+    let build = |base: i64, epoch: i32| crate::records::stamp(&data, base, epoch, None);
+    let (appended, completion) =
+        stream.append_tracked(count, now, build).map_err(|_| GroupError::CoordinatorNotAvailable)?;
+    Ok((appended.base_offset, completion))
+}
+
+async fn wait(pending: Pending) -> Result<i64, GroupError> {
+    let (base, mut completion) = pending?;
+    completion.wait().await.map_err(|e| {
+        tracing::warn!(error = %e, "a group state write failed");
+        GroupError::CoordinatorNotAvailable
+    })?;
+    Ok(base)
+}
+
+async fn write(stream: &Arc<Stream>, records: Vec<LogRecord>) -> Result<(), GroupError> {
+    wait(append(stream, records)).await.map(|_| ())
+}
+
+/// Rebuilds a shard's groups from its stream, start to end.
+async fn replay(stream: &Arc<Stream>, now: Instant) -> Result<HashMap<String, Group>, crate::BrokerError> {
+    let mut groups: HashMap<String, Group> = HashMap::new();
+    let (mut offset, end) = stream.offsets();
+    while offset < end {
+        let batches = stream.read(offset, 4 << 20).await?;
+        let Some(last) = batches.last() else { break };
+        let next = last.info.end_offset();
+        for b in batches {
+            let mut data = b.data.clone();
+            let set = match RecordBatchDecoder::decode(&mut data) {
+                Ok(set) => set,
+                Err(e) => {
+                    tracing::warn!(stream = stream.id(), offset = b.info.base_offset, error = %e, "unreadable batch skipped");
+                    continue;
+                }
+            };
+            for r in set.records {
+                let Some(key) = r.key else { continue };
+                match records::decode_key(key) {
+                    Ok(Some(k)) => apply_record(&mut groups, k, r.value, r.offset, now),
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %e, "unreadable key skipped"),
+                }
+            }
+        }
+        offset = next.max(offset + 1);
+    }
+    Ok(groups)
+}
+
+fn apply_record(
+    groups: &mut HashMap<String, Group>,
+    key: Key,
+    value: Option<Bytes>,
+    log_offset: i64,
+    now: Instant,
+) {
+    match key {
+        Key::Offset { group, topic, partition } => match value {
+            None => {
+                if let Some(g) = groups.get_mut(&group) {
+                    g.offsets.remove(&(topic, partition));
+                }
+            }
+            Some(v) => match records::decode_offset(v) {
+                Ok(v) => {
+                    let g =
+                        groups.entry(group.clone()).or_insert_with(|| Group::new(&group, v.commit_timestamp));
+                    apply_offset(g, topic, partition, v, log_offset);
+                }
+                Err(e) => tracing::warn!(error = %e, "unreadable offset skipped"),
+            },
+        },
+        Key::Group { group } => match value {
+            None => {
+                groups.remove(&group);
+            }
+            Some(v) => match records::decode_group(v) {
+                Ok(v) => {
+                    let offsets = groups.remove(&group).map(|g| g.offsets).unwrap_or_default();
+                    let mut g = Group::from_value(&group, v, now);
+                    g.offsets = offsets;
+                    groups.insert(group, g);
+                }
+                Err(e) => tracing::warn!(error = %e, "unreadable group skipped"),
+            },
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_are_chosen_as_kafka_chooses_them() {
+        // Java: Math.abs("test-group".hashCode()) % 50, and friends.
+        assert_eq!(partition_for("", 50), 0);
+        let java_hash =
+            |s: &str| s.encode_utf16().fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(c as i32));
+        assert_eq!(java_hash("abc"), 96354);
+        assert_eq!(partition_for("abc", 50), 96354 % 50);
+        // A negative hash is made non-negative.
+        let h = java_hash("polygenelubricants");
+        assert_eq!(h, i32::MIN);
+        assert_eq!(partition_for("polygenelubricants", 50), 0);
+        let neg = "console-consumer-1";
+        assert!(partition_for(neg, 50) >= 0);
+    }
+}
