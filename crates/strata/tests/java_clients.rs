@@ -67,3 +67,8 @@ fn java_admin_suite() {
 fn java_tools_suite() {
     run_suite("ToolsTest");
 }
+
+#[test]
+fn java_group_suite() {
+    run_suite("GroupTest");
+}

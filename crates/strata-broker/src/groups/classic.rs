@@ -293,6 +293,7 @@ impl Group {
         now: Instant,
         wall_ms: i64,
     ) -> Result<(), GroupError> {
+        tracing::debug!(group = %self.id, member = %req.member_id, instance = ?req.instance_id, state = self.state.name(), "join");
         if self.state == State::Dead {
             return Err(GroupError::CoordinatorNotAvailable);
         }
@@ -415,10 +416,6 @@ impl Group {
         if let Some(w) = member.sync_waiter.take() {
             let _ = w.send(SyncResult { error: Some(GroupError::FencedInstanceId), ..Default::default() });
         }
-        let selected_same = self.protocol.as_deref().is_some_and(|p| {
-            member.metadata(p)
-                == req.protocols.iter().find(|(n, _)| n == p).map(|(_, m)| m.clone()).unwrap_or_default()
-        });
         member.id = new_id.clone();
         member.protocols = req.protocols;
         member.session_timeout = req.session_timeout;
@@ -434,6 +431,9 @@ impl Group {
         if was_leader {
             self.leader = Some(new_id.clone());
         }
+        // As Kafka: no rebalance unless the protocol the group would select
+        // next changes (the metadata itself may: a new incarnation owns nothing).
+        let selected_same = self.protocol.is_some() && self.select_protocol() == self.protocol;
         match self.state {
             State::Stable if selected_same && (!was_leader || req.version >= 9) => {
                 // KIP-345: back within its session, no rebalance. A leader
@@ -503,6 +503,7 @@ impl Group {
         if self.state == State::PreparingRebalance {
             return;
         }
+        tracing::info!(group = %self.id, from = self.state.name(), generation = self.generation, "preparing a rebalance");
         for m in self.members.values_mut() {
             if let Some(w) = m.sync_waiter.take() {
                 let _ =
