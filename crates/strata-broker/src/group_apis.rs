@@ -198,6 +198,7 @@ impl Broker {
         let mut resp = JoinGroupResponse::default();
         resp.member_id = req.member_id.clone();
         resp.generation_id = -1;
+        resp.protocol_name = None;
         if let Err(e) = self.coordinator_ready().await {
             resp.error_code = group_code(e);
             return resp;

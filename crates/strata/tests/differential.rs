@@ -406,6 +406,219 @@ fn topic_configs(addr: &str, tag: &str) -> String {
     render(&resp, tag)
 }
 
+/// The group APIs: a whole classic-protocol life of one member (KIP-394
+/// join, sync, heartbeat, commits, leave) and their answers to bad input.
+/// Member ids (client id and a random uuid) and coordinator endpoints are
+/// normalised.
+fn group_apis(addr: &str, tag: &str) -> String {
+    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    use kafka_protocol::messages::leave_group_request::MemberIdentity;
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::offset_fetch_request::{OffsetFetchRequestGroup, OffsetFetchRequestTopics};
+    use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+    use kafka_protocol::messages::*;
+    let mut conn = Conn::open(addr);
+    let t = format!("{tag}-g");
+    create(&mut conn, &t, 2, &[]);
+    let group = format!("{tag}-group");
+    let simple = format!("{tag}-simple");
+    let mut out = String::new();
+    let mut log = |what: &str, answer: &dyn std::fmt::Debug| out += &format!("== {what}\n{answer:#?}\n");
+
+    let mut fc = FindCoordinatorRequest::default();
+    fc.key_type = 0;
+    fc.coordinator_keys = vec![text(&group), text(&simple)];
+    // Kafka creates __consumer_offsets on the first request and answers
+    // COORDINATOR_NOT_AVAILABLE until it leads: a client retries, so do we.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut r: FindCoordinatorResponse = loop {
+        let r: FindCoordinatorResponse = conn.call(ApiKey::FindCoordinator, 4, &fc);
+        if r.coordinators.iter().all(|c| c.error_code == 0) {
+            break r;
+        }
+        assert!(std::time::Instant::now() < deadline, "no coordinator after 60 s: {r:?}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    for c in &mut r.coordinators {
+        (c.node_id, c.host, c.port) = (BrokerId(0), text("<host>"), 0);
+    }
+    log("find coordinator (batched)", &r);
+    // Kafka's coordinator of each group's partition answers NOT_COORDINATOR
+    // until that partition is loaded: wait until each group's is.
+    for g in [&group, &simple, &format!("{tag}-nogroup")] {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let mut fg = OffsetFetchRequestGroup::default();
+            fg.group_id = GroupId(text(g));
+            fg.member_epoch = -1;
+            let mut f = OffsetFetchRequest::default();
+            f.groups = vec![fg];
+            let r: OffsetFetchResponse = conn.call(ApiKey::OffsetFetch, 8, &f);
+            if r.groups.iter().all(|g| g.error_code == 0) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{g} has no coordinator after 60 s: {r:?}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    let join = |member: &str, session: i32| {
+        let mut j = JoinGroupRequest::default();
+        j.group_id = GroupId(text(&group));
+        j.session_timeout_ms = session;
+        j.rebalance_timeout_ms = 10_000;
+        j.member_id = text(member);
+        j.protocol_type = text("consumer");
+        let mut p = JoinGroupRequestProtocol::default();
+        p.name = text("range");
+        p.metadata = Bytes::from_static(b"\x00\x00\x00\x00\x00\x00\x00\x00");
+        j.protocols = vec![p];
+        j
+    };
+    let r: JoinGroupResponse = conn.call(ApiKey::JoinGroup, 9, &join("", 1));
+    log("join with a session timeout below the minimum", &r);
+    let r: JoinGroupResponse = conn.call(ApiKey::JoinGroup, 9, &join("ghost", 10_000));
+    log("join with an unknown member id", &r);
+    let mut no_group = join("", 10_000);
+    no_group.group_id = GroupId(text(""));
+    let r: JoinGroupResponse = conn.call(ApiKey::JoinGroup, 9, &no_group);
+    log("join with an empty group id", &r);
+    let first: JoinGroupResponse = conn.call(ApiKey::JoinGroup, 9, &join("", 10_000));
+    let member = first.member_id.to_string();
+    log("join without a member id", &first);
+    let joined: JoinGroupResponse = conn.call(ApiKey::JoinGroup, 9, &join(&member, 10_000));
+    log("join with it", &joined);
+    let generation = joined.generation_id;
+
+    let mut sync = SyncGroupRequest::default();
+    sync.group_id = GroupId(text(&group));
+    sync.generation_id = generation;
+    sync.member_id = text(&member);
+    sync.protocol_type = Some(text("consumer"));
+    sync.protocol_name = Some(text("range"));
+    let mut a = SyncGroupRequestAssignment::default();
+    a.member_id = text(&member);
+    a.assignment = Bytes::from_static(b"assignment");
+    sync.assignments = vec![a];
+    let mut bad_sync = sync.clone();
+    bad_sync.generation_id = generation + 7;
+    let r: SyncGroupResponse = conn.call(ApiKey::SyncGroup, 5, &bad_sync);
+    log("sync at a wrong generation", &r);
+    let r: SyncGroupResponse = conn.call(ApiKey::SyncGroup, 5, &sync);
+    log("sync", &r);
+
+    let hb = |generation: i32, member: &str, group: &str| {
+        let mut h = HeartbeatRequest::default();
+        h.group_id = GroupId(text(group));
+        h.generation_id = generation;
+        h.member_id = text(member);
+        h
+    };
+    for (what, h) in [
+        ("heartbeat", hb(generation, &member, &group)),
+        ("heartbeat at a wrong generation", hb(generation + 1, &member, &group)),
+        ("heartbeat of an unknown member", hb(generation, "ghost", &group)),
+        ("heartbeat of an unknown group", hb(0, "ghost", &format!("{tag}-nogroup"))),
+    ] {
+        let r: HeartbeatResponse = conn.call(ApiKey::Heartbeat, 4, &h);
+        log(what, &r);
+    }
+
+    let commit = |group: &str, generation: i32, member: &str, topic: &str, partition: i32| {
+        let mut c = OffsetCommitRequest::default();
+        c.group_id = GroupId(text(group));
+        c.generation_id_or_member_epoch = generation;
+        c.member_id = text(member);
+        let mut p = OffsetCommitRequestPartition::default();
+        p.partition_index = partition;
+        p.committed_offset = 5;
+        p.committed_leader_epoch = -1;
+        p.committed_metadata = Some(text("meta"));
+        let mut ct = OffsetCommitRequestTopic::default();
+        ct.name = name(topic);
+        ct.partitions = vec![p];
+        c.topics = vec![ct];
+        c
+    };
+    for (what, c) in [
+        ("commit by the member", commit(&group, generation, &member, &t, 0)),
+        ("commit at a wrong generation", commit(&group, generation + 1, &member, &t, 1)),
+        ("commit by an unknown member", commit(&group, generation, "ghost", &t, 1)),
+        ("simple commit to a group with members", commit(&group, -1, "", &t, 1)),
+        ("simple commit", commit(&simple, -1, "", &t, 1)),
+        ("commit to an unknown partition", commit(&simple, -1, "", &t, 9)),
+        ("commit to an unknown topic", commit(&simple, -1, "", &format!("{tag}-none"), 0)),
+    ] {
+        let r: OffsetCommitResponse = conn.call(ApiKey::OffsetCommit, 9, &c);
+        log(what, &r);
+    }
+
+    let mut f = OffsetFetchRequest::default();
+    for g in [&group, &simple, &format!("{tag}-nogroup")] {
+        let mut fg = OffsetFetchRequestGroup::default();
+        fg.group_id = GroupId(text(g));
+        let mut ft = OffsetFetchRequestTopics::default();
+        ft.name = name(&t);
+        ft.partition_indexes = vec![0, 1];
+        fg.topics = Some(vec![ft]);
+        fg.member_epoch = -1;
+        f.groups.push(fg);
+    }
+    let r: OffsetFetchResponse = conn.call(ApiKey::OffsetFetch, 8, &f);
+    log("fetch offsets of three groups", &r);
+
+    let mut d = DescribeGroupsRequest::default();
+    d.groups = vec![GroupId(text(&group)), GroupId(text(&simple)), GroupId(text(&format!("{tag}-nogroup")))];
+    for v in [5, 6] {
+        let mut r: DescribeGroupsResponse = conn.call(ApiKey::DescribeGroups, v, &d);
+        // Kafka answers a batch grouped by coordinator partition: the order
+        // of the groups in the answer is not part of the contract.
+        r.groups.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+        log(&format!("describe groups v{v}"), &r);
+    }
+    let mut l = ListGroupsRequest::default();
+    l.states_filter = vec![text("Stable")];
+    let mut r: ListGroupsResponse = conn.call(ApiKey::ListGroups, 5, &l);
+    r.groups.retain(|g| g.group_id.as_str().starts_with(tag));
+    log("list stable groups", &r);
+
+    let mut lv = LeaveGroupRequest::default();
+    lv.group_id = GroupId(text(&group));
+    let mut m = MemberIdentity::default();
+    m.member_id = text(&member);
+    let mut ghost = MemberIdentity::default();
+    ghost.member_id = text("ghost");
+    lv.members = vec![m, ghost];
+    let r: LeaveGroupResponse = conn.call(ApiKey::LeaveGroup, 5, &lv);
+    log("leave (the member and a ghost)", &r);
+    let mut l = ListGroupsRequest::default();
+    l.states_filter = vec![text("Empty")];
+    let mut r: ListGroupsResponse = conn.call(ApiKey::ListGroups, 5, &l);
+    r.groups.retain(|g| g.group_id.as_str().starts_with(tag));
+    r.groups.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+    log("list empty groups", &r);
+
+    let mut od = OffsetDeleteRequest::default();
+    od.group_id = GroupId(text(&simple));
+    let mut odt = kafka_protocol::messages::offset_delete_request::OffsetDeleteRequestTopic::default();
+    odt.name = name(&t);
+    let mut odp = kafka_protocol::messages::offset_delete_request::OffsetDeleteRequestPartition::default();
+    odp.partition_index = 1;
+    odt.partitions = vec![odp];
+    od.topics = vec![odt];
+    let r: OffsetDeleteResponse = conn.call(ApiKey::OffsetDelete, 0, &od);
+    log("offset delete", &r);
+    let mut dg = DeleteGroupsRequest::default();
+    dg.groups_names = vec![GroupId(text(&group)), GroupId(text(&format!("{tag}-nogroup")))];
+    let mut r: DeleteGroupsResponse = conn.call(ApiKey::DeleteGroups, 2, &dg);
+    r.results.sort_by(|a, b| a.group_id.cmp(&b.group_id)); // grouped by partition on Kafka
+    log("delete groups", &r);
+    assert!(!member.is_empty(), "a member id was handed out:\n{out}");
+    out.replace(&member, "<member>").replace(tag, "<tag>")
+}
+
 /// Broker configs each broker sets for itself, whose values are its own:
 /// the reference broker's `server.properties` (`scripts/kafka-ref.sh`), and
 /// what Strata always sets or the test sets. Their names, types and
@@ -489,6 +702,11 @@ fn unknown_versions_match_kafka() {
 }
 
 #[test]
+fn group_apis_match_kafka() {
+    same_on_both("group APIs", group_apis);
+}
+
+#[test]
 fn topic_configs_match_kafka() {
     same_on_both("topic configs", topic_configs);
 }
@@ -541,6 +759,7 @@ fn the_harness_finds_no_difference_between_kafka_and_itself_and_catches_a_change
         record_layout,
         topic_configs,
         broker_configs,
+        group_apis,
     ] {
         let (x, y) = (topic("diff"), topic("diff"));
         let diff = differences(&scenario(&kafka.bootstrap, &x), &scenario(&kafka.bootstrap, &y));

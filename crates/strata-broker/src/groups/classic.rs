@@ -547,8 +547,8 @@ impl Group {
         self.join_not_before = None;
         self.generation += 1;
         if self.members.is_empty() {
+            // As Kafka: an empty group keeps its protocol type.
             self.protocol = None;
-            self.protocol_type = None;
             self.leader = None;
             self.set_state(State::Empty, wall_ms);
             self.dirty = true;
