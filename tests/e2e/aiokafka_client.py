@@ -156,9 +156,46 @@ async def run_once(bootstrap, label, count, compression):
         await consumer.stop()
 
 
+async def run_group(bootstrap, count=300):
+    """A group consumer reads every message once, committing; a second
+    member of the group afterwards gets nothing more and sees the commits."""
+    from aiokafka.structs import TopicPartition
+    topic = topic_name("group")
+    await create_topic(bootstrap, topic, 2)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for i in range(count):
+            await producer.send_and_wait(topic, f"g{i}".encode(), partition=i % 2)
+    finally:
+        await producer.stop()
+    group = f"strata-e2e-group-{SUFFIX}"
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    seen = set()
+    try:
+        deadline = time.monotonic() + 120
+        while len(seen) < count and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                for r in records:
+                    seen.add(r.value)
+            if batch:
+                await consumer.commit()
+        check_eq(len(seen), count, "messages consumed by the group")
+        committed = 0
+        for p in range(2):
+            committed += await consumer.committed(TopicPartition(topic, p)) or 0
+        check_eq(committed, count, "committed offsets cover the topic")
+    finally:
+        await consumer.stop()
+
+
 async def amain(args):
     await run_once(args.bootstrap, "plain", args.messages, None)
     await run_once(args.bootstrap, "gzip", args.messages, "gzip")
+    await run_group(args.bootstrap)
 
 
 def main():

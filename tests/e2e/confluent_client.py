@@ -573,6 +573,37 @@ def test_long_poll(env):
           "(must be well inside fetch.wait.max.ms=5000: the broker did not wake the fetch)")
 
 
+def test_group(env, count=300):
+    """Three consumers of one group (the classic protocol) read every message
+    once, committing each; the committed offsets then cover the topic."""
+    topic = topic_name("group")
+    futures = env.admin.create_topics([NewTopic(topic, 3, 1)])
+    futures[topic].result(timeout=30)
+    producer = Producer(env.common(acks="all"))
+    for i in range(count):
+        producer.produce(topic, value=f"g{i}".encode(), partition=i % 3)
+    check(producer.flush(60) == 0, "group topic produced")
+    group = f"strata-e2e-group-{SUFFIX}"
+    consumers = [Consumer(env.common(**{"group.id": group, "auto.offset.reset": "earliest",
+                                        "enable.auto.commit": False}))
+                 for _ in range(3)]
+    for c in consumers:
+        c.subscribe([topic])
+    seen = set()
+    deadline = time.monotonic() + 120
+    while len(seen) < count and time.monotonic() < deadline:
+        for c in consumers:
+            m = c.poll(0.1)
+            if m is not None and m.error() is None:
+                seen.add(m.value())
+                c.commit(message=m, asynchronous=False)
+    check_eq(len(seen), count, "messages consumed by the group")
+    parts = consumers[0].committed([TopicPartition(topic, p) for p in range(3)], timeout=30)
+    check_eq(sum(max(tp.offset, 0) for tp in parts), count, "committed offsets cover the topic")
+    for c in consumers:
+        c.close()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bootstrap", required=True, help="host:port of the broker")
@@ -614,6 +645,8 @@ def main():
         test_offsets_for_times(env)
         section = "long-poll"
         test_long_poll(env)
+        section = "group"
+        test_group(env)
     except Failure as e:
         print(f"FAIL {NAME} [{section}]: {e}", flush=True)
         return 1

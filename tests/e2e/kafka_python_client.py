@@ -214,6 +214,38 @@ def test_produce_consume(admin, bootstrap, count, idempotence=None):
     log("list offsets ok")
 
 
+def test_group(admin, bootstrap, count=300):
+    """A group of two consumers reads every message once, committing; the
+    committed offsets cover the topic."""
+    topic = topic_name("group")
+    admin.create_topics({topic: {"num_partitions": 2, "replication_factor": 1}})
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    for i in range(count):
+        producer.send(topic, value=f"g{i}".encode(), partition=i % 2)
+    producer.flush()
+    producer.close()
+    group = f"strata-e2e-group-{SUFFIX}"
+    consumers = [KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group,
+                               auto_offset_reset="earliest", enable_auto_commit=False)
+                 for _ in range(2)]
+    seen = set()
+    deadline = time.monotonic() + 120
+    while len(seen) < count and time.monotonic() < deadline:
+        for c in consumers:
+            batch = c.poll(timeout_ms=200)
+            for records in batch.values():
+                for r in records:
+                    seen.add(r.value)
+            if batch:
+                c.commit()
+    check_eq(len(seen), count, "messages consumed by the group")
+    tps = [TopicPartition(topic, p) for p in range(2)]
+    committed = sum((consumers[0].committed(tp) or 0) for tp in tps)
+    check_eq(committed, count, "committed offsets cover the topic")
+    for c in consumers:
+        c.close()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bootstrap", required=True, help="host:port of the broker")
@@ -245,6 +277,8 @@ def main():
         section = "produce-consume"
         test_produce_consume(admin, args.bootstrap, args.messages,
                              False if args.no_idempotence else None)
+        section = "group"
+        test_group(admin, args.bootstrap)
         admin.close()
     except Failure as e:
         print(f"FAIL {NAME} [{section}]: {e}", flush=True)

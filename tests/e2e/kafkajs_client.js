@@ -224,6 +224,40 @@ async function testProduce (kafka, admin, count) {
   log('watermarks ok')
 }
 
+async function testGroup (kafka, admin, count = 300) {
+  // A group of two consumers reads every message once (KafkaJS commits as it
+  // goes); the committed offsets then cover the topic.
+  const topic = `strata-e2e-group-${suffix}`
+  await admin.createTopics({ topics: [{ topic, numPartitions: 2, replicationFactor: 1 }], waitForLeaders: true })
+  const producer = kafka.producer()
+  await producer.connect()
+  const messages = []
+  for (let i = 0; i < count; i++) messages.push({ value: `g${i}`, partition: i % 2 })
+  await producer.send({ topic, acks: -1, messages })
+  await producer.disconnect()
+  const groupId = `strata-e2e-group-${suffix}`
+  const seen = new Set()
+  const consumers = [kafka.consumer({ groupId }), kafka.consumer({ groupId })]
+  for (const c of consumers) {
+    await c.connect()
+    await c.subscribe({ topic, fromBeginning: true })
+    await c.run({ eachMessage: async ({ message }) => { seen.add(message.value.toString()) } })
+  }
+  const deadline = Date.now() + 120000
+  let committed = 0
+  while (Date.now() < deadline) {
+    if (seen.size === count) {
+      const offsets = await admin.fetchOffsets({ groupId, topics: [topic] })
+      committed = offsets[0].partitions.reduce((n, p) => n + Math.max(0, Number(p.offset)), 0)
+      if (committed === count) break
+    }
+    await new Promise(resolve => setTimeout(resolve, 200))
+  }
+  for (const c of consumers) await c.disconnect()
+  checkEq(seen.size, count, 'messages consumed by the group')
+  checkEq(committed, count, 'committed offsets cover the topic')
+}
+
 async function main () {
   const args = parseArgs(process.argv.slice(2))
   const watchdog = setTimeout(() => {
@@ -249,6 +283,8 @@ async function main () {
     await testAdmin(admin)
     section = 'produce'
     await testProduce(kafka, admin, args.messages)
+    section = 'group'
+    await testGroup(kafka, admin)
   } catch (e) {
     if (!(e instanceof Failure)) console.error(e)
     console.log(`FAIL ${NAME} [${section}]: ${e instanceof Failure ? '' : e.name + ': '}${e.message}`)

@@ -137,4 +137,22 @@ done
 [ "$HIGH_TOTAL" -eq "$COUNT" ] || fail "sum of high watermarks $HIGH_TOTAL != $COUNT"
 pass
 
+# ---------------------------------------------------------------- group
+# kcat -G: a balanced consumer group (librdkafka's classic protocol) reads the
+# whole topic from the start, committing as it goes.
+GROUP="e2e-kcat-group-${SUFFIX}"
+group_read() {
+  timeout "$STEP_TIMEOUT" kcat -b "$BOOTSTRAP" -G "$GROUP" -e -q -f '%s\n' \
+    -X auto.offset.reset=earliest -X enable.auto.commit=true -X auto.commit.interval.ms=100 "$TOPIC" \
+    >"$WORK/$1.txt" 2>"$WORK/$1.err" || true
+  grep -c '^value-' "$WORK/$1.txt" || true
+}
+GOT=$(group_read group)
+[ "$GOT" -eq "$COUNT" ] || fail "kcat -G read $GOT of $COUNT messages; stderr: $(tail -n 3 "$WORK/group.err" | tr '\n' ' ')"
+pass
+# Its commits hold: the group, run again, has nothing left to read.
+AGAIN=$(group_read group-again)
+[ "$AGAIN" -eq 0 ] || fail "kcat -G read $AGAIN messages again after committing"
+pass
+
 echo "OK $NAME: $CHECKS checks"

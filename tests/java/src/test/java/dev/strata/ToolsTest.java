@@ -138,6 +138,78 @@ class ToolsTest {
     });
   }
 
+  static final String GROUPS = "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand";
+
+  /** Partition, current offset, log end and lag of each row kafka-consumer-groups --describe prints. */
+  static List<String> groupRows(String out, String topic) {
+    List<String> rows = matches(out, "^\\S+\\s+" + Pattern.quote(topic) + "\\s+(\\d+)\\s+(\\S+)\\s+(\\S+)\\s+(\\S+)");
+    rows.sort(String::compareTo);
+    return rows;
+  }
+
+  /** New offsets kafka-consumer-groups --reset-offsets prints, by partition. */
+  static List<String> resetRows(String out, String topic) {
+    List<String> rows = matches(out, "^\\S+\\s+" + Pattern.quote(topic) + "\\s+(\\d+)\\s+(\\d+)");
+    rows.sort(String::compareTo);
+    return rows;
+  }
+
+  @Test
+  void consoleConsumerInAGroupAndKafkaConsumerGroups() {
+    sameOnBoth(b -> {
+      String t = producedTopic(b, 20);
+      String g = Brokers.topic("tool-group");
+      String bs = b.bootstrap();
+      List<String> facts = new ArrayList<>();
+      Tool.Result c = Tool.run("org.apache.kafka.tools.consumer.ConsoleConsumer", "--bootstrap-server", bs,
+          "--topic", t, "--group", g, "--from-beginning", "--max-messages", "20");
+      assertEquals(0, c.exit(), c::toString);
+      facts.add("console consumer read " + matches(c.out(), "^(line \\d+)$").size());
+      facts.add("listed " + ok(GROUPS, "--bootstrap-server", bs, "--list").out().lines().anyMatch(g::equals));
+      facts.add("described " + groupRows(ok(GROUPS, "--bootstrap-server", bs, "--describe", "--group", g).out(), t));
+      facts.add("state " + matches(ok(GROUPS, "--bootstrap-server", bs, "--describe", "--group", g, "--state").out(),
+          "\\b(Empty|Stable|PreparingRebalance|CompletingRebalance|Dead)\\b"));
+      for (String[] how : List.of(new String[] {"--to-earliest"}, new String[] {"--shift-by", "5"},
+          new String[] {"--to-datetime", "2020-01-01T00:00:00.000"}, new String[] {"--to-latest"})) {
+        List<String> args = new ArrayList<>(List.of("--bootstrap-server", bs, "--reset-offsets", "--group", g,
+            "--topic", t, "--execute"));
+        args.addAll(List.of(how));
+        facts.add(String.join(" ", how) + " " + resetRows(ok(GROUPS, args.toArray(String[]::new)).out(), t));
+      }
+      facts.add("after resets " + groupRows(ok(GROUPS, "--bootstrap-server", bs, "--describe", "--group", g).out(), t));
+      facts.add(ok(GROUPS, "--bootstrap-server", bs, "--delete", "--group", g).out().replace(g, "G").strip());
+      facts.add("listed after delete "
+          + ok(GROUPS, "--bootstrap-server", bs, "--list").out().lines().anyMatch(g::equals));
+      return facts;
+    });
+  }
+
+  @Test
+  void verifiableConsumerReadsEveryAckedMessage() {
+    sameOnBoth(b -> {
+      String t = Brokers.topic("tool-verifiable");
+      try {
+        Brokers.createTopic(b, t, 3, Map.of());
+      } catch (Exception e) {
+        throw new IllegalStateException(e);
+      }
+      Tool.Result vp = Tool.runInOwnJvm("org.apache.kafka.tools.VerifiableProducer", "--bootstrap-server",
+          b.bootstrap(), "--topic", t, "--max-messages", "300", "--acks", "-1");
+      assertEquals(0, vp.exit(), vp::toString);
+      long acked = matches(vp.out(), "\"name\":\"producer_send_success\"").size();
+      Tool.Result vc = Tool.runInOwnJvm("org.apache.kafka.tools.VerifiableConsumer", "--bootstrap-server",
+          b.bootstrap(), "--topic", t, "--group-id", Brokers.topic("tool-vgroup"), "--max-messages", "300",
+          "--reset-policy", "earliest");
+      assertEquals(0, vc.exit(), vc::toString);
+      long consumed = 0;
+      for (String n : matches(vc.out(), "\"name\":\"records_consumed\",\"count\":(\\d+)")) {
+        consumed += Long.parseLong(n);
+      }
+      boolean committed = vc.out().contains("\"name\":\"offsets_committed\"") && !vc.out().contains("\"success\":false");
+      return List.of("acked " + acked, "consumed " + consumed, "committed " + committed);
+    });
+  }
+
   static String brokerId(Broker b) {
     try (var admin = Brokers.admin(b)) {
       return Integer.toString(admin.describeCluster().nodes().get().iterator().next().id());
