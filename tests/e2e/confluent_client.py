@@ -6,10 +6,11 @@ Usage: python tests/e2e/confluent_client.py --bootstrap 127.0.0.1:PORT
 Exits 0 and prints "OK confluent_client: <n> checks" on success; prints
 "FAIL confluent_client: ..." and exits non-zero on the first failure.
 
-The broker has no group coordination yet, so every consumer here uses manual
-assign() with explicit offsets, enable.auto.commit=False and never calls
-subscribe() or commit(). (librdkafka insists on a group.id for any consumer;
-a unique one is set but it is never used for group membership.)
+Consumers outside the group section use manual assign() with explicit
+offsets and enable.auto.commit=False (librdkafka insists on a group.id for any
+consumer; a unique one is set but never used for membership). The group
+section runs three members of one group with the classic protocol and again
+with the consumer protocol (KIP-848, group.protocol=consumer).
 """
 
 import argparse
@@ -573,19 +574,20 @@ def test_long_poll(env):
           "(must be well inside fetch.wait.max.ms=5000: the broker did not wake the fetch)")
 
 
-def test_group(env, count=300):
-    """Three consumers of one group (the classic protocol) read every message
-    once, committing each; the committed offsets then cover the topic."""
-    topic = topic_name("group")
+def test_group(env, protocol, count=300):
+    """Three consumers of one group (of `protocol`: classic or consumer) read
+    every message once, committing each; the committed offsets then cover the
+    topic."""
+    topic = topic_name(f"group-{protocol}")
     futures = env.admin.create_topics([NewTopic(topic, 3, 1)])
     futures[topic].result(timeout=30)
     producer = Producer(env.common(acks="all"))
     for i in range(count):
         producer.produce(topic, value=f"g{i}".encode(), partition=i % 3)
     check(producer.flush(60) == 0, "group topic produced")
-    group = f"strata-e2e-group-{SUFFIX}"
+    group = f"strata-e2e-group-{protocol}-{SUFFIX}"
     consumers = [Consumer(env.common(**{"group.id": group, "auto.offset.reset": "earliest",
-                                        "enable.auto.commit": False}))
+                                        "enable.auto.commit": False, "group.protocol": protocol}))
                  for _ in range(3)]
     for c in consumers:
         c.subscribe([topic])
@@ -597,7 +599,7 @@ def test_group(env, count=300):
             if m is not None and m.error() is None:
                 seen.add(m.value())
                 c.commit(message=m, asynchronous=False)
-    check_eq(len(seen), count, "messages consumed by the group")
+    check_eq(len(seen), count, f"messages consumed by the {protocol} group")
     parts = consumers[0].committed([TopicPartition(topic, p) for p in range(3)], timeout=30)
     check_eq(sum(max(tp.offset, 0) for tp in parts), count, "committed offsets cover the topic")
     for c in consumers:
@@ -646,7 +648,9 @@ def main():
         section = "long-poll"
         test_long_poll(env)
         section = "group"
-        test_group(env)
+        test_group(env, "classic")
+        section = "group (consumer protocol)"
+        test_group(env, "consumer")
     except Failure as e:
         print(f"FAIL {NAME} [{section}]: {e}", flush=True)
         return 1

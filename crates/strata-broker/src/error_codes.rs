@@ -77,6 +77,11 @@ pub fn group_error(err: GroupError) -> ResponseError {
         GroupError::GroupSubscribedToTopic => ResponseError::GroupSubscribedToTopic,
         GroupError::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
         GroupError::GroupMaxSizeReached => ResponseError::GroupMaxSizeReached,
+        GroupError::FencedMemberEpoch => ResponseError::FencedMemberEpoch,
+        GroupError::StaleMemberEpoch => ResponseError::StaleMemberEpoch,
+        GroupError::UnreleasedInstanceId => ResponseError::UnreleasedInstanceId,
+        GroupError::InvalidRequest => ResponseError::InvalidRequest,
+        GroupError::InvalidRegularExpression => ResponseError::InvalidRegularExpression,
     }
 }
 
@@ -93,4 +98,17 @@ pub fn code(err: &BrokerError) -> i16 {
 /// The message to send alongside the code, where the API has a message field.
 pub fn message(err: &BrokerError) -> kafka_protocol::protocol::StrBytes {
     kafka_protocol::protocol::StrBytes::from_string(err.to_string())
+}
+
+/// Counts an error answered by `api` in `strata_request_errors_total` (by
+/// API and Kafka error name); no error counts nothing.
+pub fn count(api: &'static str, code: i16) {
+    if code == 0 {
+        return;
+    }
+    let name = match ResponseError::try_from_code(code) {
+        Some(e) => format!("{e:?}"),
+        None => format!("code {code}"),
+    };
+    metrics::counter!("strata_request_errors_total", "api" => api, "error" => name).increment(1);
 }

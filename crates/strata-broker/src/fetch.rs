@@ -136,6 +136,7 @@ impl Broker {
                     Err(e) => {
                         errors = true;
                         pd.error_code = code(&e);
+                        crate::error_codes::count("Fetch", pd.error_code);
                         pd.records = Some(Bytes::new());
                     }
                 }

@@ -33,8 +33,20 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use crate::Broker;
-use crate::error_codes::group_code;
+use crate::error_codes::{count, group_code};
+use crate::groups::consumer::{ASSIGNORS, Assignment, Heartbeat, Topics};
 use crate::groups::{GroupError, OFFSETS_PARTITIONS, OFFSETS_TOPIC, OffsetCommitEntry};
+use kafka_protocol::messages::consumer_group_describe_response::{
+    Assignment as DescribeAssignment, DescribedGroup as ConsumerDescribedGroup,
+    Member as ConsumerDescribedMember, TopicPartitions as DescribeTopicPartitions,
+};
+use kafka_protocol::messages::consumer_group_heartbeat_response::{
+    Assignment as HeartbeatAssignment, TopicPartitions as HeartbeatTopicPartitions,
+};
+use kafka_protocol::messages::{
+    ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, ConsumerGroupHeartbeatRequest,
+    ConsumerGroupHeartbeatResponse,
+};
 
 fn str(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
@@ -69,7 +81,167 @@ fn unknown_authorized_operations() -> i32 {
     i32::MIN
 }
 
+/// The catalog as the consumer protocol's assignors see it.
+pub(crate) struct CatalogTopics<'a>(pub &'a strata_cluster::Catalog);
+
+impl Topics for CatalogTopics<'_> {
+    fn by_name(&self, name: &str) -> Option<(uuid::Uuid, i32)> {
+        self.0.topic(name).map(|t| (t.id, t.partitions()))
+    }
+    fn names(&self) -> Vec<String> {
+        self.0.topics().iter().map(|t| t.name.clone()).collect()
+    }
+}
+
+fn to_assignment(parts: &[(uuid::Uuid, Vec<i32>)]) -> Assignment {
+    parts.iter().map(|(t, ps)| (*t, ps.iter().copied().collect())).collect()
+}
+
 impl Broker {
+    /// ConsumerGroupHeartbeat (KIP-848).
+    pub async fn consumer_group_heartbeat(
+        &self,
+        req: ConsumerGroupHeartbeatRequest,
+        version: i16,
+        client_id: &str,
+        client_host: &str,
+    ) -> ConsumerGroupHeartbeatResponse {
+        let mut resp = ConsumerGroupHeartbeatResponse::default();
+        resp.member_id = (!req.member_id.is_empty()).then(|| req.member_id.clone());
+        resp.member_epoch = req.member_epoch;
+        let outcome = match self.coordinator_ready().await {
+            Err(e) => Err(e),
+            Ok(()) => {
+                let hb = Heartbeat {
+                    member_id: req.member_id.to_string(),
+                    member_epoch: req.member_epoch,
+                    instance_id: req.instance_id.as_ref().map(|s| s.to_string()),
+                    rack_id: req.rack_id.as_ref().map(|s| s.to_string()),
+                    rebalance_timeout: Duration::from_millis(req.rebalance_timeout_ms.max(0) as u64),
+                    subscribed_names: req
+                        .subscribed_topic_names
+                        .as_ref()
+                        .map(|ns| ns.iter().map(|n| n.to_string()).collect()),
+                    subscribed_regex: req.subscribed_topic_regex.as_ref().map(|s| s.to_string()),
+                    server_assignor: req.server_assignor.as_ref().map(|s| s.to_string()),
+                    owned: req.topic_partitions.as_ref().map(|tps| {
+                        to_assignment(
+                            &tps.iter().map(|t| (t.topic_id, t.partitions.clone())).collect::<Vec<_>>(),
+                        )
+                    }),
+                    client_id: client_id.to_string(),
+                    client_host: format!("/{client_host}"),
+                    version,
+                };
+                if let Some(a) = &hb.server_assignor
+                    && !ASSIGNORS.contains(&a.as_str())
+                {
+                    Err(GroupError::InvalidRequest)
+                } else {
+                    self.coordinator.consumer_heartbeat(
+                        req.group_id.as_str(),
+                        hb,
+                        &CatalogTopics(&self.catalog),
+                    )
+                }
+            }
+        };
+        match outcome {
+            Err(e) => {
+                resp.error_code = group_code(e);
+                resp.error_message = Some(str(&e.to_string()));
+            }
+            Ok(r) => {
+                resp.member_id = Some(str(&r.member_id));
+                resp.member_epoch = r.member_epoch;
+                resp.heartbeat_interval_ms = r.heartbeat_interval_ms;
+                resp.assignment = r.assignment.map(|a| {
+                    let mut out = HeartbeatAssignment::default();
+                    out.topic_partitions = a
+                        .into_iter()
+                        .map(|(t, ps)| {
+                            let mut tp = HeartbeatTopicPartitions::default();
+                            tp.topic_id = t;
+                            tp.partitions = ps.into_iter().collect();
+                            tp
+                        })
+                        .collect();
+                    out
+                });
+            }
+        }
+        count("ConsumerGroupHeartbeat", resp.error_code);
+        resp
+    }
+
+    /// ConsumerGroupDescribe (KIP-848).
+    pub async fn consumer_group_describe(
+        &self,
+        req: ConsumerGroupDescribeRequest,
+    ) -> ConsumerGroupDescribeResponse {
+        let mut resp = ConsumerGroupDescribeResponse::default();
+        let ready = self.coordinator_ready().await;
+        let names = |a: &Assignment| {
+            let mut out = DescribeAssignment::default();
+            out.topic_partitions = a
+                .iter()
+                .map(|(t, ps)| {
+                    let mut tp = DescribeTopicPartitions::default();
+                    tp.topic_id = *t;
+                    tp.topic_name = TopicName(str(&self
+                        .catalog
+                        .topic_by_id(*t)
+                        .map(|r| r.name.clone())
+                        .unwrap_or_default()));
+                    tp.partitions = ps.iter().copied().collect();
+                    tp
+                })
+                .collect();
+            out
+        };
+        for id in req.group_ids {
+            let mut g = ConsumerDescribedGroup::default();
+            g.group_id = id.clone();
+            g.authorized_operations = unknown_authorized_operations();
+            let outcome = ready.and_then(|()| {
+                self.coordinator.consumer_describe(id.as_str(), |c| {
+                    g.group_state = str(c.state());
+                    g.group_epoch = c.group_epoch;
+                    g.assignment_epoch = c.assignment_epoch;
+                    g.assignor_name = str(&c.assignor);
+                    g.members = c
+                        .members
+                        .values()
+                        .map(|m| {
+                            let mut d = ConsumerDescribedMember::default();
+                            d.member_id = str(&m.id);
+                            d.instance_id = m.instance_id.as_deref().map(str);
+                            d.rack_id = m.rack_id.as_deref().map(str);
+                            d.member_epoch = m.member_epoch;
+                            d.client_id = str(&m.client_id);
+                            d.client_host = str(&m.client_host);
+                            d.subscribed_topic_names =
+                                m.subscribed_names.iter().map(|n| TopicName(str(n))).collect();
+                            d.subscribed_topic_regex = m.subscribed_regex.as_deref().map(str);
+                            d.assignment = names(&m.assigned);
+                            d.target_assignment = names(&c.target.get(&m.id).cloned().unwrap_or_default());
+                            d.member_type = 1;
+                            d
+                        })
+                        .collect();
+                })
+            });
+            if let Err(e) = outcome {
+                g.error_code = group_code(e);
+                g.error_message = Some(str(&format!("Group {} is not a consumer group.", id.as_str())));
+                g.group_state = str("Dead");
+            }
+            count("ConsumerGroupDescribe", g.error_code);
+            resp.groups.push(g);
+        }
+        resp
+    }
+
     /// Makes sure `__consumer_offsets` exists and its shards are loaded.
     pub(crate) async fn coordinator_ready(&self) -> Result<(), GroupError> {
         if self.coordinator.is_loaded() {
@@ -115,7 +287,7 @@ impl Broker {
             loop {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 let Some(b) = weak.upgrade() else { return };
-                let work = b.coordinator.tick();
+                let work = b.coordinator.tick(&CatalogTopics(&b.catalog));
                 crate::groups::Coordinator::persist(work).await;
                 if last_expiry.elapsed() >= b.config.offsets_retention_check_interval {
                     last_expiry = std::time::Instant::now();
@@ -132,6 +304,19 @@ impl Broker {
                     tracing::warn!(error = %e, "group coordinator not loaded at start");
                 }
             });
+        }
+    }
+
+    /// Publishes each group's committed offset and lag (the partition's high
+    /// watermark minus the commit) per partition, for `/metrics`.
+    pub fn publish_group_metrics(&self) {
+        for (group, topic, partition, offset) in self.coordinator.committed_offsets() {
+            let Some(t) = self.catalog.topic(&topic) else { continue };
+            let Some(stream) = self.partition(&t, partition) else { continue };
+            let end = stream.offsets().1;
+            let labels = [("group", group), ("topic", topic), ("partition", partition.to_string())];
+            metrics::gauge!("strata_consumer_group_committed_offset", &labels).set(offset as f64);
+            metrics::gauge!("strata_consumer_group_lag", &labels).set((end - offset).max(0) as f64);
         }
     }
 
@@ -174,6 +359,9 @@ impl Broker {
                 }
             }
             entries.push(c);
+        }
+        for c in &entries {
+            count("FindCoordinator", c.error_code);
         }
         if version >= 4 {
             resp.coordinators = entries;
@@ -242,6 +430,7 @@ impl Broker {
             // Before v7 the protocol name is not nullable.
             resp.protocol_name = Some(str(""));
         }
+        count("JoinGroup", resp.error_code);
         resp
     }
 
@@ -273,6 +462,7 @@ impl Broker {
                 resp.assignment = r.assignment;
             }
         }
+        count("SyncGroup", resp.error_code);
         resp
     }
 
@@ -289,6 +479,7 @@ impl Broker {
             ),
         };
         resp.error_code = code_of(&outcome);
+        count("Heartbeat", resp.error_code);
         resp
     }
 
@@ -323,6 +514,10 @@ impl Broker {
                     .collect();
             }
             Ok(results) => resp.error_code = results.first().map(code_of).unwrap_or(0),
+        }
+        count("LeaveGroup", resp.error_code);
+        for m in &resp.members {
+            count("LeaveGroup", m.error_code);
         }
         resp
     }
@@ -387,6 +582,7 @@ impl Broker {
                         let mut p = OffsetCommitResponsePartition::default();
                         p.partition_index = i;
                         p.error_code = err.unwrap_or(all);
+                        count("OffsetCommit", p.error_code);
                         p
                     })
                     .collect();
@@ -401,10 +597,11 @@ impl Broker {
         let mut resp = OffsetFetchResponse::default();
         let ready = self.coordinator_ready().await;
         let fetch_one = |group: &str,
+                         member: Option<(&str, i32)>,
                          topics: Option<Vec<(String, Vec<i32>)>>|
          -> Result<Vec<(String, Vec<Fetched>)>, GroupError> {
             ready?;
-            let found = self.coordinator.fetch(group, topics.as_deref())?;
+            let found = self.coordinator.fetch(group, member, topics.as_deref())?;
             Ok(found
                 .into_iter()
                 .map(|(t, parts)| {
@@ -427,7 +624,9 @@ impl Broker {
                     .map(|ts| ts.iter().map(|t| (t.name.to_string(), t.partition_indexes.clone())).collect());
                 let mut out = OffsetFetchResponseGroup::default();
                 out.group_id = g.group_id.clone();
-                match fetch_one(g.group_id.as_str(), topics) {
+                // v9: a consumer-protocol member's fetch is checked by epoch.
+                let member = g.member_id.as_deref().filter(|m| !m.is_empty()).map(|m| (m, g.member_epoch));
+                match fetch_one(g.group_id.as_str(), member, topics) {
                     Err(e) => out.error_code = group_code(e),
                     Ok(found) => {
                         out.topics = found
@@ -451,6 +650,7 @@ impl Broker {
                             .collect();
                     }
                 }
+                count("OffsetFetch", out.error_code);
                 resp.groups.push(out);
             }
             return resp;
@@ -459,7 +659,7 @@ impl Broker {
             ts.iter().map(|t| (t.name.to_string(), t.partition_indexes.clone())).collect::<Vec<_>>()
         });
         let requested = topics.clone();
-        match fetch_one(req.group_id.as_str(), topics) {
+        match fetch_one(req.group_id.as_str(), None, topics) {
             Err(e) => {
                 resp.error_code = group_code(e);
                 // Before v2 the error is per partition.
@@ -523,18 +723,18 @@ impl Broker {
         match self.coordinator.list() {
             Err(e) => resp.error_code = group_code(e),
             Ok(groups) => {
-                for (id, protocol_type, state) in groups {
+                for (id, protocol_type, state, kind) in groups {
                     if version >= 4 && !states.is_empty() && !states.contains(&state.to_lowercase()) {
                         continue;
                     }
-                    if version >= 5 && !types.is_empty() && !types.iter().any(|t| t == "classic") {
+                    if version >= 5 && !types.is_empty() && !types.iter().any(|t| t == kind) {
                         continue;
                     }
                     let mut g = ListedGroup::default();
                     g.group_id = GroupId(str(&id));
                     g.protocol_type = str(&protocol_type);
                     g.group_state = str(state);
-                    g.group_type = str("classic");
+                    g.group_type = str(kind);
                     resp.groups.push(g);
                 }
             }
@@ -600,6 +800,7 @@ impl Broker {
             };
             r.group_id = id;
             r.error_code = code_of(&outcome);
+            count("DeleteGroups", r.error_code);
             resp.results.push(r);
         }
         resp

@@ -102,6 +102,7 @@ impl PendingProduce {
                 }
                 let part = &mut self.response.responses[t].partition_responses[p];
                 part.error_code = code(&e);
+                crate::error_codes::count("Produce", part.error_code);
                 part.error_message = Some(message(&e));
                 part.base_offset = -1;
             }
@@ -274,6 +275,7 @@ impl Broker {
                         }
                         tracing::debug!(partition = pd.index, error = %e, "produce rejected");
                         pr.error_code = code(&e);
+                        crate::error_codes::count("Produce", pr.error_code);
                         pr.error_message = Some(message(&e));
                         if let BrokerError::InvalidTimestamp { records, log_start_offset, .. } = &e {
                             pr.log_start_offset = *log_start_offset;

@@ -38,14 +38,17 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    (ApiKey::ConsumerGroupDescribe, 0, 1),
 ];
 
 /// The features advertised, `(name, supported min, supported max, finalized
 /// level)`: `metadata.version` as Kafka 4.1 (3.3-IV3 = 7 up to 4.1-IV1 = 27).
+/// `group.version` 1 as Kafka 4.1: the consumer protocol (KIP-848) is served.
 /// Features whose capability is not served yet are left out, so clients
-/// never use them: `transaction.version` and `group.version` come with
-/// transactions and the new consumer protocol (docs/compatibility.md).
-pub const FEATURES: &[(&str, i16, i16, i16)] = &[("metadata.version", 7, 27, 27)];
+/// never use them: `transaction.version` comes with transactions
+/// (docs/compatibility.md).
+pub const FEATURES: &[(&str, i16, i16, i16)] = &[("metadata.version", 7, 27, 27), ("group.version", 0, 1, 1)];
 
 /// The served version range of an API key, if served.
 pub fn served(key: i16) -> Option<(ApiKey, i16, i16)> {

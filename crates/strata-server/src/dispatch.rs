@@ -82,6 +82,8 @@ fn api_name(key: ApiKey) -> &'static str {
         ApiKey::DescribeGroups => "DescribeGroups",
         ApiKey::DeleteGroups => "DeleteGroups",
         ApiKey::OffsetDelete => "OffsetDelete",
+        ApiKey::ConsumerGroupHeartbeat => "ConsumerGroupHeartbeat",
+        ApiKey::ConsumerGroupDescribe => "ConsumerGroupDescribe",
         _ => "Other",
     }
 }
@@ -206,6 +208,18 @@ async fn handle_api(
         }
         ApiKey::DeleteGroups => reply!(broker.delete_groups(decode(&mut body, k, version)?).await),
         ApiKey::OffsetDelete => reply!(broker.offset_delete(decode(&mut body, k, version)?).await),
+        ApiKey::ConsumerGroupHeartbeat => {
+            let client_id = header.client_id.as_ref().map(|s| s.to_string()).unwrap_or_default();
+            let host = peer.ip().to_string();
+            reply!(
+                broker
+                    .consumer_group_heartbeat(decode(&mut body, k, version)?, version, &client_id, &host)
+                    .await
+            )
+        }
+        ApiKey::ConsumerGroupDescribe => {
+            reply!(broker.consumer_group_describe(decode(&mut body, k, version)?).await)
+        }
         _ => Err(ServerError::Unsupported { key: k, version }),
     }
 }

@@ -85,6 +85,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     // The admin port answers from the start: live, and ready once serving.
     let recorder = crate::metrics::install()?;
     let opened: Arc<OnceLock<Arc<StreamStore>>> = Arc::new(OnceLock::new());
+    let serving_broker: Arc<OnceLock<Arc<Broker>>> = Arc::new(OnceLock::new());
     let serving = Arc::new(AtomicBool::new(false));
     let http_addr = match &settings.http {
         Some(addr) => {
@@ -94,8 +95,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             let bound = listener.local_addr()?;
             let (render_store, ready_store, ready_flag, live_store) =
                 (Arc::clone(&opened), Arc::clone(&opened), Arc::clone(&serving), Arc::clone(&opened));
+            let render_broker = Arc::clone(&serving_broker);
             let state = AdminState {
                 metrics: Arc::new(move || {
+                    if let Some(b) = render_broker.get() {
+                        b.publish_group_metrics();
+                    }
                     crate::metrics::render(&recorder, render_store.get(), &object_stats)
                 }),
                 ready: Arc::new(move || {
@@ -189,6 +194,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let broker = Broker::start(broker_config, Arc::clone(&catalog), Arc::clone(&streams), meta)
         .await
         .context("starting the broker")?;
+    let _ = serving_broker.set(Arc::clone(&broker));
     let server = Server::bind(&bound.to_string(), broker, server_config)
         .await
         .with_context(|| format!("binding {bound}"))?;

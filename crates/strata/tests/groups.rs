@@ -124,3 +124,45 @@ async fn commits_live_in_the_bucket_for_a_process_with_an_empty_disk() {
     let second = BrokerProcess::start_with_env(&flags, &envs);
     resumes_exactly_after(&second.addr, &name, &group, &committed);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_show_lag_per_group_and_partition_and_errors_by_api_and_code() {
+    let broker = BrokerProcess::start();
+    let name = topic("groups-lag");
+    create_topic(&broker.addr, &name, PARTITIONS).await;
+    produce(&broker.addr, &name).await;
+    let group = topic("g");
+    let committed = {
+        let c = group_consumer(&broker.addr, &group);
+        consume_and_commit(&c, &name, 120)
+    };
+    assert!(!committed.is_empty(), "the member committed");
+    let per_partition = RECORDS / i64::from(PARTITIONS);
+    for p in 0..PARTITIONS {
+        let labels = format!("{{group=\"{group}\",topic=\"{name}\",partition=\"{p}\"}}");
+        let offset = committed.get(&p).copied().unwrap_or(0);
+        if committed.contains_key(&p) {
+            assert_eq!(
+                broker.metric(&format!("strata_consumer_group_committed_offset{labels}")),
+                Some(offset as f64),
+                "partition {p}"
+            );
+            assert_eq!(
+                broker.metric(&format!("strata_consumer_group_lag{labels}")),
+                Some((per_partition - offset) as f64),
+                "partition {p}"
+            );
+        }
+    }
+    // An error answer is counted by API and Kafka's error name: a new
+    // member's first join is answered MEMBER_ID_REQUIRED (KIP-394).
+    let sample = "strata_request_errors_total{api=\"JoinGroup\",error=\"MemberIdRequired\"}";
+    let before = broker.metric(sample).unwrap_or(0.0);
+    let c = group_consumer(&broker.addr, &topic("g"));
+    c.subscribe(&[name.as_str()]).expect("subscribe");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while broker.metric(sample).is_none_or(|n| n <= before) {
+        assert!(Instant::now() < deadline, "no JoinGroup error counted");
+        let _ = c.poll(Duration::from_millis(100));
+    }
+}

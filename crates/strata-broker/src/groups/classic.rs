@@ -160,6 +160,8 @@ pub struct Group {
     pub state_timestamp: i64,
     /// Whether the group's metadata changed in a way Kafka persists.
     pub dirty: bool,
+    /// Set when the group is a consumer-protocol (KIP-848) group.
+    pub consumer: Option<super::consumer::ConsumerGroup>,
 }
 
 /// Waiters to answer once the group's metadata is durable.
@@ -184,6 +186,7 @@ impl Group {
             sync_deadline: None,
             state_timestamp: wall_ms,
             dirty: false,
+            consumer: None,
         }
     }
 
@@ -296,6 +299,13 @@ impl Group {
         tracing::debug!(group = %self.id, member = %req.member_id, instance = ?req.instance_id, state = self.state.name(), "join");
         if self.state == State::Dead {
             return Err(GroupError::CoordinatorNotAvailable);
+        }
+        match &self.consumer {
+            // A consumer-protocol group in use: classic members cannot join
+            // (Kafka's online migration between the protocols is not served).
+            Some(c) if c.has_live_members() => return Err(GroupError::InconsistentGroupProtocol),
+            Some(_) => self.consumer = None,
+            None => {}
         }
         if req.session_timeout < cfg.min_session_timeout || req.session_timeout > cfg.max_session_timeout {
             return Err(GroupError::InvalidSessionTimeout);

@@ -51,6 +51,21 @@ pub enum GroupError {
     /// The topic or partition does not exist.
     #[error("unknown topic or partition")]
     UnknownTopicOrPartition,
+    /// KIP-848: the member's epoch is ahead of, or unknown to, the group.
+    #[error("fenced member epoch")]
+    FencedMemberEpoch,
+    /// KIP-848: the member's epoch is behind: heartbeat first.
+    #[error("stale member epoch")]
+    StaleMemberEpoch,
+    /// KIP-848: another member still holds the static instance id.
+    #[error("unreleased instance id")]
+    UnreleasedInstanceId,
+    /// A malformed group request.
+    #[error("invalid request")]
+    InvalidRequest,
+    /// A subscription regex that does not compile.
+    #[error("invalid regular expression")]
+    InvalidRegularExpression,
     /// The group has more members than `group.max.size`.
     #[error("group max size reached")]
     GroupMaxSizeReached,

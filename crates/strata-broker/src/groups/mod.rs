@@ -5,6 +5,7 @@
 //! (`docs/groups.md`).
 
 mod classic;
+pub(crate) mod consumer;
 mod error;
 mod records;
 
@@ -67,6 +68,7 @@ type LogRecord = (Key, Option<Bytes>);
 /// The coordinator: its shards once loaded.
 pub struct Coordinator {
     pub(crate) config: GroupConfig,
+    pub(crate) consumer_config: consumer::ConsumerConfig,
     shards: Mutex<Option<Arc<Vec<Arc<Shard>>>>>,
     loading: tokio::sync::Mutex<()>,
 }
@@ -86,7 +88,12 @@ pub(crate) struct OffsetCommitEntry {
 impl Coordinator {
     /// A coordinator not yet loaded.
     pub fn new(config: GroupConfig) -> Self {
-        Coordinator { config, shards: Mutex::new(None), loading: tokio::sync::Mutex::new(()) }
+        Coordinator {
+            config,
+            consumer_config: Default::default(),
+            shards: Mutex::new(None),
+            loading: tokio::sync::Mutex::new(()),
+        }
     }
 
     /// Whether the shards are loaded.
@@ -124,7 +131,7 @@ impl Coordinator {
     }
 
     /// Time-driven transitions of every group.
-    pub(crate) fn tick(&self) -> Vec<(Arc<Shard>, Vec<LogRecord>)> {
+    pub(crate) fn tick(&self, topics: &dyn consumer::Topics) -> Vec<(Arc<Shard>, Vec<LogRecord>)> {
         let Some(shards) = self.loaded() else { return Vec::new() };
         let now = Instant::now();
         let wall = now_ms();
@@ -136,6 +143,9 @@ impl Coordinator {
                 for g in groups.values_mut() {
                     if g.is_active() {
                         g.tick(&self.config, now, wall);
+                    }
+                    if let Some(c) = g.consumer.as_mut() {
+                        c.tick(&self.consumer_config, topics, now);
                     }
                     if g.dirty {
                         g.dirty = false;
@@ -334,7 +344,12 @@ impl Coordinator {
             let mut groups = shard.lock();
             let g = groups.entry(group_id.to_string()).or_insert_with(|| Group::new(group_id, now));
             let simple = generation < 0 && member_id.is_empty() && instance_id.is_none();
-            if !(simple && g.members.is_empty()) {
+            if let Some(c) = &g.consumer {
+                // KIP-848: commits are checked by member epoch.
+                if !simple || c.has_live_members() {
+                    c.validate_epoch(member_id, generation)?;
+                }
+            } else if !(simple && g.members.is_empty()) {
                 g.validate_member(member_id, instance_id)?;
                 if generation != g.generation {
                     return Err(GroupError::IllegalGeneration);
@@ -369,15 +384,59 @@ impl Coordinator {
         Ok(())
     }
 
+    /// ConsumerGroupHeartbeat (KIP-848).
+    pub(crate) fn consumer_heartbeat(
+        &self,
+        group_id: &str,
+        hb: consumer::Heartbeat,
+        topics: &dyn consumer::Topics,
+    ) -> Result<consumer::HeartbeatResult, GroupError> {
+        if group_id.is_empty() {
+            return Err(GroupError::InvalidRequest);
+        }
+        let shard = self.shard(group_id)?;
+        let mut groups = shard.lock();
+        if hb.member_epoch != 0 && groups.get(group_id).is_none_or(|g| g.consumer.is_none()) {
+            return Err(GroupError::UnknownMemberId);
+        }
+        let g = groups.entry(group_id.to_string()).or_insert_with(|| Group::new(group_id, now_ms()));
+        if g.consumer.is_none() {
+            if !g.members.is_empty() {
+                // A classic group in use (no online migration).
+                return Err(GroupError::GroupIdNotFound);
+            }
+            g.consumer = Some(consumer::ConsumerGroup::default());
+            g.protocol_type = Some("consumer".into());
+        }
+        let c = g.consumer.as_mut().ok_or(GroupError::CoordinatorNotAvailable)?;
+        c.heartbeat(hb, topics, &self.consumer_config, Instant::now())
+    }
+
+    /// ConsumerGroupDescribe of one group: its state and members.
+    pub(crate) fn consumer_describe<T>(
+        &self,
+        group_id: &str,
+        describe: impl FnOnce(&consumer::ConsumerGroup) -> T,
+    ) -> Result<T, GroupError> {
+        let shard = self.shard(group_id)?;
+        let groups = shard.lock();
+        let c = groups.get(group_id).and_then(|g| g.consumer.as_ref()).ok_or(GroupError::GroupIdNotFound)?;
+        Ok(describe(c))
+    }
+
     /// Committed offsets of a group: `None` topics means all.
     pub(crate) fn fetch(
         &self,
         group_id: &str,
+        member: Option<(&str, i32)>,
         topics: Option<&[(String, Vec<i32>)]>,
     ) -> Result<Vec<TopicOffsets>, GroupError> {
         let shard = self.shard(group_id)?;
         let groups = shard.lock();
         let g = groups.get(group_id);
+        if let (Some((id, epoch)), Some(c)) = (member, g.and_then(|g| g.consumer.as_ref())) {
+            c.validate_epoch(id, epoch)?;
+        }
         Ok(match topics {
             Some(topics) => topics
                 .iter()
@@ -408,13 +467,30 @@ impl Coordinator {
         })
     }
 
-    /// Every group: id, protocol type, state.
-    pub(crate) fn list(&self) -> Result<Vec<(String, String, &'static str)>, GroupError> {
+    /// Every committed offset: group, topic, partition, offset.
+    pub(crate) fn committed_offsets(&self) -> Vec<(String, String, i32, i64)> {
+        let Some(shards) = self.loaded() else { return Vec::new() };
+        let mut out = Vec::new();
+        for shard in shards.iter() {
+            for g in shard.lock().values() {
+                for ((t, p), c) in &g.offsets {
+                    out.push((g.id.clone(), t.clone(), *p, c.offset));
+                }
+            }
+        }
+        out
+    }
+
+    /// Every group: id, protocol type, state, type (classic or consumer).
+    pub(crate) fn list(&self) -> Result<Vec<(String, String, &'static str, &'static str)>, GroupError> {
         let shards = self.loaded().ok_or(GroupError::CoordinatorLoadInProgress)?;
         let mut out = Vec::new();
         for shard in shards.iter() {
             for g in shard.lock().values() {
-                out.push((g.id.clone(), g.protocol_type_name(), g.state.name()));
+                match &g.consumer {
+                    Some(c) => out.push((g.id.clone(), "consumer".to_string(), c.state(), "consumer")),
+                    None => out.push((g.id.clone(), g.protocol_type_name(), g.state.name(), "classic")),
+                }
             }
         }
         out.sort();
@@ -426,6 +502,9 @@ impl Coordinator {
         let shard = self.shard(group_id)?;
         let groups = shard.lock();
         let Some(g) = groups.get(group_id) else { return Ok(None) };
+        if g.consumer.is_some() {
+            return Err(GroupError::GroupIdNotFound);
+        }
         let stable = g.state == State::Stable;
         let protocol = g.protocol.clone().unwrap_or_default();
         Ok(Some(GroupSummary {
@@ -461,7 +540,7 @@ impl Coordinator {
         let records = {
             let mut groups = shard.lock();
             let g = groups.get(group_id).ok_or(GroupError::GroupIdNotFound)?;
-            if g.state != State::Empty {
+            if g.state != State::Empty || g.consumer.as_ref().is_some_and(|c| c.has_live_members()) {
                 return Err(GroupError::NonEmptyGroup);
             }
             let mut records: Vec<LogRecord> = g

@@ -43,17 +43,38 @@ class GroupTest {
   static final int PARTITIONS = 6;
   static final int RECORDS = 600;
 
+  /** Each broker with each protocol and assignor: classic with eager range and cooperative-sticky, KIP-848's with its server assignors. */
   static Stream<Arguments> brokersAndAssignors() {
     List<Arguments> out = new ArrayList<>();
     for (Broker b : Brokers.all()) {
-      out.add(Arguments.of(b, "org.apache.kafka.clients.consumer.RangeAssignor"));
-      out.add(Arguments.of(b, "org.apache.kafka.clients.consumer.CooperativeStickyAssignor"));
+      out.add(Arguments.of(b, "classic", "org.apache.kafka.clients.consumer.RangeAssignor"));
+      out.add(Arguments.of(b, "classic", "org.apache.kafka.clients.consumer.CooperativeStickyAssignor"));
+      out.add(Arguments.of(b, "consumer", "uniform"));
+      out.add(Arguments.of(b, "consumer", "range"));
     }
     return out.stream();
   }
 
-  static List<Broker> brokers() {
-    return Brokers.all();
+  static Stream<Arguments> brokersAndProtocols() {
+    List<Arguments> out = new ArrayList<>();
+    for (Broker b : Brokers.all()) {
+      out.add(Arguments.of(b, "classic"));
+      out.add(Arguments.of(b, "consumer"));
+    }
+    return out.stream();
+  }
+
+  static Properties protocol(String protocol, String assignor) {
+    Properties p = new Properties();
+    p.put(ConsumerConfig.GROUP_PROTOCOL_CONFIG, protocol);
+    if (protocol.equals("consumer")) {
+      if (assignor != null) {
+        p.put(ConsumerConfig.GROUP_REMOTE_ASSIGNOR_CONFIG, assignor);
+      }
+    } else if (assignor != null) {
+      p.put(ConsumerConfig.PARTITION_ASSIGNMENT_STRATEGY_CONFIG, assignor);
+    }
+    return p;
   }
 
   /** Who owns what, from the members' callbacks; a violation is recorded, never thrown in a callback. */
@@ -171,6 +192,16 @@ class GroupTest {
         && by.keySet().stream().allMatch(n -> members.stream().anyMatch(m -> m.name.equals(n)));
   }
 
+  static Properties staticMember(String proto, int i) {
+    Properties p = protocol(proto, null);
+    p.put(ConsumerConfig.GROUP_INSTANCE_ID_CONFIG, "instance-" + i);
+    if (proto.equals("classic")) {
+      // The consumer protocol's session timeout is the broker's.
+      p.put(ConsumerConfig.SESSION_TIMEOUT_MS_CONFIG, "30000");
+    }
+    return p;
+  }
+
   static String topicWithRecords(Broker b) throws Exception {
     String topic = Brokers.topic("group");
     Brokers.createTopic(b, topic, PARTITIONS, Map.of());
@@ -183,15 +214,14 @@ class GroupTest {
     return topic;
   }
 
-  @ParameterizedTest(name = "on {0} with {1}")
+  @ParameterizedTest(name = "on {0}, {1} protocol, {2}")
   @MethodSource("brokersAndAssignors")
-  void membersShareThePartitionsAcrossJoinsAndLeaves(Broker b, String assignor) throws Exception {
+  void membersShareThePartitionsAcrossJoinsAndLeaves(Broker b, String proto, String assignor) throws Exception {
     String topic = topicWithRecords(b);
     String group = Brokers.topic("g");
     Ownership own = new Ownership();
     Set<String> seen = ConcurrentHashMap.newKeySet();
-    Properties extra = new Properties();
-    extra.put(ConsumerConfig.PARTITION_ASSIGNMENT_STRATEGY_CONFIG, assignor);
+    Properties extra = protocol(proto, assignor);
     List<Member> members = new ArrayList<>();
     try {
       for (int i = 0; i < 3; i++) {
@@ -204,8 +234,8 @@ class GroupTest {
       members.forEach(m -> m.revokedEver.clear());
       members.add(new Member(b, group, topic, "m3", extra, own, seen));
       await("four members sharing six partitions", () -> settled(own, members));
-      if (assignor.contains("Cooperative")) {
-        // Cooperative-sticky revokes only what moves to the newcomer.
+      if (assignor.contains("Cooperative") || proto.equals("consumer")) {
+        // Cooperative-sticky and KIP-848 revoke only what moves to the newcomer.
         Map<String, Set<TopicPartition>> after = own.byMember();
         for (Member m : members.subList(0, 3)) {
           Set<TopicPartition> moved = new HashSet<>(before.get(m.name));
@@ -235,9 +265,10 @@ class GroupTest {
     }
   }
 
-  @ParameterizedTest(name = "on {0}")
-  @MethodSource("brokers")
-  void aStaticMemberRestartingWithinItsSessionGetsItsPartitionsBackWithoutARebalance(Broker b) throws Exception {
+  @ParameterizedTest(name = "on {0}, {1} protocol")
+  @MethodSource("brokersAndProtocols")
+  void aStaticMemberRestartingWithinItsSessionGetsItsPartitionsBackWithoutARebalance(Broker b, String proto)
+      throws Exception {
     String topic = topicWithRecords(b);
     String group = Brokers.topic("static");
     Ownership own = new Ownership();
@@ -245,9 +276,7 @@ class GroupTest {
     List<Member> members = new ArrayList<>();
     try {
       for (int i = 0; i < 3; i++) {
-        Properties extra = new Properties();
-        extra.put(ConsumerConfig.GROUP_INSTANCE_ID_CONFIG, "instance-" + i);
-        extra.put(ConsumerConfig.SESSION_TIMEOUT_MS_CONFIG, "30000");
+        Properties extra = staticMember(proto, i);
         members.add(new Member(b, group, topic, "s" + i, extra, own, seen));
       }
       await("three static members sharing six partitions", () -> settled(own, members));
@@ -259,9 +288,7 @@ class GroupTest {
       // s1 stops (a static member sends no LeaveGroup) and comes back.
       Member old = members.remove(1);
       old.close();
-      Properties extra = new Properties();
-      extra.put(ConsumerConfig.GROUP_INSTANCE_ID_CONFIG, "instance-1");
-      extra.put(ConsumerConfig.SESSION_TIMEOUT_MS_CONFIG, "30000");
+      Properties extra = staticMember(proto, 1);
       Member back = new Member(b, group, topic, "s1", extra, own, seen);
       members.add(1, back);
       await("s1 owns its partitions again", () -> settled(own, members));

@@ -5,14 +5,19 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.strata.Brokers.Broker;
 import java.nio.file.Files;
+import java.time.Duration;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
+import java.util.Properties;
 import java.util.TreeMap;
+import java.util.concurrent.TimeUnit;
 import java.util.function.Function;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
+import org.apache.kafka.clients.consumer.ConsumerConfig;
+import org.apache.kafka.clients.consumer.KafkaConsumer;
 import org.junit.jupiter.api.Test;
 
 /**
@@ -184,6 +189,60 @@ class ToolsTest {
     });
   }
 
+  /** The rows {@code kafka-consumer-groups} prints for group {@code g}, without the member ids (column 1). */
+  static List<String> memberRows(String out, String g, String t) {
+    List<String> rows = new ArrayList<>();
+    for (String row : matches(out, "^" + Pattern.quote(g) + "\\s+(.*)$")) {
+      List<String> cols = new ArrayList<>(List.of(row.strip().split("\\s+")));
+      cols.remove(0);
+      rows.add(String.join(" ", cols).replace(t, "T"));
+    }
+    rows.sort(String::compareTo);
+    return rows;
+  }
+
+  @Test
+  void kafkaConsumerGroupsDescribesLiveMembersOfBothProtocols() {
+    sameOnBoth(b -> {
+      List<String> facts = new ArrayList<>();
+      for (String protocol : List.of("classic", "consumer")) {
+        String t = producedTopic(b, 10);
+        String g = Brokers.topic("tool-members");
+        Properties props = new Properties();
+        props.put(ConsumerConfig.GROUP_ID_CONFIG, g);
+        props.put(ConsumerConfig.GROUP_PROTOCOL_CONFIG, protocol);
+        props.put(ConsumerConfig.CLIENT_ID_CONFIG, "tool-member");
+        try (KafkaConsumer<byte[], byte[]> c = Brokers.consumer(b, props)) {
+          c.subscribe(List.of(t));
+          long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
+          int read = 0;
+          while (read < 10 || c.assignment().size() < 2) {
+            assertTrue(System.nanoTime() < deadline, "the member got both partitions and read all");
+            read += c.poll(Duration.ofMillis(100)).count();
+          }
+          c.commitSync();
+          String bs = b.bootstrap();
+          for (List<String> how : List.of(List.of("--members"), List.of("--members", "--verbose"))) {
+            List<String> args = new ArrayList<>(List.of("--bootstrap-server", bs, "--describe", "--group", g));
+            args.addAll(how);
+            String out = ok(GROUPS, args.toArray(String[]::new)).out();
+            List<String> rows = memberRows(out, g, t);
+            assertEquals(1, rows.size(), out);
+            facts.add(protocol + " " + how + " " + rows);
+          }
+          String state = ok(GROUPS, "--bootstrap-server", bs, "--describe", "--group", g, "--state").out();
+          List<String> states = matches(state,
+              "(\\S+)\\s+(Empty|Stable|Assigning|Reconciling|PreparingRebalance|CompletingRebalance)\\s+(\\d+)\\s*$");
+          assertEquals(1, states.size(), state);
+          facts.add(protocol + " state " + states);
+          facts.add(protocol + " offsets " + groupRows(
+              ok(GROUPS, "--bootstrap-server", bs, "--describe", "--group", g).out(), t));
+        }
+      }
+      return facts;
+    });
+  }
+
   @Test
   void verifiableConsumerReadsEveryAckedMessage() {
     sameOnBoth(b -> {
@@ -343,7 +402,7 @@ class ToolsTest {
       }
       facts.sort(String::compareTo);
       String features = ok("org.apache.kafka.tools.FeatureCommand", "--bootstrap-server", b.bootstrap(), "describe").out();
-      facts.addAll(matches(features, "^(Feature: metadata\\.version.*?)\\s+Epoch"));
+      facts.addAll(matches(features, "^(Feature: (?:metadata|group)\\.version.*?)\\s+Epoch"));
       return facts;
     });
   }

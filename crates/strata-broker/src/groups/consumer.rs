@@ -1,0 +1,726 @@
+//! One group of the consumer protocol (KIP-848): members heartbeat with their
+//! subscription, the coordinator computes a target assignment with a server
+//! assignor (uniform or range) at each new group epoch, and reconciles each
+//! member towards it, a partition reaching a member only after its previous
+//! owner has revoked it. Pure logic over an injected clock, like `classic`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+
+use super::GroupError;
+
+/// Partitions by topic id.
+pub type Assignment = BTreeMap<Uuid, BTreeSet<i32>>;
+
+/// What the coordinator knows of the cluster's topics.
+pub trait Topics {
+    /// A topic's id and partition count by name.
+    fn by_name(&self, name: &str) -> Option<(Uuid, i32)>;
+    /// Every topic name.
+    fn names(&self) -> Vec<String>;
+}
+
+/// The consumer protocol's settings (Kafka's `group.consumer.*`).
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// `group.consumer.session.timeout.ms`.
+    pub session_timeout: Duration,
+    /// `group.consumer.heartbeat.interval.ms`.
+    pub heartbeat_interval: Duration,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        ConsumerConfig {
+            session_timeout: Duration::from_millis(45_000),
+            heartbeat_interval: Duration::from_millis(5000),
+        }
+    }
+}
+
+/// The assignors served (`group.consumer.assignors`), the first the default.
+pub const ASSIGNORS: &[&str] = &["uniform", "range"];
+
+/// One ConsumerGroupHeartbeat as the group sees it.
+#[derive(Debug, Clone)]
+pub struct Heartbeat {
+    pub member_id: String,
+    pub member_epoch: i32,
+    pub instance_id: Option<String>,
+    pub rack_id: Option<String>,
+    pub rebalance_timeout: Duration,
+    pub subscribed_names: Option<Vec<String>>,
+    pub subscribed_regex: Option<String>,
+    pub server_assignor: Option<String>,
+    /// What the member owns now (None: unchanged since its last heartbeat).
+    pub owned: Option<Assignment>,
+    pub client_id: String,
+    pub client_host: String,
+    /// The request version (member ids are the client's from v1).
+    pub version: i16,
+}
+
+/// A ConsumerGroupHeartbeat answer.
+#[derive(Debug, Clone)]
+pub struct HeartbeatResult {
+    pub member_id: String,
+    pub member_epoch: i32,
+    pub heartbeat_interval_ms: i32,
+    /// The member's assignment, when it changed (or on a join).
+    pub assignment: Option<Assignment>,
+}
+
+/// One member.
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub id: String,
+    pub instance_id: Option<String>,
+    pub rack_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub member_epoch: i32,
+    previous_epoch: i32,
+    pub subscribed_names: Vec<String>,
+    pub subscribed_regex: Option<String>,
+    server_assignor: Option<String>,
+    rebalance_timeout: Duration,
+    /// What the member may own.
+    pub assigned: Assignment,
+    /// What it must give up before others get it.
+    pub revoking: Assignment,
+    last_heartbeat: Instant,
+    revoke_deadline: Option<Instant>,
+    last_sent: Option<Assignment>,
+    /// A static member that left with epoch -2, kept for its session.
+    static_left: bool,
+}
+
+/// A consumer-protocol group.
+#[derive(Debug, Default)]
+pub struct ConsumerGroup {
+    pub group_epoch: i32,
+    pub assignment_epoch: i32,
+    pub members: BTreeMap<String, Member>,
+    /// The target assignment of each member at `assignment_epoch`.
+    pub target: HashMap<String, Assignment>,
+    /// The assignor of the last target.
+    pub assignor: String,
+}
+
+fn contains(a: &Assignment, t: &Uuid, p: i32) -> bool {
+    a.get(t).is_some_and(|s| s.contains(&p))
+}
+
+fn minus(a: &Assignment, b: &Assignment) -> Assignment {
+    let mut out = Assignment::new();
+    for (t, ps) in a {
+        let rest: BTreeSet<i32> = ps.iter().copied().filter(|p| !contains(b, t, *p)).collect();
+        if !rest.is_empty() {
+            out.insert(*t, rest);
+        }
+    }
+    out
+}
+
+fn intersect(a: &Assignment, b: &Assignment) -> Assignment {
+    let mut out = Assignment::new();
+    for (t, ps) in a {
+        let both: BTreeSet<i32> = ps.iter().copied().filter(|p| contains(b, t, *p)).collect();
+        if !both.is_empty() {
+            out.insert(*t, both);
+        }
+    }
+    out
+}
+
+fn union(a: &Assignment, b: &Assignment) -> Assignment {
+    let mut out = a.clone();
+    for (t, ps) in b {
+        out.entry(*t).or_default().extend(ps.iter().copied());
+    }
+    out
+}
+
+fn is_empty(a: &Assignment) -> bool {
+    a.values().all(BTreeSet::is_empty)
+}
+
+impl ConsumerGroup {
+    /// Whether any member is live (not a static member away).
+    pub fn has_live_members(&self) -> bool {
+        self.members.values().any(|m| !m.static_left)
+    }
+
+    /// The state Kafka reports: Empty, Assigning (target behind the group
+    /// epoch), Reconciling (members behind the target), Stable.
+    pub fn state(&self) -> &'static str {
+        if self.members.values().all(|m| m.static_left) {
+            "Empty"
+        } else if self.assignment_epoch < self.group_epoch {
+            "Assigning"
+        } else if self
+            .members
+            .values()
+            .any(|m| m.member_epoch != self.assignment_epoch || !is_empty(&m.revoking))
+        {
+            "Reconciling"
+        } else {
+            "Stable"
+        }
+    }
+
+    /// A member by id, checked against an epoch as OffsetCommit and
+    /// OffsetFetch check it (STALE_MEMBER_EPOCH for an older one).
+    pub fn validate_epoch(&self, member_id: &str, epoch: i32) -> Result<(), GroupError> {
+        let m = self.members.get(member_id).ok_or(GroupError::UnknownMemberId)?;
+        if epoch > m.member_epoch {
+            return Err(GroupError::FencedMemberEpoch);
+        }
+        if epoch < m.member_epoch {
+            return Err(GroupError::StaleMemberEpoch);
+        }
+        Ok(())
+    }
+
+    /// The topics a member subscribes to, resolved against the cluster.
+    fn subscribed(&self, m: &Member, topics: &dyn Topics) -> Vec<(Uuid, i32)> {
+        let mut names: BTreeSet<String> = m.subscribed_names.iter().cloned().collect();
+        if let Some(re) =
+            m.subscribed_regex.as_deref().and_then(|r| regex::Regex::new(&format!("^(?:{r})$")).ok())
+        {
+            for n in topics.names() {
+                if re.is_match(&n) && !super::is_internal(&n) {
+                    names.insert(n);
+                }
+            }
+        }
+        names.iter().filter_map(|n| topics.by_name(n)).collect()
+    }
+
+    /// Recomputes the target assignment at the group epoch.
+    fn assign(&mut self, topics: &dyn Topics) {
+        let assignor = self
+            .members
+            .values()
+            .filter_map(|m| m.server_assignor.clone())
+            .next()
+            .unwrap_or_else(|| ASSIGNORS[0].to_string());
+        let live: Vec<&Member> = self.members.values().filter(|m| !m.static_left).collect();
+        let mut subs: BTreeMap<String, Vec<(Uuid, i32)>> = BTreeMap::new();
+        for m in &live {
+            subs.insert(m.id.clone(), self.subscribed(m, topics));
+        }
+        // Static members away for their session keep their target.
+        let mut target: HashMap<String, Assignment> = self
+            .members
+            .values()
+            .filter(|m| m.static_left)
+            .filter_map(|m| self.target.get(&m.id).map(|a| (m.id.clone(), a.clone())))
+            .collect();
+        let computed =
+            if assignor == "range" { range(&subs, &self.target) } else { uniform(&subs, &self.target) };
+        target.extend(computed);
+        self.target = target;
+        self.assignor = assignor;
+        self.assignment_epoch = self.group_epoch;
+    }
+
+    /// Whether a partition is held (assigned or being revoked) by a member
+    /// other than `member`.
+    fn held_by_other(&self, member: &str, t: &Uuid, p: i32) -> bool {
+        self.members
+            .values()
+            .any(|m| m.id != member && (contains(&m.assigned, t, p) || contains(&m.revoking, t, p)))
+    }
+
+    /// Moves a member towards its target (Kafka's current-assignment builder).
+    fn reconcile(&mut self, member_id: &str, owned: Option<&Assignment>, now: Instant) {
+        let target = self.target.get(member_id).cloned().unwrap_or_default();
+        let epoch = self.assignment_epoch;
+        let Some(m) = self.members.get(member_id) else { return };
+        let mut assigned = m.assigned.clone();
+        let mut revoking = m.revoking.clone();
+        let mut member_epoch = m.member_epoch;
+        // Revoked partitions are released once the member no longer reports them.
+        if !is_empty(&revoking) && owned.is_some_and(|o| is_empty(&intersect(o, &revoking))) {
+            revoking.clear();
+        }
+        if is_empty(&revoking) {
+            let give_up = minus(&assigned, &target);
+            if !is_empty(&give_up) {
+                revoking = give_up;
+                assigned = intersect(&assigned, &target);
+            } else {
+                member_epoch = epoch;
+                let mut add = Assignment::new();
+                for (t, ps) in minus(&target, &assigned) {
+                    for p in ps {
+                        if !self.held_by_other(member_id, &t, p) {
+                            add.entry(t).or_default().insert(p);
+                        }
+                    }
+                }
+                assigned = union(&assigned, &add);
+            }
+        }
+        let Some(m) = self.members.get_mut(member_id) else { return };
+        m.revoke_deadline =
+            if is_empty(&revoking) { None } else { m.revoke_deadline.or(Some(now + m.rebalance_timeout)) };
+        if member_epoch != m.member_epoch {
+            m.previous_epoch = m.member_epoch;
+        }
+        m.member_epoch = member_epoch;
+        m.assigned = assigned;
+        m.revoking = revoking;
+    }
+
+    /// ConsumerGroupHeartbeat.
+    pub fn heartbeat(
+        &mut self,
+        hb: Heartbeat,
+        topics: &dyn Topics,
+        cfg: &ConsumerConfig,
+        now: Instant,
+    ) -> Result<HeartbeatResult, GroupError> {
+        let left = |id: String, epoch: i32| HeartbeatResult {
+            member_id: id,
+            member_epoch: epoch,
+            heartbeat_interval_ms: 0,
+            assignment: None,
+        };
+        if hb.member_epoch == -1 || hb.member_epoch == -2 {
+            let id = match (&hb.instance_id, hb.member_id.is_empty()) {
+                (Some(i), true) => {
+                    self.members.values().find(|m| m.instance_id.as_ref() == Some(i)).map(|m| m.id.clone())
+                }
+                _ => Some(hb.member_id.clone()),
+            };
+            let Some(id) = id.filter(|id| self.members.contains_key(id)) else {
+                return Err(GroupError::UnknownMemberId);
+            };
+            if hb.member_epoch == -2 && hb.instance_id.is_some() {
+                if let Some(m) = self.members.get_mut(&id) {
+                    m.static_left = true;
+                    m.last_heartbeat = now;
+                }
+            } else {
+                self.members.remove(&id);
+                self.group_epoch += 1;
+                self.assign(topics);
+            }
+            return Ok(left(id, hb.member_epoch));
+        }
+        let joining = hb.member_epoch == 0;
+        let mut new_member = false;
+        let id = if joining {
+            let (id, new) = self.join(&hb, now)?;
+            new_member = new;
+            id
+        } else {
+            let m = self.members.get(&hb.member_id).ok_or(GroupError::UnknownMemberId)?;
+            let owned_ok =
+                hb.owned.as_ref().is_none_or(|o| is_empty(&minus(o, &union(&m.assigned, &m.revoking))));
+            if hb.member_epoch != m.member_epoch && !(hb.member_epoch == m.previous_epoch && owned_ok) {
+                return Err(GroupError::FencedMemberEpoch);
+            }
+            if let Some(i) = &hb.instance_id
+                && m.instance_id.as_ref() != Some(i)
+            {
+                return Err(GroupError::FencedInstanceId);
+            }
+            hb.member_id.clone()
+        };
+        let Some(m) = self.members.get_mut(&id) else { return Err(GroupError::UnknownMemberId) };
+        m.last_heartbeat = now;
+        m.client_id = hb.client_id.clone();
+        m.client_host = hb.client_host.clone();
+        m.rack_id = hb.rack_id.clone().or(m.rack_id.take());
+        let mut changed = false;
+        if let Some(names) = &hb.subscribed_names {
+            let mut names = names.clone();
+            names.sort();
+            if names != m.subscribed_names {
+                m.subscribed_names = names;
+                changed = true;
+            }
+        }
+        if let Some(r) = &hb.subscribed_regex
+            && regex::Regex::new(r).is_err()
+        {
+            return Err(GroupError::InvalidRegularExpression);
+        }
+        if hb.subscribed_regex.is_some() && hb.subscribed_regex != m.subscribed_regex {
+            m.subscribed_regex = hb.subscribed_regex.clone();
+            changed = true;
+        }
+        if hb.server_assignor.is_some() {
+            m.server_assignor = hb.server_assignor.clone();
+        }
+        if hb.rebalance_timeout > Duration::ZERO {
+            m.rebalance_timeout = hb.rebalance_timeout;
+        }
+        if changed || new_member {
+            self.group_epoch += 1;
+        }
+        // New topics matching a regex, or partitions added, change the target.
+        if self.assignment_epoch < self.group_epoch || self.target_outdated(topics) {
+            if self.assignment_epoch == self.group_epoch {
+                self.group_epoch += 1;
+            }
+            self.assign(topics);
+        }
+        self.reconcile(&id, hb.owned.as_ref(), now);
+        let Some(m) = self.members.get_mut(&id) else { return Err(GroupError::UnknownMemberId) };
+        let assignment = if joining || m.last_sent.as_ref() != Some(&m.assigned) || hb.owned.is_some() {
+            m.last_sent = Some(m.assigned.clone());
+            Some(m.assigned.clone())
+        } else {
+            None
+        };
+        Ok(HeartbeatResult {
+            member_id: id,
+            member_epoch: m.member_epoch,
+            heartbeat_interval_ms: cfg.heartbeat_interval.as_millis() as i32,
+            assignment,
+        })
+    }
+
+    /// Whether the target misses partitions the subscriptions now cover.
+    fn target_outdated(&self, topics: &dyn Topics) -> bool {
+        let mut targeted: BTreeSet<(Uuid, i32)> = BTreeSet::new();
+        for a in self.target.values() {
+            for (t, ps) in a {
+                targeted.extend(ps.iter().map(|p| (*t, *p)));
+            }
+        }
+        let mut wanted: BTreeSet<(Uuid, i32)> = BTreeSet::new();
+        for m in self.members.values().filter(|m| !m.static_left) {
+            for (t, n) in self.subscribed(m, topics) {
+                wanted.extend((0..n).map(|p| (t, p)));
+            }
+        }
+        targeted != wanted
+    }
+
+    /// A join (epoch 0): a new member, a static member back, or a member
+    /// rejoining after it was fenced.
+    /// Returns the member id and whether the member is new (a static member
+    /// back takes its old place without a new group epoch).
+    fn join(&mut self, hb: &Heartbeat, now: Instant) -> Result<(String, bool), GroupError> {
+        if hb.version >= 1 && hb.member_id.is_empty() {
+            return Err(GroupError::InvalidRequest);
+        }
+        if hb.subscribed_names.is_none() && hb.subscribed_regex.is_none() {
+            return Err(GroupError::InvalidRequest);
+        }
+        let id = if hb.version >= 1 { hb.member_id.clone() } else { Uuid::new_v4().to_string() };
+        if let Some(i) = &hb.instance_id
+            && let Some(old) = self.members.values().find(|m| m.instance_id.as_ref() == Some(i)).cloned()
+        {
+            if !old.static_left && old.id != id {
+                return Err(GroupError::UnreleasedInstanceId);
+            }
+            // KIP-848 static membership: the new incarnation takes the old
+            // one's place, assignment and epoch.
+            self.members.remove(&old.id);
+            if let Some(t) = self.target.remove(&old.id) {
+                self.target.insert(id.clone(), t);
+            }
+            let mut m = old;
+            m.id = id.clone();
+            m.static_left = false;
+            m.last_sent = None;
+            m.last_heartbeat = now;
+            self.members.insert(id.clone(), m);
+            return Ok((id, false));
+        }
+        self.members.insert(
+            id.clone(),
+            Member {
+                id: id.clone(),
+                instance_id: hb.instance_id.clone(),
+                rack_id: hb.rack_id.clone(),
+                client_id: hb.client_id.clone(),
+                client_host: hb.client_host.clone(),
+                member_epoch: 0,
+                previous_epoch: 0,
+                subscribed_names: Vec::new(),
+                subscribed_regex: None,
+                server_assignor: None,
+                rebalance_timeout: hb.rebalance_timeout,
+                assigned: Assignment::new(),
+                revoking: Assignment::new(),
+                last_heartbeat: now,
+                revoke_deadline: None,
+                last_sent: None,
+                static_left: false,
+            },
+        );
+        Ok((id, true))
+    }
+
+    /// Expired sessions and members that did not revoke in time leave.
+    pub fn tick(&mut self, cfg: &ConsumerConfig, topics: &dyn Topics, now: Instant) {
+        let gone: Vec<String> = self
+            .members
+            .values()
+            .filter(|m| {
+                now >= m.last_heartbeat + cfg.session_timeout || m.revoke_deadline.is_some_and(|d| now >= d)
+            })
+            .map(|m| m.id.clone())
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        for id in &gone {
+            tracing::info!(member = %id, "consumer group member expired");
+            self.members.remove(id);
+        }
+        self.group_epoch += 1;
+        self.assign(topics);
+    }
+}
+
+/// The uniform assignor: every subscribed partition to one member, counts as
+/// even as the subscriptions allow, each member keeping what its previous
+/// target gave it where that fits.
+fn uniform(
+    subs: &BTreeMap<String, Vec<(Uuid, i32)>>,
+    previous: &HashMap<String, Assignment>,
+) -> HashMap<String, Assignment> {
+    let mut out: HashMap<String, Assignment> = subs.keys().map(|m| (m.clone(), Assignment::new())).collect();
+    if subs.is_empty() {
+        return out;
+    }
+    let mut eligible: BTreeMap<(Uuid, i32), Vec<&String>> = BTreeMap::new();
+    for (m, topics) in subs {
+        for (t, n) in topics {
+            for p in 0..*n {
+                eligible.entry((*t, p)).or_default().push(m);
+            }
+        }
+    }
+    let total = eligible.len();
+    let quota = total.div_ceil(subs.len());
+    let mut count: HashMap<&String, usize> = subs.keys().map(|m| (m, 0)).collect();
+    let mut placed: BTreeSet<(Uuid, i32)> = BTreeSet::new();
+    // Sticky: keep the previous target up to the quota.
+    for (m, _) in subs.iter() {
+        if let Some(prev) = previous.get(m) {
+            for (t, ps) in prev {
+                for p in ps {
+                    let key = (*t, *p);
+                    let ok = eligible.get(&key).is_some_and(|e| e.contains(&m));
+                    if ok && !placed.contains(&key) && count[m] < quota {
+                        placed.insert(key);
+                        out.entry(m.clone()).or_default().entry(*t).or_default().insert(*p);
+                        *count.entry(m).or_default() += 1;
+                    }
+                }
+            }
+        }
+    }
+    for (key, members) in &eligible {
+        if placed.contains(key) {
+            continue;
+        }
+        let Some(m) = members.iter().min_by_key(|m| (count[*m], **m)) else { continue };
+        out.entry((*m).clone()).or_default().entry(key.0).or_default().insert(key.1);
+        *count.entry(m).or_default() += 1;
+    }
+    // Even out what stickiness left uneven (a member above the floor gives to
+    // one two below it, when both may own the partition).
+    while let (Some(max), Some(min)) = (
+        count
+            .iter()
+            .max_by_key(|(m, c)| (**c, std::cmp::Reverse((**m).clone())))
+            .map(|(m, c)| ((*m).clone(), *c)),
+        count.iter().min_by_key(|(m, c)| (**c, (**m).clone())).map(|(m, c)| ((*m).clone(), *c)),
+    ) {
+        if max.1 <= min.1 + 1 {
+            break;
+        }
+        let movable = out.get(&max.0).and_then(|a| {
+            a.iter()
+                .flat_map(|(t, ps)| ps.iter().map(move |p| (*t, *p)))
+                .find(|k| eligible.get(k).is_some_and(|e| e.iter().any(|x| **x == min.0)))
+        });
+        let Some((t, p)) = movable else { break };
+        if let Some(set) = out.get_mut(&max.0).and_then(|a| a.get_mut(&t)) {
+            set.remove(&p);
+        }
+        out.entry(min.0.clone()).or_default().entry(t).or_default().insert(p);
+        if let Some(c) = count.iter_mut().find(|(m, _)| ***m == max.0).map(|(_, c)| c) {
+            *c -= 1;
+        }
+        if let Some(c) = count.iter_mut().find(|(m, _)| ***m == min.0).map(|(_, c)| c) {
+            *c += 1;
+        }
+    }
+    for a in out.values_mut() {
+        a.retain(|_, ps| !ps.is_empty());
+    }
+    out
+}
+
+/// The range assignor: per topic, ranges of partitions to the members
+/// subscribed to it in member id order (each `n / k`, the first `n % k` one
+/// more), sticky as Kafka's: a member keeps what its previous target gave it
+/// up to its quota, and only the rest is handed out.
+fn range(
+    subs: &BTreeMap<String, Vec<(Uuid, i32)>>,
+    previous: &HashMap<String, Assignment>,
+) -> HashMap<String, Assignment> {
+    let mut out: HashMap<String, Assignment> = subs.keys().map(|m| (m.clone(), Assignment::new())).collect();
+    let mut by_topic: BTreeMap<Uuid, (i32, Vec<&String>)> = BTreeMap::new();
+    for (m, topics) in subs {
+        for (t, n) in topics {
+            by_topic.entry(*t).or_insert((*n, Vec::new())).1.push(m);
+        }
+    }
+    for (t, (n, members)) in by_topic {
+        let k = members.len() as i32;
+        let (min, mut extra) = (n / k, n % k);
+        let mut kept: Vec<(BTreeSet<i32>, i32)> = Vec::with_capacity(members.len());
+        for m in &members {
+            let prev: Vec<i32> = previous
+                .get(*m)
+                .and_then(|a| a.get(&t))
+                .map(|ps| ps.iter().copied().filter(|p| *p < n).collect())
+                .unwrap_or_default();
+            let mut quota = min;
+            if prev.len() as i32 > min && extra > 0 {
+                quota += 1;
+                extra -= 1;
+            }
+            kept.push((prev.into_iter().take(quota.max(0) as usize).collect(), quota));
+        }
+        // The extras left go to the first members still at the floor.
+        for (_, quota) in kept.iter_mut() {
+            if extra > 0 && *quota == min {
+                *quota += 1;
+                extra -= 1;
+            }
+        }
+        let taken: BTreeSet<i32> = kept.iter().flat_map(|(s, _)| s.iter().copied()).collect();
+        let mut free = (0..n).filter(|p| !taken.contains(p));
+        for (set, quota) in kept.iter_mut() {
+            while (set.len() as i32) < *quota {
+                let Some(p) = free.next() else { break };
+                set.insert(p);
+            }
+        }
+        for (m, (set, _)) in members.iter().zip(kept) {
+            if !set.is_empty() {
+                out.entry((*m).clone()).or_default().insert(t, set);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct OneTopic(Uuid, i32);
+    impl Topics for OneTopic {
+        fn by_name(&self, name: &str) -> Option<(Uuid, i32)> {
+            (name == "t").then_some((self.0, self.1))
+        }
+        fn names(&self) -> Vec<String> {
+            vec!["t".into()]
+        }
+    }
+
+    fn hb(member: &str, epoch: i32, owned: Option<Assignment>) -> Heartbeat {
+        Heartbeat {
+            member_id: member.into(),
+            member_epoch: epoch,
+            instance_id: None,
+            rack_id: None,
+            rebalance_timeout: Duration::from_secs(30),
+            subscribed_names: (epoch == 0).then(|| vec!["t".to_string()]),
+            subscribed_regex: None,
+            server_assignor: None,
+            owned,
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            version: 1,
+        }
+    }
+
+    fn count(a: &Assignment) -> usize {
+        a.values().map(BTreeSet::len).sum()
+    }
+
+    #[test]
+    fn a_partition_reaches_a_member_only_after_its_owner_revoked_it() {
+        let topics = OneTopic(Uuid::new_v4(), 6);
+        let cfg = ConsumerConfig::default();
+        let now = Instant::now();
+        let mut g = ConsumerGroup::default();
+        let a = g.heartbeat(hb("a", 0, None), &topics, &cfg, now).expect("a joins");
+        assert_eq!(a.member_epoch, 1);
+        let a_owns = a.assignment.expect("an assignment");
+        assert_eq!(count(&a_owns), 6);
+        let b = g.heartbeat(hb("b", 0, None), &topics, &cfg, now).expect("b joins");
+        // b is at the new epoch at once (nothing to revoke), but gets nothing
+        // yet: every partition it is to own is still a's.
+        assert_eq!(b.member_epoch, 2);
+        assert_eq!(b.assignment.as_ref().map(count), Some(0));
+        assert_eq!(g.state(), "Reconciling");
+        // a learns it must give three up; b still gets nothing until a reports it did.
+        let a2 = g.heartbeat(hb("a", 1, None), &topics, &cfg, now).expect("a");
+        let kept = a2.assignment.expect("a's smaller assignment");
+        assert_eq!(count(&kept), 3);
+        let b2 = g.heartbeat(hb("b", b.member_epoch, None), &topics, &cfg, now);
+        assert_eq!(b2.map(|r| r.assignment.map(|x| count(&x)).unwrap_or(0)).ok(), Some(0));
+        // a reports it owns only what it kept: its epoch moves, b gets the rest.
+        let a3 = g.heartbeat(hb("a", 1, Some(kept.clone())), &topics, &cfg, now).expect("a");
+        assert_eq!(a3.member_epoch, 2);
+        let b3 = g.heartbeat(hb("b", 2, Some(Assignment::new())), &topics, &cfg, now).expect("b");
+        assert_eq!(b3.member_epoch, 2);
+        let b_owns = b3.assignment.expect("b's assignment");
+        assert_eq!(count(&b_owns), 3);
+        assert!(is_empty(&intersect(&kept, &b_owns)), "no partition owned twice");
+        assert_eq!(g.state(), "Stable");
+        // Commits are checked by epoch.
+        assert_eq!(g.validate_epoch("b", 2), Ok(()));
+        assert_eq!(g.validate_epoch("b", 1), Err(GroupError::StaleMemberEpoch));
+        assert_eq!(g.validate_epoch("b", 3), Err(GroupError::FencedMemberEpoch));
+        assert_eq!(g.validate_epoch("x", 2), Err(GroupError::UnknownMemberId));
+        // A heartbeat at a wrong epoch is fenced.
+        assert_eq!(
+            g.heartbeat(hb("b", 7, None), &topics, &cfg, now).map(|r| r.member_epoch),
+            Err(GroupError::FencedMemberEpoch)
+        );
+    }
+
+    #[test]
+    fn assignors_spread_partitions_evenly() {
+        let t = Uuid::new_v4();
+        let subs: BTreeMap<String, Vec<(Uuid, i32)>> =
+            ["a", "b", "c", "d"].iter().map(|m| (m.to_string(), vec![(t, 6)])).collect();
+        for out in [uniform(&subs, &HashMap::new()), range(&subs, &HashMap::new())] {
+            let mut counts: Vec<usize> = out.values().map(count).collect();
+            counts.sort();
+            assert_eq!(counts, vec![1, 1, 2, 2]);
+            let all: BTreeSet<i32> = out.values().flat_map(|a| a.values().flatten().copied()).collect();
+            assert_eq!(all.len(), 6, "each partition once");
+        }
+        assert_eq!(range(&subs, &HashMap::new())["a"][&t], BTreeSet::from([0, 1]));
+        // Sticky: a fifth member takes from the ones above quota only.
+        let before = range(&subs, &HashMap::new());
+        let mut five = subs.clone();
+        five.insert("e".into(), vec![(t, 6)]);
+        let after = range(&five, &before);
+        for m in ["a", "b", "c", "d"] {
+            let kept = after.get(m).and_then(|a| a.get(&t)).cloned().unwrap_or_default();
+            assert!(kept.is_subset(&before[m][&t]), "{m} keeps only its own");
+        }
+        assert_eq!(after.values().map(count).sum::<usize>(), 6);
+    }
+}
