@@ -34,6 +34,9 @@ pub struct BrokerConfig {
     pub default_replication_factor: i16,
     /// Kafka's `log.retention.check.interval.ms`.
     pub retention_check_interval: Duration,
+    /// Kafka's `log.cleaner.backoff.ms`: the pause between log compaction
+    /// passes.
+    pub log_cleaner_backoff: Duration,
     /// How often changed producer states are snapshotted.
     pub producer_snapshot_interval: Duration,
     /// Group coordinator settings (`group.*`).
@@ -60,6 +63,7 @@ impl BrokerConfig {
             num_partitions: 1,
             default_replication_factor: 1,
             retention_check_interval: Duration::from_secs(300),
+            log_cleaner_backoff: Duration::from_secs(15),
             producer_snapshot_interval: Duration::from_secs(10),
             groups: Default::default(),
             offsets_retention: Duration::from_secs(7 * 24 * 3600),
@@ -77,6 +81,7 @@ pub struct Broker {
     pub(crate) producers: Producers,
     pub(crate) topic_metrics: crate::topic_metrics::TopicMetricsCache,
     pub(crate) coordinator: crate::groups::Coordinator,
+    pub(crate) cleaner: crate::log_cleaner::CleanerState,
 }
 
 impl Broker {
@@ -97,6 +102,7 @@ impl Broker {
             streams: Arc::clone(&streams),
             producers: Producers::new(meta),
             topic_metrics: Default::default(),
+            cleaner: Default::default(),
         });
         streams.start_background();
         broker.start_group_tasks();
@@ -107,6 +113,15 @@ impl Broker {
                 tokio::time::sleep(every).await;
                 let Some(b) = weak.upgrade() else { return };
                 b.enforce_retention().await;
+            }
+        });
+        let weak = Arc::downgrade(&broker);
+        let every = broker.config.log_cleaner_backoff;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(b) = weak.upgrade() else { return };
+                b.clean_logs().await;
             }
         });
         let weak = Arc::downgrade(&broker);

@@ -108,6 +108,7 @@ fn strata_value(config: &BrokerConfig, def: &BrokerConfigDef) -> Option<String> 
         "default.replication.factor" => config.default_replication_factor.to_string(),
         "socket.request.max.bytes" => config.socket_request_max_bytes.to_string(),
         "log.retention.check.interval.ms" => config.retention_check_interval.as_millis().to_string(),
+        "log.cleaner.backoff.ms" => config.log_cleaner_backoff.as_millis().to_string(),
         "group.initial.rebalance.delay.ms" => config.groups.initial_rebalance_delay.as_millis().to_string(),
         "offsets.retention.minutes" => (config.offsets_retention.as_secs() / 60).to_string(),
         "offsets.retention.check.interval.ms" => {

@@ -32,6 +32,15 @@ pub enum BrokerError {
         /// The partition's log start offset, which Kafka reports with it.
         log_start_offset: i64,
     },
+    /// Records without a key sent to a compacted topic (Kafka's INVALID_RECORD
+    /// with `record_errors`).
+    #[error("One or more records have been rejected due to {} record errors in total, and only showing the first three errors at most: {}", records.len(), first_three(records, partition))]
+    KeylessRecords {
+        /// `topic-partition`, as Kafka names it in the message.
+        partition: String,
+        /// The indexes in the batch of the records without a key.
+        records: Vec<i32>,
+    },
     /// A replica assignment that does not fit the request or the cluster.
     #[error("invalid replica assignment: {0}")]
     InvalidReplicaAssignment(String),
@@ -89,4 +98,18 @@ pub enum BrokerError {
     /// The metadata layer failed.
     #[error("metadata: {0}")]
     Cluster(#[from] strata_cluster::ClusterError),
+}
+
+/// The message Kafka gives each record without a key on a compacted topic.
+pub fn keyless_message(partition: &str) -> String {
+    format!("Compacted topic cannot accept message without key in topic partition {partition}")
+}
+
+fn first_three(records: &[i32], partition: &str) -> String {
+    let shown: Vec<String> = records
+        .iter()
+        .take(3)
+        .map(|i| format!("RecordError(batchIndex={i}, message='{}')", keyless_message(partition)))
+        .collect();
+    format!("[{}]", shown.join(", "))
 }

@@ -13,7 +13,7 @@ pub fn response_error(err: &BrokerError) -> ResponseError {
     match err {
         BrokerError::CorruptMessage(_) => ResponseError::CorruptMessage,
         BrokerError::UnsupportedMessageFormat(_) => ResponseError::UnsupportedForMessageFormat,
-        BrokerError::InvalidRecord(_) => ResponseError::InvalidRecord,
+        BrokerError::InvalidRecord(_) | BrokerError::KeylessRecords { .. } => ResponseError::InvalidRecord,
         BrokerError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
         BrokerError::InvalidTimestamp { .. } => ResponseError::InvalidTimestamp,
         BrokerError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
@@ -81,6 +81,7 @@ pub fn group_error(err: GroupError) -> ResponseError {
         GroupError::StaleMemberEpoch => ResponseError::StaleMemberEpoch,
         GroupError::UnreleasedInstanceId => ResponseError::UnreleasedInstanceId,
         GroupError::InvalidRequest => ResponseError::InvalidRequest,
+        GroupError::UnsupportedAssignor => ResponseError::UnsupportedAssignor,
         GroupError::InvalidRegularExpression => ResponseError::InvalidRegularExpression,
     }
 }

@@ -34,7 +34,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::Broker;
 use crate::error_codes::{count, group_code};
-use crate::groups::consumer::{ASSIGNORS, Assignment, Heartbeat, Topics};
+use crate::groups::consumer::{Assignment, Heartbeat, Topics};
 use crate::groups::{GroupError, OFFSETS_PARTITIONS, OFFSETS_TOPIC, OffsetCommitEntry};
 use kafka_protocol::messages::consumer_group_describe_response::{
     Assignment as DescribeAssignment, DescribedGroup as ConsumerDescribedGroup,
@@ -107,17 +107,15 @@ impl Broker {
         client_host: &str,
     ) -> ConsumerGroupHeartbeatResponse {
         let mut resp = ConsumerGroupHeartbeatResponse::default();
-        resp.member_id = (!req.member_id.is_empty()).then(|| req.member_id.clone());
-        resp.member_epoch = req.member_epoch;
         let outcome = match self.coordinator_ready().await {
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
             Ok(()) => {
                 let hb = Heartbeat {
                     member_id: req.member_id.to_string(),
                     member_epoch: req.member_epoch,
                     instance_id: req.instance_id.as_ref().map(|s| s.to_string()),
                     rack_id: req.rack_id.as_ref().map(|s| s.to_string()),
-                    rebalance_timeout: Duration::from_millis(req.rebalance_timeout_ms.max(0) as u64),
+                    rebalance_timeout_ms: req.rebalance_timeout_ms,
                     subscribed_names: req
                         .subscribed_topic_names
                         .as_ref()
@@ -133,23 +131,14 @@ impl Broker {
                     client_host: format!("/{client_host}"),
                     version,
                 };
-                if let Some(a) = &hb.server_assignor
-                    && !ASSIGNORS.contains(&a.as_str())
-                {
-                    Err(GroupError::InvalidRequest)
-                } else {
-                    self.coordinator.consumer_heartbeat(
-                        req.group_id.as_str(),
-                        hb,
-                        &CatalogTopics(&self.catalog),
-                    )
-                }
+                self.coordinator.consumer_heartbeat(req.group_id.as_str(), hb, &CatalogTopics(&self.catalog))
             }
         };
         match outcome {
             Err(e) => {
-                resp.error_code = group_code(e);
-                resp.error_message = Some(str(&e.to_string()));
+                // Kafka answers an error with no member id and epoch 0.
+                resp.error_code = group_code(e.error);
+                resp.error_message = Some(str(&e.message));
             }
             Ok(r) => {
                 resp.member_id = Some(str(&r.member_id));
@@ -203,7 +192,7 @@ impl Broker {
             let mut g = ConsumerDescribedGroup::default();
             g.group_id = id.clone();
             g.authorized_operations = unknown_authorized_operations();
-            let outcome = ready.and_then(|()| {
+            let outcome = ready.map_err(crate::groups::consumer::Refusal::from).and_then(|()| {
                 self.coordinator.consumer_describe(id.as_str(), |c| {
                     g.group_state = str(c.state());
                     g.group_epoch = c.group_epoch;
@@ -222,7 +211,9 @@ impl Broker {
                             d.client_host = str(&m.client_host);
                             d.subscribed_topic_names =
                                 m.subscribed_names.iter().map(|n| TopicName(str(n))).collect();
-                            d.subscribed_topic_regex = m.subscribed_regex.as_deref().map(str);
+                            // Kafka answers "" for a member without a regex.
+                            d.subscribed_topic_regex =
+                                Some(str(m.subscribed_regex.as_deref().unwrap_or_default()));
                             d.assignment = names(&m.assigned);
                             d.target_assignment = names(&c.target.get(&m.id).cloned().unwrap_or_default());
                             d.member_type = 1;
@@ -232,9 +223,8 @@ impl Broker {
                 })
             });
             if let Err(e) = outcome {
-                g.error_code = group_code(e);
-                g.error_message = Some(str(&format!("Group {} is not a consumer group.", id.as_str())));
-                g.group_state = str("Dead");
+                g.error_code = group_code(e.error);
+                g.error_message = Some(str(&e.message));
             }
             count("ConsumerGroupDescribe", g.error_code);
             resp.groups.push(g);

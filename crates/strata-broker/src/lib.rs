@@ -13,6 +13,7 @@ mod group_apis;
 pub mod groups;
 mod kafka_broker_configs;
 mod list_offsets;
+pub mod log_cleaner;
 mod offsets_admin;
 mod produce;
 mod producer_state;

@@ -156,6 +156,15 @@ impl Broker {
         if header.is_transactional() || header.is_control() {
             return Err(BrokerError::InvalidRecord("transactional batches are not supported yet".into()));
         }
+        if cfg.compacted {
+            let keyless = records::keyless_records(data)?;
+            if !keyless.is_empty() {
+                return Err(BrokerError::KeylessRecords {
+                    partition: format!("{}-{partition}", topic.name),
+                    records: keyless,
+                });
+            }
+        }
         let append_time = cfg.log_append_time.then_some(now);
         let max_ts = append_time.unwrap_or(header.max_timestamp);
         let build = |base: i64, epoch: i32| records::stamp(data, base, epoch, append_time);
@@ -277,6 +286,20 @@ impl Broker {
                         pr.error_code = code(&e);
                         crate::error_codes::count("Produce", pr.error_code);
                         pr.error_message = Some(message(&e));
+                        if let BrokerError::KeylessRecords { partition, records } = &e {
+                            let message = kafka_protocol::protocol::StrBytes::from_string(
+                                crate::error::keyless_message(partition),
+                            );
+                            pr.record_errors = records
+                                .iter()
+                                .map(|i| {
+                                    let mut r = BatchIndexAndErrorMessage::default();
+                                    r.batch_index = *i;
+                                    r.batch_index_error_message = Some(message.clone());
+                                    r
+                                })
+                                .collect();
+                        }
                         if let BrokerError::InvalidTimestamp { records, log_start_offset, .. } = &e {
                             pr.log_start_offset = *log_start_offset;
                             pr.record_errors = records

@@ -293,9 +293,15 @@ impl Producers {
                 if h.producer_id < 0 {
                     continue;
                 }
+                // A compacted batch keeps its offset span in the stream while
+                // its header starts at its first surviving record: sequences
+                // follow offsets, so the span gives the original ones.
+                let shift = (h.base_offset - b.info.base_offset) as i32;
+                let first_seq = h.base_sequence.wrapping_sub(shift);
+                let span = (b.info.end_offset() - b.info.base_offset) as i32;
                 let seq = SeqBatch {
-                    first_seq: h.base_sequence,
-                    last_seq: last_seq(h.base_sequence, h.record_count),
+                    first_seq,
+                    last_seq: last_seq(first_seq, span),
                     base_offset: b.info.base_offset,
                     last_offset: b.info.end_offset() - 1,
                 };

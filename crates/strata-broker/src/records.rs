@@ -34,6 +34,8 @@ fn i64_at(b: &[u8], at: usize) -> i64 {
 /// The header facts of a validated batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchHeader {
+    /// The base offset as stored (a compacted batch's first surviving record).
+    pub base_offset: i64,
     /// Number of records (offsets) in the batch.
     pub record_count: i32,
     /// The batch's max timestamp as sent.
@@ -67,6 +69,7 @@ pub fn parse_header(data: &[u8]) -> Option<BatchHeader> {
         return None;
     }
     Some(BatchHeader {
+        base_offset: i64_at(data, 0),
         attributes: i16_at(data, 21),
         base_timestamp: i64_at(data, 27),
         max_timestamp: i64_at(data, 35),
@@ -173,6 +176,15 @@ fn count_records(mut body: &[u8]) -> Result<i64, BrokerError> {
         count += 1;
     }
     Ok(count)
+}
+
+/// The indexes of the records without a key in the batch `data` (compressed
+/// or not), for compacted topics.
+pub fn keyless_records(data: &Bytes) -> Result<Vec<i32>, BrokerError> {
+    let mut cursor = data.clone();
+    let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut cursor)
+        .map_err(|e| BrokerError::CorruptMessage(format!("record batch does not decode: {e}")))?;
+    Ok(set.records.iter().enumerate().filter(|(_, r)| r.key.is_none()).map(|(i, _)| i as i32).collect())
 }
 
 /// Returns a copy of `data` with the base offset and partition leader epoch

@@ -200,6 +200,8 @@ pub struct TopicConfig {
     pub timestamp_after_max_ms: i64,
     /// Allowed distance of a record timestamp before now (ms).
     pub timestamp_before_max_ms: i64,
+    /// Whether `cleanup.policy` includes `compact` (every record needs a key).
+    pub compacted: bool,
 }
 
 impl TopicConfig {
@@ -217,6 +219,7 @@ impl TopicConfig {
             log_append_time: configs.get("message.timestamp.type").is_some_and(|v| v == "LogAppendTime"),
             timestamp_after_max_ms: long("message.timestamp.after.max.ms"),
             timestamp_before_max_ms: long("message.timestamp.before.max.ms"),
+            compacted: crate::log_cleaner::CleanerConfig::for_topic(configs).is_some(),
         }
     }
 }

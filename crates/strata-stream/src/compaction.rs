@@ -21,12 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use object_store::ObjectStoreExt;
-use object_store::path::Path;
-use strata_meta::Op;
 use tokio::time::Instant;
 
-use crate::index::{self, RangeEntry};
+use crate::index::RangeEntry;
 use crate::store::StreamStore;
 use crate::stream::ObjRange;
 use crate::{BatchInfo, Stream, StreamError};
@@ -166,59 +163,19 @@ impl StreamStore {
         let _leases: Vec<_> = group.iter().map(|r| self.shared.leases.take(&r.object)).collect();
         let mut batches: Vec<(BatchInfo, Bytes)> = Vec::new();
         for r in group {
-            let index = stream.range_index(r).await?;
-            let (Some(first), Some(last)) = (index.first(), index.last()) else { continue };
-            let (from, to) = (first.position, last.position + u64::from(last.info.size));
-            self.compaction_throttle.take(to - from).await;
-            let data = self.shared.objects.get_range(&Path::from(r.entry.object.as_str()), from..to).await?;
-            for b in index.iter() {
-                let at = (b.position - from) as usize;
-                let end = at + b.info.size as usize;
-                if end > data.len() {
-                    return Err(StreamError::ShortObject(r.entry.object.clone()));
-                }
-                batches.push((b.info, data.slice(at..end)));
-            }
+            batches.extend(self.range_batches(stream, r).await?.into_iter().map(|b| (b.info, b.data)));
         }
         let (Some(first), Some(last)) = (group.first(), group.last()) else { return Ok(None) };
         let id = stream.id();
         let (written, _unprotect) = self.write_object(vec![(id, batches)]).await?;
-        let Some((_, entry)) = written.into_iter().next() else { return Ok(None) };
+        let Some((_, mut entry)) = written.into_iter().next() else { return Ok(None) };
+        // The merged range spans its inputs exactly, gaps a log compaction
+        // left at either edge included.
+        (entry.start, entry.end) = (first.entry.start, last.entry.end);
         crate::failpoint::reached("compaction");
         let bytes = entry.object_size;
         self.compaction_throttle.take(bytes).await;
-        let _guard = self.changes.lock().await;
-        let unchanged = {
-            let inner = stream.lock();
-            !inner.closed
-                && group.iter().all(|r| inner.ranges.get(&r.entry.start).is_some_and(|x| Arc::ptr_eq(x, r)))
-        };
-        if !unchanged || entry.start != first.entry.start || entry.end != last.entry.end {
-            // Definitely not committed: the output can go. (After an error of
-            // the switch below it stays: the switch may have landed.)
-            if let Err(e) = self.shared.objects.delete(&Path::from(entry.object.as_str())).await {
-                tracing::warn!(object = %entry.object, error = %e, "cannot remove an unused compacted object");
-            }
-            return Ok(None);
-        }
-        let old: Vec<String> = group.iter().map(|r| r.entry.object.clone()).collect();
-        let mut ops = vec![Op::Put(index::range_key(id, entry.start), index::encode(&entry))];
-        ops.extend(group[1..].iter().map(|r| Op::Delete(index::range_key(id, r.entry.start))));
-        ops.extend(self.release_objects(&old));
-        let owner = stream.lock().owner_condition(id);
-        if let strata_meta::TxnOutcome::Conflict = self.commit(vec![owner], ops).await? {
-            // Definitely not switched: another process took the stream over.
-            self.still_owned(stream).await?;
-            if let Err(e) = self.shared.objects.delete(&Path::from(entry.object.as_str())).await {
-                tracing::warn!(object = %entry.object, error = %e, "cannot remove an unused compacted object");
-            }
-            return Ok(None);
-        }
-        self.commit_release(&old);
-        self.shared.refs.add([entry.object.as_str()]);
-        let starts: Vec<i64> = group.iter().map(|r| r.entry.start).collect();
-        stream.replace_ranges(&starts, entry);
-        Ok(Some(bytes))
+        Ok(self.switch_ranges(stream, group, Some(entry)).await?.then_some(bytes))
     }
 }
 

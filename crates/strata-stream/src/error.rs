@@ -46,6 +46,9 @@ pub enum StreamError {
         /// What is wrong.
         reason: String,
     },
+    /// A range rewrite whose batches do not fit the range (a caller's bug).
+    #[error("invalid range rewrite: {0}")]
+    InvalidRewrite(String),
     /// The stream was deleted.
     #[error("stream {0} is closed")]
     Closed(u64),
@@ -109,7 +112,9 @@ impl StreamError {
             StreamError::Corrupt { .. } | StreamError::ShortObject(_) | StreamError::BadRecord { .. } => {
                 ErrorKind::Corrupt
             }
-            StreamError::Closed(_) | StreamError::OutOfRange { .. } => ErrorKind::Request,
+            StreamError::Closed(_) | StreamError::OutOfRange { .. } | StreamError::InvalidRewrite(_) => {
+                ErrorKind::Request
+            }
             StreamError::NotOwner(_) | StreamError::StaleEpoch { .. } => ErrorKind::NotOwner,
         }
     }

@@ -531,116 +531,136 @@ impl Stream {
     /// Reads durable batches from the one holding `offset`, up to `max_bytes` in
     /// all, except that the first batch is returned whole however large it is.
     /// Reading at the end returns nothing.
-    pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<Vec<ReadBatch>, StreamError> {
+    pub async fn read(&self, mut offset: i64, max_bytes: usize) -> Result<Vec<ReadBatch>, StreamError> {
         enum Plan {
             Tail(Vec<(BatchInfo, Source)>),
             Object(Arc<ObjRange>, Vec<Arc<ObjRange>>),
         }
-        let plan = {
-            let inner = self.lock();
-            if offset < inner.start_offset || offset > inner.durable_end {
-                return Err(StreamError::OutOfRange {
-                    offset,
-                    start: inner.start_offset,
-                    end: inner.durable_end,
-                });
-            }
-            if offset == inner.durable_end {
-                return Ok(Vec::new());
-            }
-            match inner.tail.front() {
-                Some(front) if offset >= front.info.base_offset => {
-                    let first = inner.tail.partition_point(|b| b.info.end_offset() <= offset);
+        // Each turn either answers or moves `offset` past a gap a range
+        // rewrite left (docs/compaction.md).
+        loop {
+            let plan = {
+                let inner = self.lock();
+                if offset < inner.start_offset || offset > inner.durable_end {
+                    return Err(StreamError::OutOfRange {
+                        offset,
+                        start: inner.start_offset,
+                        end: inner.durable_end,
+                    });
+                }
+                if offset == inner.durable_end {
+                    return Ok(Vec::new());
+                }
+                match inner.tail.front() {
+                    Some(front) if offset >= front.info.base_offset => {
+                        let first = inner.tail.partition_point(|b| b.info.end_offset() <= offset);
+                        let mut total = 0usize;
+                        let mut out = Vec::new();
+                        for b in inner.tail.range(first..) {
+                            let size = b.info.size as usize;
+                            if !out.is_empty() && total + size > max_bytes {
+                                break;
+                            }
+                            total += size;
+                            out.push((b.info, b.source(&self.shared)?));
+                            if total >= max_bytes {
+                                break;
+                            }
+                        }
+                        Plan::Tail(out)
+                    }
+                    _ => {
+                        let containing =
+                            inner.ranges.range(..=offset).next_back().filter(|(_, r)| offset < r.entry.end);
+                        match containing.or_else(|| inner.ranges.range(offset + 1..).next()) {
+                            Some((start, r)) => {
+                                // The ranges after it, as far as read-ahead may reach.
+                                let mut reach = 0u64;
+                                let next = inner
+                                    .ranges
+                                    .range(start + 1..)
+                                    .map(|(_, r)| r)
+                                    .take_while(|r| {
+                                        let more = reach < self.shared.read_ahead_bytes;
+                                        reach += r.entry.bytes;
+                                        more
+                                    })
+                                    .cloned()
+                                    .collect();
+                                Plan::Object(Arc::clone(r), next)
+                            }
+                            None => match inner.tail.front() {
+                                Some(front) if front.info.base_offset > offset => {
+                                    offset = front.info.base_offset;
+                                    continue;
+                                }
+                                _ => {
+                                    return Err(StreamError::Corrupt {
+                                        segment: format!("stream {}", self.id),
+                                        reason: format!("no object or wal batch holds offset {offset}"),
+                                    });
+                                }
+                            },
+                        }
+                    }
+                }
+            };
+            match plan {
+                Plan::Tail(sources) => {
+                    if sources.is_empty() {
+                        return Ok(Vec::new());
+                    }
+                    for (_, source) in &sources {
+                        crate::shared::count_cache(
+                            crate::shared::CacheKind::Tail,
+                            matches!(source, Source::Memory(_)),
+                        );
+                    }
+                    return crate::wal::read_sources(sources).await;
+                }
+                Plan::Object(range, next) => {
+                    // Hold the object against garbage collection until the read ends.
+                    let _lease = self.shared.leases.take(&range.object);
+                    let index = self.range_index(&range).await?;
+                    let first = index.partition_point(|b| b.info.end_offset() <= offset);
                     let mut total = 0usize;
-                    let mut out = Vec::new();
-                    for b in inner.tail.range(first..) {
+                    let mut chosen: Vec<ObjectBatch> = Vec::new();
+                    for b in &index[first..] {
                         let size = b.info.size as usize;
-                        if !out.is_empty() && total + size > max_bytes {
+                        if !chosen.is_empty() && total + size > max_bytes {
                             break;
                         }
                         total += size;
-                        out.push((b.info, b.source(&self.shared)?));
+                        chosen.push(*b);
                         if total >= max_bytes {
                             break;
                         }
                     }
-                    Plan::Tail(out)
-                }
-                _ => match inner.ranges.range(..=offset).next_back() {
-                    Some((start, r)) if offset < r.entry.end => {
-                        // The ranges after it, as far as read-ahead may reach.
-                        let mut reach = 0u64;
-                        let next = inner
-                            .ranges
-                            .range(start + 1..)
-                            .map(|(_, r)| r)
-                            .take_while(|r| {
-                                let more = reach < self.shared.read_ahead_bytes;
-                                reach += r.entry.bytes;
-                                more
-                            })
-                            .cloned()
-                            .collect();
-                        Plan::Object(Arc::clone(r), next)
+                    let (Some(first), Some(last)) = (chosen.first(), chosen.last()) else {
+                        // Past the range's last batch: on from its end.
+                        offset = offset.max(range.entry.end);
+                        continue;
+                    };
+                    let from = first.position;
+                    let to = last.position + u64::from(last.info.size);
+                    self.shared.catch_up_throttle.take(to - from).await;
+                    let data =
+                        self.shared.blocks.read(&range.object, range.entry.object_size, from, to).await?;
+                    if self.shared.read_ahead_bytes > 0 {
+                        let shared = Arc::clone(&self.shared);
+                        tokio::spawn(read_ahead(shared, self.id, Arc::clone(&range), to, next));
                     }
-                    _ => {
-                        return Err(StreamError::Corrupt {
-                            segment: format!("stream {}", self.id),
-                            reason: format!("no object or wal batch holds offset {offset}"),
-                        });
+                    let mut out = Vec::with_capacity(chosen.len());
+                    for b in chosen {
+                        let at = (b.position - from) as usize;
+                        let end = at + b.info.size as usize;
+                        if end > data.len() {
+                            return Err(StreamError::ShortObject(range.entry.object.clone()));
+                        }
+                        out.push(ReadBatch { info: b.info, data: data.slice(at..end) });
                     }
-                },
-            }
-        };
-        match plan {
-            Plan::Tail(sources) => {
-                for (_, source) in &sources {
-                    crate::shared::count_cache(
-                        crate::shared::CacheKind::Tail,
-                        matches!(source, Source::Memory(_)),
-                    );
+                    return Ok(out);
                 }
-                crate::wal::read_sources(sources).await
-            }
-            Plan::Object(range, next) => {
-                // Hold the object against garbage collection until the read ends.
-                let _lease = self.shared.leases.take(&range.object);
-                let index = self.range_index(&range).await?;
-                let first = index.partition_point(|b| b.info.end_offset() <= offset);
-                let mut total = 0usize;
-                let mut chosen: Vec<ObjectBatch> = Vec::new();
-                for b in &index[first..] {
-                    let size = b.info.size as usize;
-                    if !chosen.is_empty() && total + size > max_bytes {
-                        break;
-                    }
-                    total += size;
-                    chosen.push(*b);
-                    if total >= max_bytes {
-                        break;
-                    }
-                }
-                let (Some(first), Some(last)) = (chosen.first(), chosen.last()) else {
-                    return Ok(Vec::new());
-                };
-                let from = first.position;
-                let to = last.position + u64::from(last.info.size);
-                self.shared.catch_up_throttle.take(to - from).await;
-                let data = self.shared.blocks.read(&range.object, range.entry.object_size, from, to).await?;
-                if self.shared.read_ahead_bytes > 0 {
-                    let shared = Arc::clone(&self.shared);
-                    tokio::spawn(read_ahead(shared, self.id, Arc::clone(&range), to, next));
-                }
-                let mut out = Vec::with_capacity(chosen.len());
-                for b in chosen {
-                    let at = (b.position - from) as usize;
-                    let end = at + b.info.size as usize;
-                    if end > data.len() {
-                        return Err(StreamError::ShortObject(range.entry.object.clone()));
-                    }
-                    out.push(ReadBatch { info: b.info, data: data.slice(at..end) });
-                }
-                Ok(out)
             }
         }
     }
@@ -685,7 +705,7 @@ impl Stream {
     }
 
     /// Replaces the ranges starting at `old_starts` by `entry` (compaction).
-    pub(crate) fn replace_ranges(&self, old_starts: &[i64], entry: RangeEntry) {
+    pub(crate) fn replace_ranges(&self, old_starts: &[i64], entry: Option<RangeEntry>) {
         let mut inner = self.lock();
         if inner.closed {
             return;
@@ -693,8 +713,10 @@ impl Stream {
         for start in old_starts {
             inner.ranges.remove(start);
         }
-        let object: Arc<str> = Arc::from(entry.object.as_str());
-        inner.ranges.insert(entry.start, Arc::new(ObjRange { entry, object }));
+        if let Some(entry) = entry {
+            let object: Arc<str> = Arc::from(entry.object.as_str());
+            inner.ranges.insert(entry.start, Arc::new(ObjRange { entry, object }));
+        }
     }
 
     /// Tail batches to upload, at most `max_bytes` (at least one if any).

@@ -55,6 +55,9 @@ pub struct ServeArgs {
     /// Kafka's log.retention.check.interval.ms [default: 300000].
     #[arg(long, env = "STRATA_RETENTION_CHECK_INTERVAL_MS")]
     pub retention_check_interval_ms: Option<u64>,
+    /// Kafka's log.cleaner.backoff.ms: the pause between log compaction passes [default: 15000].
+    #[arg(long, env = "STRATA_LOG_CLEANER_BACKOFF_MS")]
+    pub log_cleaner_backoff_ms: Option<u64>,
     /// Kafka's group.initial.rebalance.delay.ms [default: 3000].
     #[arg(long, env = "STRATA_GROUP_INITIAL_REBALANCE_DELAY_MS")]
     pub group_initial_rebalance_delay_ms: Option<u64>,

@@ -20,6 +20,7 @@ struct FileConfig {
     num_partitions: Option<i32>,
     socket_request_max_bytes: Option<usize>,
     retention_check_interval_ms: Option<u64>,
+    log_cleaner_backoff_ms: Option<u64>,
     group_initial_rebalance_delay_ms: Option<u64>,
     offsets_retention_ms: Option<u64>,
     offsets_retention_check_interval_ms: Option<u64>,
@@ -56,6 +57,7 @@ pub struct Settings {
     pub num_partitions: i32,
     pub socket_request_max_bytes: usize,
     pub retention_check_interval_ms: u64,
+    pub log_cleaner_backoff_ms: u64,
     pub group_initial_rebalance_delay_ms: u64,
     pub offsets_retention_ms: u64,
     pub offsets_retention_check_interval_ms: u64,
@@ -114,6 +116,10 @@ impl Settings {
                 .retention_check_interval_ms
                 .or(file.retention_check_interval_ms)
                 .unwrap_or(300_000),
+            log_cleaner_backoff_ms: args
+                .log_cleaner_backoff_ms
+                .or(file.log_cleaner_backoff_ms)
+                .unwrap_or(15_000),
             group_initial_rebalance_delay_ms: args
                 .group_initial_rebalance_delay_ms
                 .or(file.group_initial_rebalance_delay_ms)

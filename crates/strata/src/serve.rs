@@ -191,6 +191,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     broker_config.log_dir = object_url.clone();
     broker_config.retention_check_interval =
         Duration::from_millis(settings.retention_check_interval_ms.max(10));
+    broker_config.log_cleaner_backoff = Duration::from_millis(settings.log_cleaner_backoff_ms.max(10));
     let broker = Broker::start(broker_config, Arc::clone(&catalog), Arc::clone(&streams), meta)
         .await
         .context("starting the broker")?;

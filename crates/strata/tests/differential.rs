@@ -122,6 +122,23 @@ fn wait_ready(conn: &mut Conn, topic: &str) {
     }
 }
 
+/// Each topic's id, from Metadata.
+fn topic_ids(conn: &mut Conn, topics: &[&str]) -> std::collections::HashMap<uuid::Uuid, String> {
+    let mut req = MetadataRequest::default();
+    req.topics = Some(
+        topics
+            .iter()
+            .map(|n| {
+                let mut t = kafka_protocol::messages::metadata_request::MetadataRequestTopic::default();
+                t.name = Some(name(n));
+                t
+            })
+            .collect(),
+    );
+    let resp: MetadataResponse = conn.call(ApiKey::Metadata, 12, &req);
+    resp.topics.iter().filter_map(|t| Some((t.topic_id, t.name.as_ref()?.to_string()))).collect()
+}
+
 /// Whether every partition's leader answers ListOffsets without an error.
 fn leaders_answer(conn: &mut Conn, topic: &str, meta: &MetadataResponse) -> bool {
     use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
@@ -445,24 +462,7 @@ fn group_apis(addr: &str, tag: &str) -> String {
         (c.node_id, c.host, c.port) = (BrokerId(0), text("<host>"), 0);
     }
     log("find coordinator (batched)", &r);
-    // Kafka's coordinator of each group's partition answers NOT_COORDINATOR
-    // until that partition is loaded: wait until each group's is.
-    for g in [&group, &simple, &format!("{tag}-nogroup")] {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        loop {
-            let mut fg = OffsetFetchRequestGroup::default();
-            fg.group_id = GroupId(text(g));
-            fg.member_epoch = -1;
-            let mut f = OffsetFetchRequest::default();
-            f.groups = vec![fg];
-            let r: OffsetFetchResponse = conn.call(ApiKey::OffsetFetch, 8, &f);
-            if r.groups.iter().all(|g| g.error_code == 0) {
-                break;
-            }
-            assert!(std::time::Instant::now() < deadline, "{g} has no coordinator after 60 s: {r:?}");
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-    }
+    wait_for_coordinators(&mut conn, &[&group, &simple, &format!("{tag}-nogroup")]);
 
     let join = |member: &str, session: i32| {
         let mut j = JoinGroupRequest::default();
@@ -619,6 +619,197 @@ fn group_apis(addr: &str, tag: &str) -> String {
     out.replace(&member, "<member>").replace(tag, "<tag>")
 }
 
+/// Kafka's coordinator of each group's partition answers NOT_COORDINATOR
+/// until that partition is loaded: waits until each group's is.
+fn wait_for_coordinators(conn: &mut Conn, groups: &[&str]) {
+    use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
+    use kafka_protocol::messages::{GroupId, OffsetFetchRequest, OffsetFetchResponse};
+    let mut fc = kafka_protocol::messages::FindCoordinatorRequest::default();
+    fc.coordinator_keys = groups.iter().map(|g| text(g)).collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let r: kafka_protocol::messages::FindCoordinatorResponse = conn.call(ApiKey::FindCoordinator, 4, &fc);
+        if r.coordinators.iter().all(|c| c.error_code == 0) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no coordinator after 60 s: {r:?}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    for g in groups {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let mut fg = OffsetFetchRequestGroup::default();
+            fg.group_id = GroupId(text(g));
+            fg.member_epoch = -1;
+            let mut f = OffsetFetchRequest::default();
+            f.groups = vec![fg];
+            let r: OffsetFetchResponse = conn.call(ApiKey::OffsetFetch, 8, &f);
+            if r.groups.iter().all(|g| g.error_code == 0) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{g} has no coordinator after 60 s: {r:?}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
+/// The consumer protocol (KIP-848) on the wire: ConsumerGroupHeartbeat's
+/// joins, epochs and bad input, OffsetCommit/OffsetFetch checked by member
+/// epoch, ConsumerGroupDescribe, ListGroups by type, and the leave.
+fn consumer_group_apis(addr: &str, tag: &str) -> String {
+    use kafka_protocol::messages::consumer_group_heartbeat_request::TopicPartitions;
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::offset_fetch_request::{OffsetFetchRequestGroup, OffsetFetchRequestTopics};
+    use kafka_protocol::messages::*;
+    let mut conn = Conn::open(addr);
+    let t = format!("{tag}-cg");
+    create(&mut conn, &t, 3, &[]);
+    let group = format!("{tag}-consumer");
+    let classic = format!("{tag}-classic");
+    wait_for_coordinators(&mut conn, &[&group, &classic]);
+    let mut out = String::new();
+    let mut log = |what: &str, answer: &dyn std::fmt::Debug| out += &format!("== {what}\n{answer:#?}\n");
+    let member = format!("{tag}-member-a");
+    let hb = |member: &str, epoch: i32, topics: Option<Vec<&str>>| {
+        let mut h = ConsumerGroupHeartbeatRequest::default();
+        h.group_id = GroupId(text(&group));
+        h.member_id = text(member);
+        h.member_epoch = epoch;
+        h.rebalance_timeout_ms = 30_000;
+        // A (re)join carries an empty owned set, as the clients send it.
+        h.topic_partitions = (epoch == 0).then(Vec::new);
+        h.subscribed_topic_names = topics.map(|ts| ts.iter().map(|n| name(n)).collect());
+        h
+    };
+    // Topic ids differ between brokers: shown as the topic's name.
+    let ids = topic_ids(&mut conn, &[&t]);
+    let call = |v: i16, h: &ConsumerGroupHeartbeatRequest, conn: &mut Conn| {
+        let mut r: ConsumerGroupHeartbeatResponse = conn.call(ApiKey::ConsumerGroupHeartbeat, v, h);
+        if let Some(a) = r.assignment.as_mut() {
+            for tp in &mut a.topic_partitions {
+                if ids.contains_key(&tp.topic_id) {
+                    tp.topic_id = uuid::Uuid::nil();
+                }
+            }
+        }
+        r
+    };
+    log("join (v1) with an empty member id", &call(1, &hb("", 0, Some(vec![&t])), &mut conn));
+    log("join without a subscription", &call(1, &hb(&member, 0, None), &mut conn));
+    let mut no_owned = hb(&member, 0, Some(vec![&t]));
+    no_owned.topic_partitions = None;
+    log("join without an owned set", &call(1, &no_owned, &mut conn));
+    let mut bad_assignor = hb(&member, 0, Some(vec![&t]));
+    bad_assignor.server_assignor = Some(text("nope"));
+    log("join with an unknown assignor", &call(1, &bad_assignor, &mut conn));
+    let mut bad_regex = hb(&member, 0, None);
+    bad_regex.subscribed_topic_regex = Some(text("(unclosed"));
+    let mut r = call(1, &bad_regex, &mut conn);
+    // The regex engines' own words differ (Rust's regex, Kafka's RE2/J).
+    if let Some(m) = r.error_message.as_mut() {
+        *m = text(m.split(" is not a valid regular expression:").next().unwrap_or_default());
+    }
+    log("join with a bad regex", &r);
+    log("heartbeat of an unknown member", &call(1, &hb(&format!("{tag}-ghost"), 3, None), &mut conn));
+    let joined = call(1, &hb(&member, 0, Some(vec![&t])), &mut conn);
+    log("join", &joined);
+    let epoch = joined.member_epoch;
+    let mut owned = hb(&member, epoch, None);
+    let mut tp = TopicPartitions::default();
+    tp.topic_id = *ids.keys().next().expect("the topic's id");
+    tp.partitions = vec![0, 1, 2];
+    owned.topic_partitions = Some(vec![tp]);
+    log("heartbeat with what it owns", &call(1, &owned, &mut conn));
+    log("heartbeat at a newer epoch", &call(1, &hb(&member, epoch + 5, None), &mut conn));
+
+    let commit = |epoch: i32, member: &str| {
+        let mut c = OffsetCommitRequest::default();
+        c.group_id = GroupId(text(&group));
+        c.generation_id_or_member_epoch = epoch;
+        c.member_id = text(member);
+        let mut p = OffsetCommitRequestPartition::default();
+        p.partition_index = 0;
+        p.committed_offset = 0;
+        p.committed_leader_epoch = -1;
+        let mut ct = OffsetCommitRequestTopic::default();
+        ct.name = name(&t);
+        ct.partitions = vec![p];
+        c.topics = vec![ct];
+        c
+    };
+    for (what, c) in [
+        ("commit at the member's epoch", commit(epoch, &member)),
+        ("commit at an older epoch", commit(epoch - 1, &member)),
+        ("commit at a newer epoch", commit(epoch + 1, &member)),
+        ("commit by an unknown member", commit(epoch, "ghost")),
+        ("simple commit to a consumer group with members", commit(-1, "")),
+    ] {
+        let r: OffsetCommitResponse = conn.call(ApiKey::OffsetCommit, 9, &c);
+        log(what, &r);
+    }
+    for (what, e) in [("fetch at the member's epoch", epoch), ("fetch at an older epoch", epoch - 1)] {
+        let mut fg = OffsetFetchRequestGroup::default();
+        fg.group_id = GroupId(text(&group));
+        fg.member_id = Some(text(&member));
+        fg.member_epoch = e;
+        let mut ft = OffsetFetchRequestTopics::default();
+        ft.name = name(&t);
+        ft.partition_indexes = vec![0];
+        fg.topics = Some(vec![ft]);
+        let mut f = OffsetFetchRequest::default();
+        f.groups = vec![fg];
+        let r: OffsetFetchResponse = conn.call(ApiKey::OffsetFetch, 9, &f);
+        log(what, &r);
+    }
+
+    // A classic group beside it (a simple commit creates it).
+    let mut c = commit(-1, "");
+    c.group_id = GroupId(text(&classic));
+    let _: OffsetCommitResponse = conn.call(ApiKey::OffsetCommit, 9, &c);
+    let mut d = ConsumerGroupDescribeRequest::default();
+    d.group_ids =
+        vec![GroupId(text(&group)), GroupId(text(&classic)), GroupId(text(&format!("{tag}-nogroup")))];
+    let mut r: ConsumerGroupDescribeResponse = conn.call(ApiKey::ConsumerGroupDescribe, 1, &d);
+    r.groups.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+    for g in &mut r.groups {
+        for m in &mut g.members {
+            for tp in m
+                .assignment
+                .topic_partitions
+                .iter_mut()
+                .chain(m.target_assignment.topic_partitions.iter_mut())
+            {
+                tp.topic_id = uuid::Uuid::nil();
+            }
+        }
+    }
+    log("consumer group describe", &r);
+    let mut dg = DescribeGroupsRequest::default();
+    dg.groups = vec![GroupId(text(&group))];
+    let r: DescribeGroupsResponse = conn.call(ApiKey::DescribeGroups, 5, &dg);
+    log("describe groups (classic API) of a consumer group", &r);
+    for types in [vec!["consumer"], vec!["classic"]] {
+        let mut l = ListGroupsRequest::default();
+        l.types_filter = types.iter().map(|t| text(t)).collect();
+        let mut r: ListGroupsResponse = conn.call(ApiKey::ListGroups, 5, &l);
+        r.groups.retain(|g| g.group_id.as_str().starts_with(tag));
+        log(&format!("list groups of type {types:?}"), &r);
+    }
+    log("leave", &call(1, &hb(&member, -1, None), &mut conn));
+    let mut r: ConsumerGroupDescribeResponse = conn.call(ApiKey::ConsumerGroupDescribe, 1, &d);
+    r.groups.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+    log(
+        "describe after the leave",
+        &r.groups
+            .iter()
+            .map(|g| (&g.group_id, g.error_code, &g.group_state, g.members.len()))
+            .collect::<Vec<_>>(),
+    );
+    out.replace(tag, "<tag>")
+}
+
 /// Broker configs each broker sets for itself, whose values are its own:
 /// the reference broker's `server.properties` (`scripts/kafka-ref.sh`), and
 /// what Strata always sets or the test sets. Their names, types and
@@ -707,6 +898,11 @@ fn group_apis_match_kafka() {
 }
 
 #[test]
+fn consumer_group_apis_match_kafka() {
+    same_on_both("consumer group APIs", consumer_group_apis);
+}
+
+#[test]
 fn topic_configs_match_kafka() {
     same_on_both("topic configs", topic_configs);
 }
@@ -760,6 +956,7 @@ fn the_harness_finds_no_difference_between_kafka_and_itself_and_catches_a_change
         topic_configs,
         broker_configs,
         group_apis,
+        consumer_group_apis,
     ] {
         let (x, y) = (topic("diff"), topic("diff"));
         let diff = differences(&scenario(&kafka.bootstrap, &x), &scenario(&kafka.bootstrap, &y));

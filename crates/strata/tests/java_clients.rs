@@ -72,3 +72,8 @@ fn java_tools_suite() {
 fn java_group_suite() {
     run_suite("GroupTest");
 }
+
+#[test]
+fn java_connect_suite() {
+    run_suite("ConnectTest");
+}

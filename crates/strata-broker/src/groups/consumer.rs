@@ -50,7 +50,8 @@ pub struct Heartbeat {
     pub member_epoch: i32,
     pub instance_id: Option<String>,
     pub rack_id: Option<String>,
-    pub rebalance_timeout: Duration,
+    /// As sent (-1: absent).
+    pub rebalance_timeout_ms: i32,
     pub subscribed_names: Option<Vec<String>>,
     pub subscribed_regex: Option<String>,
     pub server_assignor: Option<String>,
@@ -60,6 +61,82 @@ pub struct Heartbeat {
     pub client_host: String,
     /// The request version (member ids are the client's from v1).
     pub version: i16,
+}
+
+/// A refused heartbeat: the error and Kafka's message for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub error: GroupError,
+    pub message: String,
+}
+
+impl Refusal {
+    fn new(error: GroupError, message: impl Into<String>) -> Self {
+        Refusal { error, message: message.into() }
+    }
+    fn invalid(message: &str) -> Self {
+        Refusal::new(GroupError::InvalidRequest, message)
+    }
+}
+
+impl From<GroupError> for Refusal {
+    fn from(error: GroupError) -> Self {
+        Refusal { error, message: error.to_string() }
+    }
+}
+
+/// Kafka's checks of a heartbeat before the group is looked at
+/// (`throwIfConsumerGroupHeartbeatRequestIsInvalid`), with its messages.
+pub fn validate(hb: &Heartbeat, group_id: &str) -> Result<(), Refusal> {
+    let blank = |s: &str| s.trim().is_empty();
+    if (hb.version >= 1 || hb.member_epoch > 0 || hb.member_epoch == -1) && blank(&hb.member_id) {
+        return Err(Refusal::invalid("MemberId can't be empty."));
+    }
+    if blank(group_id) {
+        return Err(Refusal::invalid("GroupId can't be empty."));
+    }
+    if hb.instance_id.as_deref().is_some_and(blank) {
+        return Err(Refusal::invalid("InstanceId can't be empty."));
+    }
+    if hb.rack_id.as_deref().is_some_and(blank) {
+        return Err(Refusal::invalid("RackId can't be empty."));
+    }
+    if hb.member_epoch == 0 {
+        if hb.rebalance_timeout_ms == -1 {
+            return Err(Refusal::invalid("RebalanceTimeoutMs must be provided in first request."));
+        }
+        if hb.owned.as_ref().is_none_or(|o| !o.is_empty()) {
+            return Err(Refusal::invalid("TopicPartitions must be empty when (re-)joining."));
+        }
+        if hb.subscribed_names.is_none() && hb.subscribed_regex.is_none() {
+            return Err(Refusal::invalid(
+                "Either SubscribedTopicNames or SubscribedTopicRegex must be non-null when (re-)joining.",
+            ));
+        }
+    } else if hb.member_epoch == -2 {
+        if hb.instance_id.is_none() {
+            return Err(Refusal::invalid("InstanceId can't be null."));
+        }
+    } else if hb.member_epoch < -2 {
+        return Err(Refusal::invalid("MemberEpoch is invalid."));
+    }
+    if let Some(r) = &hb.subscribed_regex
+        && let Err(e) = regex::Regex::new(r)
+    {
+        return Err(Refusal::new(
+            GroupError::InvalidRegularExpression,
+            format!("SubscribedTopicRegex `{r}` is not a valid regular expression: {e}."),
+        ));
+    }
+    if let Some(a) = &hb.server_assignor
+        && !ASSIGNORS.contains(&a.as_str())
+    {
+        return Err(Refusal::new(
+            GroupError::UnsupportedAssignor,
+            format!("ServerAssignor {a} is not supported. Supported assignors: {}.", ASSIGNORS.join(", ")),
+        ));
+    }
+    Ok(())
 }
 
 /// A ConsumerGroupHeartbeat answer.
@@ -172,13 +249,11 @@ impl ConsumerGroup {
     }
 
     /// A member by id, checked against an epoch as OffsetCommit and
-    /// OffsetFetch check it (STALE_MEMBER_EPOCH for an older one).
+    /// OffsetFetch check it: any other epoch is STALE_MEMBER_EPOCH (as Kafka
+    /// 4.1 answers, newer or older).
     pub fn validate_epoch(&self, member_id: &str, epoch: i32) -> Result<(), GroupError> {
         let m = self.members.get(member_id).ok_or(GroupError::UnknownMemberId)?;
-        if epoch > m.member_epoch {
-            return Err(GroupError::FencedMemberEpoch);
-        }
-        if epoch < m.member_epoch {
+        if epoch != m.member_epoch {
             return Err(GroupError::StaleMemberEpoch);
         }
         Ok(())
@@ -282,8 +357,15 @@ impl ConsumerGroup {
         hb: Heartbeat,
         topics: &dyn Topics,
         cfg: &ConsumerConfig,
+        group_id: &str,
         now: Instant,
-    ) -> Result<HeartbeatResult, GroupError> {
+    ) -> Result<HeartbeatResult, Refusal> {
+        let unknown = |id: &str| {
+            Refusal::new(
+                GroupError::UnknownMemberId,
+                format!("Member {id} is not a member of group {group_id}."),
+            )
+        };
         let left = |id: String, epoch: i32| HeartbeatResult {
             member_id: id,
             member_epoch: epoch,
@@ -298,7 +380,7 @@ impl ConsumerGroup {
                 _ => Some(hb.member_id.clone()),
             };
             let Some(id) = id.filter(|id| self.members.contains_key(id)) else {
-                return Err(GroupError::UnknownMemberId);
+                return Err(unknown(&hb.member_id));
             };
             if hb.member_epoch == -2 && hb.instance_id.is_some() {
                 if let Some(m) = self.members.get_mut(&id) {
@@ -319,20 +401,28 @@ impl ConsumerGroup {
             new_member = new;
             id
         } else {
-            let m = self.members.get(&hb.member_id).ok_or(GroupError::UnknownMemberId)?;
+            let m = self.members.get(&hb.member_id).ok_or_else(|| unknown(&hb.member_id))?;
             let owned_ok =
                 hb.owned.as_ref().is_none_or(|o| is_empty(&minus(o, &union(&m.assigned, &m.revoking))));
             if hb.member_epoch != m.member_epoch && !(hb.member_epoch == m.previous_epoch && owned_ok) {
-                return Err(GroupError::FencedMemberEpoch);
+                let which = if hb.member_epoch > m.member_epoch { "greater" } else { "smaller" };
+                return Err(Refusal::new(
+                    GroupError::FencedMemberEpoch,
+                    format!(
+                        "The consumer group member has a {which} member epoch ({}) than the one known by the \
+                         group coordinator ({}). The member must abandon all its partitions and rejoin.",
+                        hb.member_epoch, m.member_epoch
+                    ),
+                ));
             }
             if let Some(i) = &hb.instance_id
                 && m.instance_id.as_ref() != Some(i)
             {
-                return Err(GroupError::FencedInstanceId);
+                return Err(GroupError::FencedInstanceId.into());
             }
             hb.member_id.clone()
         };
-        let Some(m) = self.members.get_mut(&id) else { return Err(GroupError::UnknownMemberId) };
+        let Some(m) = self.members.get_mut(&id) else { return Err(unknown(&id)) };
         m.last_heartbeat = now;
         m.client_id = hb.client_id.clone();
         m.client_host = hb.client_host.clone();
@@ -346,11 +436,6 @@ impl ConsumerGroup {
                 changed = true;
             }
         }
-        if let Some(r) = &hb.subscribed_regex
-            && regex::Regex::new(r).is_err()
-        {
-            return Err(GroupError::InvalidRegularExpression);
-        }
         if hb.subscribed_regex.is_some() && hb.subscribed_regex != m.subscribed_regex {
             m.subscribed_regex = hb.subscribed_regex.clone();
             changed = true;
@@ -358,8 +443,8 @@ impl ConsumerGroup {
         if hb.server_assignor.is_some() {
             m.server_assignor = hb.server_assignor.clone();
         }
-        if hb.rebalance_timeout > Duration::ZERO {
-            m.rebalance_timeout = hb.rebalance_timeout;
+        if hb.rebalance_timeout_ms > 0 {
+            m.rebalance_timeout = Duration::from_millis(hb.rebalance_timeout_ms as u64);
         }
         if changed || new_member {
             self.group_epoch += 1;
@@ -372,8 +457,14 @@ impl ConsumerGroup {
             self.assign(topics);
         }
         self.reconcile(&id, hb.owned.as_ref(), now);
-        let Some(m) = self.members.get_mut(&id) else { return Err(GroupError::UnknownMemberId) };
-        let assignment = if joining || m.last_sent.as_ref() != Some(&m.assigned) || hb.owned.is_some() {
+        let Some(m) = self.members.get_mut(&id) else { return Err(unknown(&id)) };
+        // Kafka sends the assignment on a full request (a join, or every
+        // field set again after an error) and when it changed.
+        let full = joining
+            || (hb.rebalance_timeout_ms != -1
+                && (hb.subscribed_names.is_some() || hb.subscribed_regex.is_some())
+                && hb.owned.is_some());
+        let assignment = if full || m.last_sent.as_ref() != Some(&m.assigned) {
             m.last_sent = Some(m.assigned.clone());
             Some(m.assigned.clone())
         } else {
@@ -408,19 +499,16 @@ impl ConsumerGroup {
     /// rejoining after it was fenced.
     /// Returns the member id and whether the member is new (a static member
     /// back takes its old place without a new group epoch).
-    fn join(&mut self, hb: &Heartbeat, now: Instant) -> Result<(String, bool), GroupError> {
-        if hb.version >= 1 && hb.member_id.is_empty() {
-            return Err(GroupError::InvalidRequest);
-        }
-        if hb.subscribed_names.is_none() && hb.subscribed_regex.is_none() {
-            return Err(GroupError::InvalidRequest);
-        }
+    fn join(&mut self, hb: &Heartbeat, now: Instant) -> Result<(String, bool), Refusal> {
         let id = if hb.version >= 1 { hb.member_id.clone() } else { Uuid::new_v4().to_string() };
         if let Some(i) = &hb.instance_id
             && let Some(old) = self.members.values().find(|m| m.instance_id.as_ref() == Some(i)).cloned()
         {
             if !old.static_left && old.id != id {
-                return Err(GroupError::UnreleasedInstanceId);
+                return Err(Refusal::new(
+                    GroupError::UnreleasedInstanceId,
+                    format!("Static member {} with instance id {i} is still present in the group.", old.id),
+                ));
             }
             // KIP-848 static membership: the new incarnation takes the old
             // one's place, assignment and epoch.
@@ -449,7 +537,7 @@ impl ConsumerGroup {
                 subscribed_names: Vec::new(),
                 subscribed_regex: None,
                 server_assignor: None,
-                rebalance_timeout: hb.rebalance_timeout,
+                rebalance_timeout: Duration::from_millis(hb.rebalance_timeout_ms.max(0) as u64),
                 assigned: Assignment::new(),
                 revoking: Assignment::new(),
                 last_heartbeat: now,
@@ -641,7 +729,7 @@ mod tests {
             member_epoch: epoch,
             instance_id: None,
             rack_id: None,
-            rebalance_timeout: Duration::from_secs(30),
+            rebalance_timeout_ms: 30_000,
             subscribed_names: (epoch == 0).then(|| vec!["t".to_string()]),
             subscribed_regex: None,
             server_assignor: None,
@@ -649,6 +737,18 @@ mod tests {
             client_id: "c".into(),
             client_host: "/127.0.0.1".into(),
             version: 1,
+        }
+    }
+
+    impl ConsumerGroup {
+        fn heartbeat_test(
+            &mut self,
+            hb: Heartbeat,
+            topics: &dyn Topics,
+            cfg: &ConsumerConfig,
+            now: Instant,
+        ) -> Result<HeartbeatResult, GroupError> {
+            self.heartbeat(hb, topics, cfg, "g", now).map_err(|r| r.error)
         }
     }
 
@@ -662,26 +762,26 @@ mod tests {
         let cfg = ConsumerConfig::default();
         let now = Instant::now();
         let mut g = ConsumerGroup::default();
-        let a = g.heartbeat(hb("a", 0, None), &topics, &cfg, now).expect("a joins");
+        let a = g.heartbeat_test(hb("a", 0, None), &topics, &cfg, now).expect("a joins");
         assert_eq!(a.member_epoch, 1);
         let a_owns = a.assignment.expect("an assignment");
         assert_eq!(count(&a_owns), 6);
-        let b = g.heartbeat(hb("b", 0, None), &topics, &cfg, now).expect("b joins");
+        let b = g.heartbeat_test(hb("b", 0, None), &topics, &cfg, now).expect("b joins");
         // b is at the new epoch at once (nothing to revoke), but gets nothing
         // yet: every partition it is to own is still a's.
         assert_eq!(b.member_epoch, 2);
         assert_eq!(b.assignment.as_ref().map(count), Some(0));
         assert_eq!(g.state(), "Reconciling");
         // a learns it must give three up; b still gets nothing until a reports it did.
-        let a2 = g.heartbeat(hb("a", 1, None), &topics, &cfg, now).expect("a");
+        let a2 = g.heartbeat_test(hb("a", 1, None), &topics, &cfg, now).expect("a");
         let kept = a2.assignment.expect("a's smaller assignment");
         assert_eq!(count(&kept), 3);
-        let b2 = g.heartbeat(hb("b", b.member_epoch, None), &topics, &cfg, now);
+        let b2 = g.heartbeat_test(hb("b", b.member_epoch, None), &topics, &cfg, now);
         assert_eq!(b2.map(|r| r.assignment.map(|x| count(&x)).unwrap_or(0)).ok(), Some(0));
         // a reports it owns only what it kept: its epoch moves, b gets the rest.
-        let a3 = g.heartbeat(hb("a", 1, Some(kept.clone())), &topics, &cfg, now).expect("a");
+        let a3 = g.heartbeat_test(hb("a", 1, Some(kept.clone())), &topics, &cfg, now).expect("a");
         assert_eq!(a3.member_epoch, 2);
-        let b3 = g.heartbeat(hb("b", 2, Some(Assignment::new())), &topics, &cfg, now).expect("b");
+        let b3 = g.heartbeat_test(hb("b", 2, Some(Assignment::new())), &topics, &cfg, now).expect("b");
         assert_eq!(b3.member_epoch, 2);
         let b_owns = b3.assignment.expect("b's assignment");
         assert_eq!(count(&b_owns), 3);
@@ -690,12 +790,19 @@ mod tests {
         // Commits are checked by epoch.
         assert_eq!(g.validate_epoch("b", 2), Ok(()));
         assert_eq!(g.validate_epoch("b", 1), Err(GroupError::StaleMemberEpoch));
-        assert_eq!(g.validate_epoch("b", 3), Err(GroupError::FencedMemberEpoch));
+        assert_eq!(g.validate_epoch("b", 3), Err(GroupError::StaleMemberEpoch));
         assert_eq!(g.validate_epoch("x", 2), Err(GroupError::UnknownMemberId));
         // A heartbeat at a wrong epoch is fenced.
         assert_eq!(
-            g.heartbeat(hb("b", 7, None), &topics, &cfg, now).map(|r| r.member_epoch),
+            g.heartbeat_test(hb("b", 7, None), &topics, &cfg, now).map(|r| r.member_epoch),
             Err(GroupError::FencedMemberEpoch)
+        );
+        assert!(validate(&hb("", 0, Some(Assignment::new())), "g").is_err(), "v1 needs a member id");
+        assert!(validate(&hb("a", 0, None), "g").is_err(), "a join sends an empty owned set");
+        assert_eq!(validate(&hb("a", 0, Some(Assignment::new())), "g"), Ok(()));
+        assert_eq!(
+            validate(&hb("a", 0, Some(Assignment::new())), " ").map_err(|r| r.message),
+            Err("GroupId can't be empty.".into())
         );
     }
 

@@ -60,6 +60,9 @@ pub enum GroupError {
     /// KIP-848: another member still holds the static instance id.
     #[error("unreleased instance id")]
     UnreleasedInstanceId,
+    /// KIP-848: a server assignor the coordinator does not have.
+    #[error("unsupported assignor")]
+    UnsupportedAssignor,
     /// A malformed group request.
     #[error("invalid request")]
     InvalidRequest,

@@ -384,32 +384,42 @@ impl Coordinator {
         Ok(())
     }
 
-    /// ConsumerGroupHeartbeat (KIP-848).
+    /// ConsumerGroupHeartbeat (KIP-848), checked by `consumer::validate` first.
     pub(crate) fn consumer_heartbeat(
         &self,
         group_id: &str,
         hb: consumer::Heartbeat,
         topics: &dyn consumer::Topics,
-    ) -> Result<consumer::HeartbeatResult, GroupError> {
-        if group_id.is_empty() {
-            return Err(GroupError::InvalidRequest);
-        }
+    ) -> Result<consumer::HeartbeatResult, consumer::Refusal> {
+        consumer::validate(&hb, group_id)?;
         let shard = self.shard(group_id)?;
         let mut groups = shard.lock();
+        let not_found = || consumer::Refusal {
+            error: GroupError::GroupIdNotFound,
+            message: format!("Consumer group {group_id} not found."),
+        };
         if hb.member_epoch != 0 && groups.get(group_id).is_none_or(|g| g.consumer.is_none()) {
-            return Err(GroupError::UnknownMemberId);
+            return Err(not_found());
         }
         let g = groups.entry(group_id.to_string()).or_insert_with(|| Group::new(group_id, now_ms()));
         if g.consumer.is_none() {
             if !g.members.is_empty() {
                 // A classic group in use (no online migration).
-                return Err(GroupError::GroupIdNotFound);
+                return Err(consumer::Refusal {
+                    error: GroupError::GroupIdNotFound,
+                    message: format!("Group {group_id} is not a consumer group."),
+                });
             }
             g.consumer = Some(consumer::ConsumerGroup::default());
             g.protocol_type = Some("consumer".into());
         }
-        let c = g.consumer.as_mut().ok_or(GroupError::CoordinatorNotAvailable)?;
-        c.heartbeat(hb, topics, &self.consumer_config, Instant::now())
+        let c = g.consumer.as_mut().ok_or_else(not_found)?;
+        let outcome = c.heartbeat(hb, topics, &self.consumer_config, group_id, Instant::now());
+        if outcome.is_err() && c.members.is_empty() && g.offsets.is_empty() {
+            // A refused first join leaves no group behind, as on Kafka.
+            groups.remove(group_id);
+        }
+        outcome
     }
 
     /// ConsumerGroupDescribe of one group: its state and members.
@@ -417,10 +427,19 @@ impl Coordinator {
         &self,
         group_id: &str,
         describe: impl FnOnce(&consumer::ConsumerGroup) -> T,
-    ) -> Result<T, GroupError> {
+    ) -> Result<T, consumer::Refusal> {
         let shard = self.shard(group_id)?;
         let groups = shard.lock();
-        let c = groups.get(group_id).and_then(|g| g.consumer.as_ref()).ok_or(GroupError::GroupIdNotFound)?;
+        let Some(g) = groups.get(group_id) else {
+            return Err(consumer::Refusal {
+                error: GroupError::GroupIdNotFound,
+                message: format!("Group {group_id} not found."),
+            });
+        };
+        let c = g.consumer.as_ref().ok_or_else(|| consumer::Refusal {
+            error: GroupError::GroupIdNotFound,
+            message: format!("Group {group_id} is not a consumer group."),
+        })?;
         Ok(describe(c))
     }
 
@@ -501,10 +520,9 @@ impl Coordinator {
     pub(crate) fn describe(&self, group_id: &str) -> Result<Option<GroupSummary>, GroupError> {
         let shard = self.shard(group_id)?;
         let groups = shard.lock();
-        let Some(g) = groups.get(group_id) else { return Ok(None) };
-        if g.consumer.is_some() {
-            return Err(GroupError::GroupIdNotFound);
-        }
+        // A consumer-protocol group is unknown to the classic API (Dead), as
+        // on Kafka.
+        let Some(g) = groups.get(group_id).filter(|g| g.consumer.is_none()) else { return Ok(None) };
         let stable = g.state == State::Stable;
         let protocol = g.protocol.clone().unwrap_or_default();
         Ok(Some(GroupSummary {

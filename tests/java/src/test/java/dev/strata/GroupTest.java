@@ -241,7 +241,11 @@ class GroupTest {
           Set<TopicPartition> moved = new HashSet<>(before.get(m.name));
           moved.removeAll(after.get(m.name));
           assertEquals(moved, m.revokedEver, m.name + " revoked exactly what moved");
-          assertTrue(after.get(m.name).stream().allMatch(before.get(m.name)::contains), m.name + " kept its own");
+          if (!assignor.equals("range")) {
+            // Sticky assignors only: Kafka's server-side range may hand a
+            // member other partitions (seen on the reference broker).
+            assertTrue(after.get(m.name).stream().allMatch(before.get(m.name)::contains), m.name + " kept its own");
+          }
         }
       }
       // One leaves.

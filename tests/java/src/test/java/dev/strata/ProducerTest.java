@@ -24,6 +24,7 @@ import org.apache.kafka.clients.producer.RecordMetadata;
 import org.apache.kafka.common.header.Header;
 import org.apache.kafka.common.header.internals.RecordHeader;
 import org.apache.kafka.common.errors.TimeoutException;
+import org.apache.kafka.common.InvalidRecordException;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.MethodSource;
 
@@ -183,6 +184,23 @@ class ProducerTest {
       assertTrue(System.nanoTime() - started < TimeUnit.SECONDS.toNanos(20), "the delivery timeout bounds it");
       // The producer still works for partitions that exist.
       assertEquals(0, producer.send(new ProducerRecord<>(topic, 0, null, bytes("here"))).get(30, TimeUnit.SECONDS).offset());
+    }
+  }
+
+  @ParameterizedTest(name = "on {0}")
+  @MethodSource("brokers")
+  void aCompactedTopicRefusesRecordsWithoutAKey(Broker b) throws Exception {
+    String topic = Brokers.topic("compacted");
+    Brokers.createTopic(b, topic, 1, Map.of("cleanup.policy", "compact"));
+    try (KafkaProducer<byte[], byte[]> producer = new KafkaProducer<>(Brokers.producerProps(b))) {
+      ExecutionException e = assertThrows(ExecutionException.class,
+          () -> producer.send(new ProducerRecord<>(topic, 0, null, bytes("no key"))).get(30, TimeUnit.SECONDS));
+      assertInstanceOf(InvalidRecordException.class, e.getCause());
+      assertEquals("Compacted topic cannot accept message without key in topic partition " + topic + "-0",
+          e.getCause().getMessage());
+      // A keyed record is taken, at offset 0: nothing of the refused one stayed.
+      assertEquals(0, producer.send(new ProducerRecord<>(topic, 0, bytes("k"), bytes("keyed")))
+          .get(30, TimeUnit.SECONDS).offset());
     }
   }
 }

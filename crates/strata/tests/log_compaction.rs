@@ -1,0 +1,259 @@
+//! Log compaction with real clients (librdkafka through `rdkafka`): a
+//! compacted topic keeps the latest value of each key at its original offset
+//! while producers and consumers go on; tombstones go after
+//! `delete.retention.ms`; a record without a key is INVALID_RECORD; the
+//! offsets stream `__consumer_offsets` is compacted too, and a restarted broker
+//! rebuilds the latest commits from what is left.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use common::kafka::{admin, consumer};
+use common::{BrokerProcess, topic};
+use rdkafka::admin::{AdminOptions, AlterConfig, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+const KEYS: usize = 10;
+
+fn broker() -> BrokerProcess {
+    BrokerProcess::start_with(&["--upload-interval-ms", "100", "--log-cleaner-backoff-ms", "200"])
+}
+
+fn producer(addr: &str) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .set("acks", "all")
+        .set("linger.ms", "0")
+        .create()
+        .expect("producer")
+}
+
+async fn create_compacted(addr: &str, name: &str, configs: &[(&str, &str)]) {
+    let mut t = NewTopic::new(name, 1, TopicReplication::Fixed(1)).set("cleanup.policy", "compact");
+    for (k, v) in configs {
+        t = t.set(k, v);
+    }
+    let res = admin(addr).create_topics(&[t], &AdminOptions::new()).await.expect("create_topics");
+    res[0].as_ref().expect("topic created");
+}
+
+/// Every record of partition 0 from its start to `end`: `(offset, key, value)`.
+fn read_all(c: &BaseConsumer, name: &str, end: i64) -> Vec<(i64, String, Option<String>)> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(name, 0, Offset::Beginning).expect("tpl");
+    c.assign(&tpl).expect("assign");
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if out.last().is_some_and(|(o, _, _): &(i64, String, Option<String>)| *o + 1 >= end) {
+            return out;
+        }
+        assert!(Instant::now() < deadline, "read up to {:?} of {end}", out.last().map(|r| r.0));
+        let Some(m) = c.poll(Duration::from_millis(200)) else { continue };
+        let m = m.expect("message");
+        let key = String::from_utf8_lossy(m.key().expect("every record has a key")).to_string();
+        let value = m.payload().map(|v| String::from_utf8_lossy(v).to_string());
+        out.push((m.offset(), key, value));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_compacted_topic_keeps_the_latest_value_of_each_key_at_its_offset() {
+    let broker = broker();
+    let name = topic("compacted");
+    create_compacted(
+        &broker.addr,
+        &name,
+        &[("segment.ms", "100"), ("min.cleanable.dirty.ratio", "0.01"), ("delete.retention.ms", "0")],
+    )
+    .await;
+    let p = producer(&broker.addr);
+    // What was written at each offset, and the latest offset of each key.
+    let mut written: BTreeMap<i64, (String, Option<String>)> = BTreeMap::new();
+    let mut latest: HashMap<String, i64> = HashMap::new();
+    let c = consumer(&broker.addr);
+    for round in 0..30 {
+        for k in 0..KEYS {
+            let key = format!("k{k}");
+            // Keys 0-2 are deleted in round 20 (and never written again).
+            if k < 3 && round > 20 {
+                continue;
+            }
+            let value = (!(k < 3 && round == 20)).then(|| format!("v{round}"));
+            let mut rec = FutureRecord::to(&name).key(&key).partition(0);
+            if let Some(v) = &value {
+                rec = rec.payload(v);
+            }
+            let offset = p.send(rec, Duration::from_secs(10)).await.expect("produced").offset;
+            written.insert(offset, (key.clone(), value));
+            latest.insert(key, offset);
+        }
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        if round % 10 == 9 {
+            // Reads go on during compaction and see no offset moved.
+            let end = written.keys().next_back().copied().unwrap_or(0) + 1;
+            let got = read_all(&c, &name, end);
+            for (o, k, v) in &got {
+                assert_eq!(
+                    written.get(o),
+                    Some(&(k.clone(), v.clone())),
+                    "offset {o} holds what was written there"
+                );
+            }
+        }
+    }
+    let end = written.keys().next_back().copied().unwrap_or(0) + 1;
+    // Compaction runs in the background: wait until everything but the
+    // active segment is compacted (each key at most once there).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let got = loop {
+        let got = read_all(&c, &name, end);
+        let cleaned_tail = got.iter().filter(|(o, _, _)| *o < end - (KEYS as i64) * 3).count();
+        if cleaned_tail <= KEYS {
+            break got;
+        }
+        assert!(Instant::now() < deadline, "still {cleaned_tail} records outside the last rounds: {got:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(got.len() < written.len() / 3, "compacted: {} of {} records left", got.len(), written.len());
+    let mut offsets = got.iter().map(|r| r.0).collect::<Vec<_>>();
+    offsets.dedup();
+    assert_eq!(offsets.len(), got.len(), "each offset once");
+    assert!(offsets.windows(2).all(|w| w[0] < w[1]), "in offset order");
+    for (o, k, v) in &got {
+        assert_eq!(written.get(o), Some(&(k.clone(), v.clone())), "offset {o} holds what was written there");
+    }
+    // Every live key's latest value is there, at its offset; the deleted keys
+    // are gone (tombstones older than delete.retention.ms=0 included).
+    for k in 3..KEYS {
+        let key = format!("k{k}");
+        let at = latest[&key];
+        assert!(
+            got.iter().any(|(o, gk, _)| *o == at && *gk == key),
+            "{key}'s latest record (offset {at}) kept"
+        );
+    }
+    for k in 0..3 {
+        let key = format!("k{k}");
+        assert!(got.iter().all(|(_, gk, _)| *gk != key), "{key} deleted: {got:?}");
+    }
+    // The offsets the partition reports are unchanged.
+    let (low, high) = c.fetch_watermarks(&name, 0, Duration::from_secs(10)).expect("watermarks");
+    assert_eq!((low, high), (0, end));
+    assert!(broker.metric("strata_log_compaction_ranges_total").is_some_and(|n| n >= 1.0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_without_a_key_on_a_compacted_topic_is_invalid_record() {
+    let broker = broker();
+    let name = topic("compacted-keyless");
+    create_compacted(&broker.addr, &name, &[]).await;
+    let p = producer(&broker.addr);
+    let err = p
+        .send(FutureRecord::<(), _>::to(&name).payload("no key").partition(0), Duration::from_secs(10))
+        .await
+        .expect_err("refused");
+    assert!(matches!(err.0, KafkaError::MessageProduction(RDKafkaErrorCode::InvalidRecord)), "{err:?}");
+    p.send(FutureRecord::to(&name).key("k").payload("keyed").partition(0), Duration::from_secs(10))
+        .await
+        .expect("a keyed record is taken");
+    let c = consumer(&broker.addr);
+    assert_eq!(c.fetch_watermarks(&name, 0, Duration::from_secs(10)).expect("watermarks"), (0, 1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_offsets_stream_is_compacted_and_commits_survive_it_and_a_restart() {
+    let mut broker = broker();
+    let name = topic("commits");
+    common::kafka::create_topic(&broker.addr, &name, 1).await;
+    let p = producer(&broker.addr);
+    for i in 0..10 {
+        p.send(
+            FutureRecord::to(&name).key("k").payload(&format!("{i}")).partition(0),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("produced");
+    }
+    let group = topic("g");
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    // The offsets topic rolls its segments fast from here on (Kafka allows
+    // altering its configs as well).
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&name, 0, Offset::Offset(0)).expect("tpl");
+    c.commit(&tpl, CommitMode::Sync).expect("first commit");
+    let alter = AlterConfig::new(ResourceSpecifier::Topic("__consumer_offsets"))
+        .set("segment.ms", "100")
+        .set("min.cleanable.dirty.ratio", "0.01")
+        .set("cleanup.policy", "compact")
+        .set("segment.bytes", "104857600")
+        .set("compression.type", "producer");
+    let res = admin(&broker.addr).alter_configs(&[alter], &AdminOptions::new()).await.expect("alter");
+    res[0].as_ref().expect("altered");
+    let partition = java_hash_partition(&group);
+    let commits = 300;
+    for i in 1..=commits {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&name, 0, Offset::Offset(i % 10 + 1)).expect("tpl");
+        c.commit(&tpl, CommitMode::Sync).expect("commit");
+        if i % 30 == 0 {
+            tokio::time::sleep(Duration::from_millis(120)).await;
+        }
+    }
+    let last = commits % 10 + 1;
+    // The group's offsets partition shrinks to about its active segment.
+    let reader = consumer(&broker.addr);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, high) =
+            reader.fetch_watermarks("__consumer_offsets", partition, Duration::from_secs(10)).expect("wm");
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("__consumer_offsets", partition, Offset::Beginning).expect("tpl");
+        reader.assign(&tpl).expect("assign");
+        let mut records = 0;
+        let mut at = -1;
+        let read_deadline = Instant::now() + Duration::from_secs(20);
+        while at + 1 < high && Instant::now() < read_deadline {
+            if let Some(m) = reader.poll(Duration::from_millis(200)) {
+                at = m.expect("record").offset();
+                records += 1;
+            }
+        }
+        if records < commits / 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "__consumer_offsets-{partition} still holds {records} of {high} records"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    drop(c);
+    broker.restart(); // kill -9
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .set("group.id", &group)
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(&name, 0);
+    let got = c.committed_offsets(tpl, Duration::from_secs(30)).expect("committed");
+    assert_eq!(got.find_partition(&name, 0).map(|e| e.offset()), Some(Offset::Offset(last)));
+}
+
+/// Kafka's partition of a group in `__consumer_offsets` (50 partitions).
+fn java_hash_partition(group: &str) -> i32 {
+    let h = group.encode_utf16().fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)));
+    (if h == i32::MIN { 0 } else { h.abs() }) % 50
+}
