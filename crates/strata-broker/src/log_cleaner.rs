@@ -16,8 +16,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::records::{RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions};
+use bytes::Bytes;
+use kafka_protocol::records::RecordBatchDecoder;
 use strata_stream::{BatchInfo, ReadBatch, Stream, StreamId};
 
 use crate::broker::now_ms;
@@ -162,7 +162,7 @@ pub(crate) fn filter_batch(
     let set =
         RecordBatchDecoder::decode(&mut data).map_err(|e| BrokerError::CorruptMessage(e.to_string()))?;
     let before = set.records.len();
-    let keep: Vec<_> = set
+    let mut keep: Vec<_> = set
         .records
         .into_iter()
         .filter(|r| {
@@ -175,16 +175,16 @@ pub(crate) fn filter_batch(
     if keep.len() == before {
         return Ok(None);
     }
-    let Some(first) = keep.first() else { return Ok(Some(None)) };
-    let mut out = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut out,
-        keep.iter(),
-        &RecordEncodeOptions { version: 2, compression: set.compression },
-    )
-    .map_err(|e| BrokerError::CorruptMessage(e.to_string()))?;
+    let Some(first_offset) = keep.first().map(|r| r.offset) else { return Ok(Some(None)) };
+    // Sequences follow offsets from the batch's base sequence.
+    if let Some(r) = keep.first_mut()
+        && header.producer_id >= 0
+    {
+        r.sequence = header.base_sequence.wrapping_add((first_offset - header.base_offset) as i32);
+    }
+    let out = records::encode_one_batch(&mut keep, set.compression)?;
     let append_time = records::is_log_append_time(&b.data).then_some(header.max_timestamp);
-    let bytes = records::stamp(&out.freeze(), first.offset, b.info.meta.leader_epoch, append_time);
+    let bytes = records::stamp(&out, first_offset, b.info.meta.leader_epoch, append_time);
     let info = BatchInfo { size: bytes.len() as u32, ..b.info };
     Ok(Some(Some((info, bytes))))
 }
@@ -267,6 +267,9 @@ mod tests {
             .expect("compacted")
     }
 
+    use bytes::BytesMut;
+    use kafka_protocol::records::{RecordBatchEncoder, RecordEncodeOptions};
+
     #[test]
     fn only_compacted_topics_are_cleaned() {
         let with = |p: &str| CleanerConfig::for_topic(&BTreeMap::from([("cleanup.policy".into(), p.into())]));
@@ -312,6 +315,10 @@ mod tests {
     }
 
     fn batch(base: i64, records: &[(Option<&str>, Option<&str>)]) -> ReadBatch {
+        batch_of(7, base, records)
+    }
+
+    fn batch_of(producer_id: i64, base: i64, records: &[(Option<&str>, Option<&str>)]) -> ReadBatch {
         use kafka_protocol::records::{Compression, Record, TimestampType};
         let recs: Vec<Record> = records
             .iter()
@@ -321,11 +328,11 @@ mod tests {
                 control: false,
                 delete_horizon: false,
                 partition_leader_epoch: 0,
-                producer_id: 7,
+                producer_id,
                 producer_epoch: 0,
                 timestamp_type: TimestampType::Creation,
                 offset: base + i as i64,
-                sequence: 100 + i as i32,
+                sequence: if producer_id >= 0 { 100 + i as i32 } else { -1 + i as i32 },
                 timestamp: 1000,
                 key: k.map(|s| Bytes::from(s.to_string())),
                 value: v.map(|s| Bytes::from(s.to_string())),
@@ -346,6 +353,29 @@ mod tests {
             leader_epoch: 0,
         };
         ReadBatch { info: BatchInfo { base_offset: base, meta, size: data.len() as u32 }, data }
+    }
+
+    #[test]
+    fn a_batch_without_a_producer_stays_one_batch() {
+        // As the group coordinator writes them: no producer id, sequence -1.
+        let b = batch_of(
+            -1,
+            40,
+            &[(Some("a"), Some("1")), (Some("b"), Some("1")), (Some("c"), Some("1")), (Some("d"), Some("1"))],
+        );
+        let later = batch_of(-1, 50, &[(Some("b"), Some("2"))]);
+        let mut map = HashMap::new();
+        map_keys(&[b.clone(), later], &mut map).expect("map");
+        let (info, data) = filter_batch(&b, &map, 0).expect("filter").expect("changed").expect("not empty");
+        assert_eq!((info.base_offset, info.end_offset()), (40, 44));
+        let h = records::parse_header(&data).expect("header");
+        assert_eq!((h.base_offset, h.record_count, h.base_sequence, h.producer_id), (40, 3, -1, -1));
+        let len = i32::from_be_bytes([data[8], data[9], data[10], data[11]]) as usize;
+        assert_eq!(len + 12, data.len(), "exactly one batch");
+        let mut d = data.clone();
+        let offsets: Vec<i64> =
+            RecordBatchDecoder::decode(&mut d).expect("decode").records.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, vec![40, 42, 43]);
     }
 
     #[test]

@@ -178,6 +178,35 @@ fn count_records(mut body: &[u8]) -> Result<i64, BrokerError> {
     Ok(count)
 }
 
+/// Encodes `records` (in offset order, of one producer and one set of
+/// attributes) as exactly one v2 batch. The crate's encoder starts a new
+/// batch wherever offset minus sequence changes, so each record's sequence is
+/// set from the first one's by its offset (-1 at the first record when there
+/// is no producer, as Kafka writes it).
+pub fn encode_one_batch(
+    records: &mut [kafka_protocol::records::Record],
+    compression: kafka_protocol::records::Compression,
+) -> Result<Bytes, BrokerError> {
+    let Some((first_offset, first_seq, producer)) =
+        records.first().map(|r| (r.offset, r.sequence, r.producer_id))
+    else {
+        return Err(BrokerError::InvalidRecord("an empty batch".into()));
+    };
+    let base = if producer >= 0 { first_seq } else { -1 };
+    for r in records.iter_mut() {
+        r.sequence = base.wrapping_add((r.offset - first_offset) as i32);
+    }
+    let mut out = BytesMut::new();
+    let options = kafka_protocol::records::RecordEncodeOptions { version: 2, compression };
+    kafka_protocol::records::RecordBatchEncoder::encode(&mut out, records.iter(), &options)
+        .map_err(|e| BrokerError::CorruptMessage(format!("cannot encode a batch: {e}")))?;
+    let len = out.get(8..12).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize + 12);
+    if len != Some(out.len()) {
+        return Err(BrokerError::CorruptMessage("records did not encode as one batch".into()));
+    }
+    Ok(out.freeze())
+}
+
 /// The indexes of the records without a key in the batch `data` (compressed
 /// or not), for compacted topics.
 pub fn keyless_records(data: &Bytes) -> Result<Vec<i32>, BrokerError> {

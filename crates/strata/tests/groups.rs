@@ -166,3 +166,34 @@ async fn metrics_show_lag_per_group_and_partition_and_errors_by_api_and_code() {
         let _ = c.poll(Duration::from_millis(100));
     }
 }
+
+/// One OffsetCommit of many partitions is one batch of records: after kill
+/// -9 every partition's latest commit is back (a regression: the batch was
+/// once stored as several, and a restart brought back older commits).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_commit_of_many_partitions_survives_kill_9_whole() {
+    let mut broker = BrokerProcess::start();
+    let name = topic("groups-many");
+    create_topic(&broker.addr, &name, 8).await;
+    let group = topic("g");
+    let c = group_consumer(&broker.addr, &group);
+    for round in 1..=3i64 {
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..8 {
+            tpl.add_partition_offset(&name, p, Offset::Offset(round * 100 + i64::from(p))).expect("tpl");
+        }
+        c.commit(&tpl, CommitMode::Sync).expect("commit");
+    }
+    drop(c);
+    broker.restart(); // kill -9, then the same data dir
+    let c = group_consumer(&broker.addr, &group);
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..8 {
+        tpl.add_partition(&name, p);
+    }
+    let got = c.committed_offsets(tpl, Duration::from_secs(30)).expect("committed");
+    for p in 0..8 {
+        let want = Offset::Offset(300 + i64::from(p));
+        assert_eq!(got.find_partition(&name, p).map(|e| e.offset()), Some(want), "partition {p}");
+    }
+}

@@ -31,7 +31,10 @@ fn run_suite(class: &str) {
         .arg(format!("-Dmaven.repo.local={}", tools().join("m2").display()))
         .arg(format!("-Dstrata.build={}", build.display()))
         .arg(format!("-Dtest={class}"))
-        .arg(format!("-DargLine=-Dstrata.bootstrap={} -Dkafka.bootstrap={}", strata.addr, kafka.bootstrap))
+        .arg(format!(
+            "-DargLine=-Dstrata.bootstrap={} -Dkafka.bootstrap={} -Dstrata.metrics=http://{}/metrics",
+            strata.addr, kafka.bootstrap, strata.http
+        ))
         .arg("test")
         .output()
         .expect("run mvn (scripts/setup.sh installs it)");

@@ -257,3 +257,109 @@ fn java_hash_partition(group: &str) -> i32 {
     let h = group.encode_utf16().fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)));
     (if h == i32::MIN { 0 } else { h.abs() }) % 50
 }
+
+/// The size of `__consumer_offsets` partition `partition`, from DescribeLogDirs.
+fn offsets_partition_bytes(addr: &str, partition: i32) -> i64 {
+    use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
+    use kafka_protocol::messages::{ApiKey, DescribeLogDirsRequest, DescribeLogDirsResponse, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let mut conn = common::conn::Conn::open(addr);
+    let mut t = DescribableLogDirTopic::default();
+    t.topic = TopicName(StrBytes::from_static_str("__consumer_offsets"));
+    t.partitions = vec![partition];
+    let mut req = DescribeLogDirsRequest::default();
+    req.topics = Some(vec![t]);
+    let resp: DescribeLogDirsResponse = conn.call(ApiKey::DescribeLogDirs, 4, &req);
+    resp.results
+        .iter()
+        .flat_map(|d| d.topics.iter())
+        .flat_map(|t| t.partitions.iter())
+        .find(|p| p.partition_index == partition)
+        .map(|p| p.partition_size)
+        .expect("the partition's size")
+}
+
+/// Slow tier: a commit storm (`STRATA_COMMIT_STORM_SECS`, 1200 by default)
+/// against one group's offsets partition, whose segments roll every 10 s:
+/// the partition's size stays flat (compaction keeps up), and after the storm
+/// and a kill -9 the group's commits are the last ones made.
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_a_commit_storm_keeps_the_offsets_stream_flat() {
+    let secs: u64 =
+        std::env::var("STRATA_COMMIT_STORM_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(1200);
+    let mut broker =
+        BrokerProcess::start_with(&["--upload-interval-ms", "500", "--log-cleaner-backoff-ms", "1000"]);
+    let name = topic("storm");
+    common::kafka::create_topic(&broker.addr, &name, 8).await;
+    let group = topic("storm-g");
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&name, 0, Offset::Offset(0)).expect("tpl");
+    c.commit(&tpl, CommitMode::Sync).expect("first commit");
+    let alter = AlterConfig::new(ResourceSpecifier::Topic("__consumer_offsets"))
+        .set("segment.ms", "10000")
+        .set("cleanup.policy", "compact")
+        .set("segment.bytes", "104857600")
+        .set("compression.type", "producer");
+    let res = admin(&broker.addr).alter_configs(&[alter], &AdminOptions::new()).await.expect("alter");
+    res[0].as_ref().expect("altered");
+    let partition = java_hash_partition(&group);
+    let started = Instant::now();
+    let mut samples: Vec<(u64, i64)> = Vec::new();
+    let mut next_sample = Duration::ZERO;
+    let mut commits: i64 = 0;
+    while started.elapsed() < Duration::from_secs(secs) {
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..8 {
+            tpl.add_partition_offset(&name, p, Offset::Offset(commits + i64::from(p))).expect("tpl");
+        }
+        c.commit(&tpl, CommitMode::Sync).expect("commit");
+        commits += 1;
+        if started.elapsed() >= next_sample {
+            let bytes = offsets_partition_bytes(&broker.addr, partition);
+            samples.push((started.elapsed().as_secs(), bytes));
+            eprintln!(
+                "storm: {}s {commits} commits, __consumer_offsets-{partition} {bytes} bytes",
+                started.elapsed().as_secs()
+            );
+            next_sample += Duration::from_secs((secs / 40).max(5));
+        }
+    }
+    // Flat: the size saws up and down as segments roll and are compacted;
+    // it does not grow with the commits. The median of the last fifth of the
+    // run is at most twice the median of its second fifth (steady growth
+    // would make it three times), and no sample is beyond eight times that.
+    let median = |from: u64, to: u64| {
+        let mut v: Vec<i64> = samples.iter().filter(|(t, _)| *t >= from && *t < to).map(|s| s.1).collect();
+        v.sort();
+        v.get(v.len() / 2).copied().unwrap_or(0)
+    };
+    let early = median(secs / 5, 2 * secs / 5);
+    let late = median(4 * secs / 5, secs + 1);
+    let max = samples.iter().map(|s| s.1).max().unwrap_or(0);
+    eprintln!("storm: {commits} commits; median {early} bytes early, {late} bytes late, max {max}");
+    assert!(early > 0, "samples taken: {samples:?}");
+    assert!(late <= 2 * early, "the offsets stream grew: {samples:?}");
+    assert!(max <= 8 * early, "the offsets stream spiked: {samples:?}");
+    drop(c);
+    broker.restart(); // kill -9
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .set("group.id", &group)
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..8 {
+        tpl.add_partition(&name, p);
+    }
+    let got = c.committed_offsets(tpl, Duration::from_secs(30)).expect("committed");
+    for p in 0..8 {
+        let want = Offset::Offset(commits - 1 + i64::from(p));
+        assert_eq!(got.find_partition(&name, p).map(|e| e.offset()), Some(want), "partition {p}");
+    }
+}

@@ -14,9 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::{Compression, Record, RecordBatchDecoder, TimestampType};
 use strata_stream::Stream;
 use tokio::sync::oneshot;
 
@@ -701,11 +699,9 @@ fn append(stream: &Arc<Stream>, records: Vec<LogRecord>) -> Pending {
         })
         .collect();
     let count = batch.len() as u32;
-    let mut buf = bytes::BytesMut::new();
-    let options = RecordEncodeOptions { version: 2, compression: Compression::None };
-    RecordBatchEncoder::encode(&mut buf, &batch, &options)
+    let mut batch = batch;
+    let data = crate::records::encode_one_batch(&mut batch, Compression::None)
         .map_err(|_| GroupError::CoordinatorNotAvailable)?;
-    let data = buf.freeze();
     let build = |base: i64, epoch: i32| crate::records::stamp(&data, base, epoch, None);
     let (appended, completion) =
         stream.append_tracked(count, now, build).map_err(|_| GroupError::CoordinatorNotAvailable)?;
