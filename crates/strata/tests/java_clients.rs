@@ -77,6 +77,11 @@ fn java_group_suite() {
 }
 
 #[test]
+fn java_group_stress_suite() {
+    run_suite("GroupStressTest");
+}
+
+#[test]
 fn java_connect_suite() {
     run_suite("ConnectTest");
 }
