@@ -38,7 +38,7 @@ start() {
   case "$1" in
     strata)
       tmp="$(mktemp -d -t strata-bench-groups-run.XXXXXX)"
-      STRATA_LOG=warn "$bin" serve --listen 127.0.0.1:0 --data-dir "$tmp/data" \
+      STRATA_LOG=warn,strata=info "$bin" serve --listen 127.0.0.1:0 --http none --data-dir "$tmp/data" \
         --group-initial-rebalance-delay-ms 0 >"$tmp/log" 2>&1 &
       pid=$!
       for _ in $(seq 1 200); do grep -q "kafka=" "$tmp/log" && break; sleep 0.05; done
