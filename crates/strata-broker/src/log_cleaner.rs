@@ -44,8 +44,7 @@ impl CleanerConfig {
     /// The effective settings for a topic's explicit `configs`; `None` when
     /// the topic is not compacted.
     pub fn for_topic(configs: &BTreeMap<String, String>) -> Option<Self> {
-        let policy = configs.get("cleanup.policy").map(String::as_str).unwrap_or("delete");
-        if !policy.split(',').any(|p| p.trim() == "compact") {
+        if !crate::topic_config::has_cleanup_policy(configs, "compact") {
             return None;
         }
         let long =
@@ -222,19 +221,19 @@ impl Broker {
             self.cleaner.first_dirty.lock().unwrap_or_else(|e| e.into_inner()).get(&id).copied();
         let now = now_ms();
         let Some(plan) = plan(&stream.ranges(), first_dirty.unwrap_or(start), cfg, now) else { return Ok(0) };
-        // The key map covers the dirty section.
+        // The key map covers the dirty section; then one range at a time is
+        // read and rewritten, so a pass holds one range in memory (as Kafka's
+        // cleaner, it reads the dirty section twice).
         let mut map: HashMap<Bytes, i64> = HashMap::new();
-        let mut contents = Vec::new();
-        for &at in &plan.ranges {
-            let Some(c) = self.streams.read_range(stream, at).await? else { continue };
-            if c.start >= plan.first_dirty {
+        for &at in plan.ranges.iter().filter(|at| **at >= plan.first_dirty) {
+            if let Some(c) = self.streams.read_range(stream, at).await? {
                 map_keys(&c.batches, &mut map)?;
             }
-            contents.push(c);
         }
         let horizon = now.saturating_sub(cfg.delete_retention_ms);
         let mut rewritten = 0;
-        for c in &contents {
+        for &at in &plan.ranges {
+            let Some(c) = self.streams.read_range(stream, at).await? else { continue };
             let mut changed = false;
             let mut out = Vec::with_capacity(c.batches.len());
             for b in &c.batches {
@@ -247,7 +246,7 @@ impl Broker {
                     Some(None) => changed = true,
                 }
             }
-            if changed && self.streams.rewrite_range(stream, c, out).await? {
+            if changed && self.streams.rewrite_range(stream, &c, out).await? {
                 rewritten += 1;
                 metrics::counter!("strata_log_compaction_ranges_total").increment(1);
             }

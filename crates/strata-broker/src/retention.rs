@@ -37,8 +37,7 @@ impl Broker {
             let get = |k: &str, default: i64| -> i64 {
                 topic.configs.get(k).and_then(|v| v.parse().ok()).unwrap_or(default)
             };
-            let policy = topic.configs.get("cleanup.policy").map(String::as_str).unwrap_or("delete");
-            if !policy.split(',').any(|p| p == "delete") {
+            if !crate::topic_config::has_cleanup_policy(&topic.configs, "delete") {
                 continue;
             }
             let retention_ms = get("retention.ms", 604_800_000);

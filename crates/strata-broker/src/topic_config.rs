@@ -126,6 +126,13 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
     def("unclean.leader.election.enable", "unclean.leader.election.enable", Boolean, "false", None, &[]),
 ];
 
+/// Whether a topic's `cleanup.policy` (its explicit value, else Kafka's
+/// default `delete`) includes `policy` (`delete` or `compact`).
+pub fn has_cleanup_policy(configs: &BTreeMap<String, String>, policy: &str) -> bool {
+    let value = configs.get("cleanup.policy").map(String::as_str).unwrap_or("delete");
+    value.split(',').any(|p| p.trim() == policy)
+}
+
 /// The definition of a topic config.
 pub fn lookup(name: &str) -> Option<&'static ConfigDef> {
     TOPIC_CONFIGS.iter().find(|d| d.name == name)
@@ -219,7 +226,7 @@ impl TopicConfig {
             log_append_time: configs.get("message.timestamp.type").is_some_and(|v| v == "LogAppendTime"),
             timestamp_after_max_ms: long("message.timestamp.after.max.ms"),
             timestamp_before_max_ms: long("message.timestamp.before.max.ms"),
-            compacted: crate::log_cleaner::CleanerConfig::for_topic(configs).is_some(),
+            compacted: has_cleanup_policy(configs, "compact"),
         }
     }
 }

@@ -182,25 +182,7 @@ async fn the_offsets_stream_is_compacted_and_commits_survive_it_and_a_restart() 
         .expect("produced");
     }
     let group = topic("g");
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &broker.addr)
-        .set("group.id", &group)
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    // The offsets topic rolls its segments fast from here on (Kafka allows
-    // altering its configs as well).
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(&name, 0, Offset::Offset(0)).expect("tpl");
-    c.commit(&tpl, CommitMode::Sync).expect("first commit");
-    let alter = AlterConfig::new(ResourceSpecifier::Topic("__consumer_offsets"))
-        .set("segment.ms", "100")
-        .set("min.cleanable.dirty.ratio", "0.01")
-        .set("cleanup.policy", "compact")
-        .set("segment.bytes", "104857600")
-        .set("compression.type", "producer");
-    let res = admin(&broker.addr).alter_configs(&[alter], &AdminOptions::new()).await.expect("alter");
-    res[0].as_ref().expect("altered");
+    let c = committer_with_fast_rolling_offsets(&broker.addr, &name, &group, "100").await;
     let partition = java_hash_partition(&group);
     let commits = 300;
     for i in 1..=commits {
@@ -252,6 +234,35 @@ async fn the_offsets_stream_is_compacted_and_commits_survive_it_and_a_restart() 
     assert_eq!(got.find_partition(&name, 0).map(|e| e.offset()), Some(Offset::Offset(last)));
 }
 
+/// A member of `group` that has committed once (so `__consumer_offsets`
+/// exists), after which the offsets topic rolls its segments every
+/// `segment_ms` with any dirty ratio (Kafka allows altering its configs too).
+async fn committer_with_fast_rolling_offsets(
+    addr: &str,
+    name: &str,
+    group: &str,
+    segment_ms: &str,
+) -> BaseConsumer {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(name, 0, Offset::Offset(0)).expect("tpl");
+    c.commit(&tpl, CommitMode::Sync).expect("first commit");
+    let alter = AlterConfig::new(ResourceSpecifier::Topic("__consumer_offsets"))
+        .set("segment.ms", segment_ms)
+        .set("min.cleanable.dirty.ratio", "0.01")
+        .set("cleanup.policy", "compact")
+        .set("segment.bytes", "104857600")
+        .set("compression.type", "producer");
+    let res = admin(addr).alter_configs(&[alter], &AdminOptions::new()).await.expect("alter");
+    res[0].as_ref().expect("altered");
+    c
+}
+
 /// Kafka's partition of a group in `__consumer_offsets` (50 partitions).
 fn java_hash_partition(group: &str) -> i32 {
     let h = group.encode_utf16().fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)));
@@ -292,22 +303,7 @@ async fn slow_a_commit_storm_keeps_the_offsets_stream_flat() {
     let name = topic("storm");
     common::kafka::create_topic(&broker.addr, &name, 8).await;
     let group = topic("storm-g");
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &broker.addr)
-        .set("group.id", &group)
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(&name, 0, Offset::Offset(0)).expect("tpl");
-    c.commit(&tpl, CommitMode::Sync).expect("first commit");
-    let alter = AlterConfig::new(ResourceSpecifier::Topic("__consumer_offsets"))
-        .set("segment.ms", "10000")
-        .set("cleanup.policy", "compact")
-        .set("segment.bytes", "104857600")
-        .set("compression.type", "producer");
-    let res = admin(&broker.addr).alter_configs(&[alter], &AdminOptions::new()).await.expect("alter");
-    res[0].as_ref().expect("altered");
+    let c = committer_with_fast_rolling_offsets(&broker.addr, &name, &group, "10000").await;
     let partition = java_hash_partition(&group);
     let started = Instant::now();
     let mut samples: Vec<(u64, i64)> = Vec::new();

@@ -161,6 +161,8 @@ pub struct Member {
     previous_epoch: i32,
     pub subscribed_names: Vec<String>,
     pub subscribed_regex: Option<String>,
+    /// `subscribed_regex` compiled once, anchored to whole topic names.
+    matcher: Option<regex::Regex>,
     server_assignor: Option<String>,
     rebalance_timeout: Duration,
     /// What the member may own.
@@ -262,9 +264,7 @@ impl ConsumerGroup {
     /// The topics a member subscribes to, resolved against the cluster.
     fn subscribed(&self, m: &Member, topics: &dyn Topics) -> Vec<(Uuid, i32)> {
         let mut names: BTreeSet<String> = m.subscribed_names.iter().cloned().collect();
-        if let Some(re) =
-            m.subscribed_regex.as_deref().and_then(|r| regex::Regex::new(&format!("^(?:{r})$")).ok())
-        {
+        if let Some(re) = &m.matcher {
             for n in topics.names() {
                 if re.is_match(&n) && !super::is_internal(&n) {
                     names.insert(n);
@@ -438,6 +438,8 @@ impl ConsumerGroup {
         }
         if hb.subscribed_regex.is_some() && hb.subscribed_regex != m.subscribed_regex {
             m.subscribed_regex = hb.subscribed_regex.clone();
+            m.matcher =
+                hb.subscribed_regex.as_deref().and_then(|r| regex::Regex::new(&format!("^(?:{r})$")).ok());
             changed = true;
         }
         if hb.server_assignor.is_some() {
@@ -536,6 +538,7 @@ impl ConsumerGroup {
                 previous_epoch: 0,
                 subscribed_names: Vec::new(),
                 subscribed_regex: None,
+                matcher: None,
                 server_assignor: None,
                 rebalance_timeout: Duration::from_millis(hb.rebalance_timeout_ms.max(0) as u64),
                 assigned: Assignment::new(),

@@ -60,12 +60,7 @@ class ConnectTest {
     final Path log;
 
     Worker(Path props, Path log) throws IOException {
-      Path cpFile = Path.of(System.getProperty("user.home"), ".cache", "strata-tools", "kafka.classpath");
-      String tools = System.getenv("STRATA_TOOLS");
-      if (tools != null && !tools.isEmpty()) {
-        cpFile = Path.of(tools, "kafka.classpath");
-      }
-      String cp = Files.readString(cpFile).strip();
+      String cp = Tool.classpath();
       Path java = Path.of(System.getProperty("java.home"), "bin", "java");
       this.log = log;
       process = new ProcessBuilder(java.toString(), "-Xmx512m", "-cp", cp,

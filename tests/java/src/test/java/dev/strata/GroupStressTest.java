@@ -78,13 +78,9 @@ class GroupStressTest {
       }
       assertEquals(List.of(), own.violations, "no partition owned twice");
     } finally {
-      for (Member m : members) {
-        m.close();
-      }
+      GroupTest.closeAll(members);
     }
-    for (Member m : members) {
-      assertEquals(List.of(), m.errors, m.name + " failed");
-    }
+    GroupTest.assertNoErrors(members);
     if (strata) {
       double unknown = unknownMemberErrors() - errorsBefore;
       assertTrue(unknown <= joinsAndLeaves, unknown + " UNKNOWN_MEMBER_ID answers for " + joinsAndLeaves + " joins and leaves");

@@ -175,6 +175,18 @@ class GroupTest {
     }
   }
 
+  static void closeAll(List<Member> members) throws InterruptedException {
+    for (Member m : members) {
+      m.close();
+    }
+  }
+
+  static void assertNoErrors(List<Member> members) {
+    for (Member m : members) {
+      assertEquals(List.of(), m.errors, m.name + " failed");
+    }
+  }
+
   static void await(String what, BooleanSupplier cond) throws InterruptedException {
     long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
     while (!cond.getAsBoolean()) {
@@ -258,13 +270,9 @@ class GroupTest {
       await("three members again", () -> settled(own, members));
       assertEquals(List.of(), own.violations, "no partition owned twice");
     } finally {
-      for (Member m : members) {
-        m.close();
-      }
+      closeAll(members);
     }
-    for (Member m : members) {
-      assertEquals(List.of(), m.errors, m.name + " failed");
-    }
+    assertNoErrors(members);
     // The committed offsets cover every record.
     try (var admin = Brokers.admin(b)) {
       long committed = admin.listConsumerGroupOffsets(group).partitionsToOffsetAndMetadata().get()
@@ -309,12 +317,8 @@ class GroupTest {
       assertEquals(othersAssigned, members.get(0).assignments.get() + members.get(2).assignments.get());
       assertEquals(List.of(), own.violations);
     } finally {
-      for (Member m : members) {
-        m.close();
-      }
+      closeAll(members);
     }
-    for (Member m : members) {
-      assertEquals(List.of(), m.errors, m.name + " failed");
-    }
+    assertNoErrors(members);
   }
 }

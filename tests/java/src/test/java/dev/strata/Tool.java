@@ -43,14 +43,19 @@ public final class Tool {
    * hooks (kafka-verifiable-producer prints its totals as the JVM exits).
    * The classpath is the one scripts/setup.sh resolved.
    */
+  /** The Kafka classpath scripts/setup.sh resolved. */
+  public static String classpath() throws java.io.IOException {
+    Path cpFile = Path.of(System.getProperty("user.home"), ".cache", "strata-tools", "kafka.classpath");
+    String tools = System.getenv("STRATA_TOOLS");
+    if (tools != null && !tools.isEmpty()) {
+      cpFile = Path.of(tools, "kafka.classpath");
+    }
+    return Files.readString(cpFile).strip();
+  }
+
   public static Result runInOwnJvm(String mainClass, String... args) {
     try {
-      Path cpFile = Path.of(System.getProperty("user.home"), ".cache", "strata-tools", "kafka.classpath");
-      String tools = System.getenv("STRATA_TOOLS");
-      if (tools != null && !tools.isEmpty()) {
-        cpFile = Path.of(tools, "kafka.classpath");
-      }
-      String cp = Files.readString(cpFile).strip();
+      String cp = classpath();
       Path java = Path.of(System.getProperty("java.home"), "bin", "java");
       List<String> cmd = new ArrayList<>(List.of(java.toString(), "-Xmx256m", "-cp", cp, mainClass));
       cmd.addAll(List.of(args));
