@@ -131,7 +131,9 @@ impl Broker {
                     client_host: format!("/{client_host}"),
                     version,
                 };
-                self.coordinator.consumer_heartbeat(req.group_id.as_str(), hb, &CatalogTopics(&self.catalog))
+                self.coordinator
+                    .consumer_heartbeat(req.group_id.as_str(), hb, &CatalogTopics(&self.catalog))
+                    .await
             }
         };
         match outcome {

@@ -1,19 +1,27 @@
 //! Consumer groups through the `rdkafka` crate (librdkafka) and raw
 //! requests: committed offsets survive kill -9 (file WAL) and a brand-new
 //! process with an empty data dir (object WAL on s3s-fs), and a group consumer
-//! resumes exactly after them; the group APIs' answers to bad input match the
-//! reference Kafka broker's.
+//! resumes exactly after them; a consumer-protocol (KIP-848) member keeps its
+//! epoch and partitions across a kill -9 of the coordinator; the group APIs'
+//! answers to bad input match the reference Kafka broker's.
 
 mod common;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use common::conn::Conn;
 use common::kafka::create_topic;
 use common::s3::S3Server;
 use common::{BrokerProcess, topic};
+use kafka_protocol::messages::{
+    ApiKey, ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, GroupId,
+};
+use kafka_protocol::protocol::StrBytes;
+use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
@@ -196,4 +204,116 @@ async fn a_commit_of_many_partitions_survives_kill_9_whole() {
         let want = Offset::Offset(300 + i64::from(p));
         assert_eq!(got.find_partition(&name, p).map(|e| e.offset()), Some(want), "partition {p}");
     }
+}
+
+/// Every rebalance callback a consumer gets, as text.
+#[derive(Default)]
+struct Rebalances(Mutex<Vec<String>>);
+
+impl ClientContext for Rebalances {}
+
+impl ConsumerContext for Rebalances {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(format!("{rebalance:?}"));
+    }
+}
+
+/// A consumer-protocol group's members as ConsumerGroupDescribe shows
+/// them: (member id, member epoch, assigned partition count), and the
+/// group epoch.
+fn describe_consumer_group(addr: &str, group: &str) -> (i32, Vec<(String, i32, usize)>) {
+    let mut conn = Conn::open(addr);
+    let mut req = ConsumerGroupDescribeRequest::default();
+    req.group_ids = vec![GroupId(StrBytes::from_string(group.to_string()))];
+    let r: ConsumerGroupDescribeResponse = conn.call(ApiKey::ConsumerGroupDescribe, 1, &req);
+    let g = r.groups.first().expect("one group");
+    if g.error_code == 69 {
+        return (0, Vec::new()); // GROUP_ID_NOT_FOUND: no member joined yet
+    }
+    assert_eq!(g.error_code, 0, "describe {group}");
+    let members = g
+        .members
+        .iter()
+        .map(|m| {
+            let n = m.assignment.topic_partitions.iter().map(|t| t.partitions.len()).sum();
+            (m.member_id.to_string(), m.member_epoch, n)
+        })
+        .collect();
+    (g.group_epoch, members)
+}
+
+/// KIP-848 state lives in `__consumer_offsets` (Kafka's ConsumerGroup*
+/// records): a member that keeps heartbeating across a kill -9 of its
+/// coordinator is still known after the restart, at the same epoch with
+/// the same partitions, so librdkafka sees no rebalance and goes on
+/// consuming and committing where it was; a member that left before the
+/// kill is gone after it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_consumer_protocol_member_keeps_its_epoch_and_partitions_across_kill_9() {
+    let mut broker = BrokerProcess::start();
+    let name = topic("groups-848-kill");
+    create_topic(&broker.addr, &name, PARTITIONS).await;
+    produce(&broker.addr, &name).await;
+    let group = topic("g848");
+    let c: BaseConsumer<Rebalances> = ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .set("group.id", &group)
+        .set("group.protocol", "consumer")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create_with_context(Rebalances::default())
+        .expect("consumer");
+    c.subscribe(&[name.as_str()]).expect("subscribe");
+    // A second member joins and leaves before the kill.
+    {
+        let other: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &broker.addr)
+            .set("group.id", &group)
+            .set("group.protocol", "consumer")
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer");
+        other.subscribe(&[name.as_str()]).expect("subscribe");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while describe_consumer_group(&broker.addr, &group).1.len() < 2 {
+            assert!(Instant::now() < deadline, "the second member did not join");
+            let _ = other.poll(Duration::from_millis(50));
+            let _ = c.poll(Duration::from_millis(50));
+        }
+        other.unsubscribe();
+        let _ = other.poll(Duration::from_millis(100));
+    }
+    let mut seen: BTreeSet<(i32, i64)> = BTreeSet::new();
+    let poll_until = |want: usize, seen: &mut BTreeSet<(i32, i64)>| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while seen.len() < want {
+            assert!(Instant::now() < deadline, "consumed {} of {want}", seen.len());
+            let Some(m) = c.poll(Duration::from_millis(100)) else { continue };
+            let m = m.expect("message");
+            assert!(seen.insert((m.partition(), m.offset())), "{}/{} twice", m.partition(), m.offset());
+            c.commit_message(&m, CommitMode::Sync).expect("commit at the member's epoch");
+        }
+    };
+    poll_until(100, &mut seen);
+    // Settled: one member, owning every partition, at the group's epoch.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let before = loop {
+        let (epoch, members) = describe_consumer_group(&broker.addr, &group);
+        if members.len() == 1 && members[0].2 == PARTITIONS as usize && members[0].1 == epoch {
+            break (epoch, members);
+        }
+        assert!(Instant::now() < deadline, "the group did not settle: {members:?}");
+        let _ = c.poll(Duration::from_millis(100)).map(|m| {
+            let m = m.expect("message");
+            seen.insert((m.partition(), m.offset()));
+            c.commit_message(&m, CommitMode::Sync).expect("commit");
+        });
+    };
+    let callbacks = c.context().0.lock().unwrap_or_else(|e| e.into_inner()).len();
+    broker.restart_same_port(); // kill -9, same data dir, same port
+    poll_until(RECORDS as usize, &mut seen);
+    let after = describe_consumer_group(&broker.addr, &group);
+    assert_eq!(after, before, "the same member at the same epochs, with the same partitions");
+    let got = c.context().0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    assert_eq!(got.len(), callbacks, "no rebalance after the restart: {got:?}");
 }

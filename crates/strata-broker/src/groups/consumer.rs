@@ -7,9 +7,11 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use uuid::Uuid;
 
 use super::GroupError;
+use super::records::{self, ConsumerCurrentValue, ConsumerMemberValue, Key, TopicPartitions};
 
 /// Partitions by topic id.
 pub type Assignment = BTreeMap<Uuid, BTreeSet<i32>>;
@@ -186,6 +188,98 @@ pub struct ConsumerGroup {
     pub target: HashMap<String, Assignment>,
     /// The assignor of the last target.
     pub assignor: String,
+    /// What `__consumer_offsets` holds of the group, so that only what
+    /// changed is written.
+    written: Written,
+}
+
+/// The values last written for a group, by record.
+#[derive(Debug, Default)]
+struct Written {
+    group_epoch: Option<i32>,
+    assignment_epoch: Option<i32>,
+    /// Per member: its metadata, target and current-assignment values.
+    members: HashMap<String, [Bytes; 3]>,
+}
+
+/// A record of the group: its key and value (None: a tombstone).
+pub type GroupRecord = (Key, Option<Bytes>);
+
+fn to_topic_partitions(a: &Assignment) -> TopicPartitions {
+    a.iter().filter(|(_, ps)| !ps.is_empty()).map(|(t, ps)| (*t, ps.iter().copied().collect())).collect()
+}
+
+fn from_topic_partitions(tps: TopicPartitions) -> Assignment {
+    let mut out = Assignment::new();
+    for (t, ps) in tps {
+        out.entry(t).or_default().extend(ps);
+    }
+    out.retain(|_, ps| !ps.is_empty());
+    out
+}
+
+impl Member {
+    fn new(id: &str, now: Instant) -> Self {
+        Member {
+            id: id.to_string(),
+            instance_id: None,
+            rack_id: None,
+            client_id: String::new(),
+            client_host: String::new(),
+            member_epoch: 0,
+            previous_epoch: 0,
+            subscribed_names: Vec::new(),
+            subscribed_regex: None,
+            matcher: None,
+            server_assignor: None,
+            rebalance_timeout: Duration::ZERO,
+            assigned: Assignment::new(),
+            revoking: Assignment::new(),
+            last_heartbeat: now,
+            revoke_deadline: None,
+            last_sent: None,
+            static_left: false,
+        }
+    }
+
+    fn set_regex(&mut self, regex: Option<String>) {
+        self.matcher = regex.as_deref().and_then(|r| regex::Regex::new(&format!("^(?:{r})$")).ok());
+        self.subscribed_regex = regex;
+    }
+
+    fn metadata_value(&self) -> ConsumerMemberValue {
+        ConsumerMemberValue {
+            instance_id: self.instance_id.clone(),
+            rack_id: self.rack_id.clone(),
+            client_id: self.client_id.clone(),
+            client_host: self.client_host.clone(),
+            subscribed_names: self.subscribed_names.clone(),
+            subscribed_regex: self.subscribed_regex.clone(),
+            rebalance_timeout_ms: self.rebalance_timeout.as_millis().min(i32::MAX as u128) as i32,
+            server_assignor: self.server_assignor.clone(),
+            classic: None,
+        }
+    }
+
+    /// The current assignment as Kafka stores it. A static member away is
+    /// stored at epoch -2 (Kafka's `LEAVE_GROUP_STATIC_MEMBER_EPOCH`), with
+    /// the epoch it left at as the previous epoch, which it gets back.
+    fn current_value(&self, assignment_epoch: i32) -> ConsumerCurrentValue {
+        let state = if !is_empty(&self.revoking) {
+            1
+        } else if self.member_epoch != assignment_epoch {
+            2
+        } else {
+            0
+        };
+        ConsumerCurrentValue {
+            member_epoch: if self.static_left { -2 } else { self.member_epoch },
+            previous_member_epoch: if self.static_left { self.member_epoch } else { self.previous_epoch },
+            state,
+            assigned: to_topic_partitions(&self.assigned),
+            revoking: to_topic_partitions(&self.revoking),
+        }
+    }
 }
 
 fn contains(a: &Assignment, t: &Uuid, p: i32) -> bool {
@@ -294,8 +388,24 @@ impl ConsumerGroup {
             .filter(|m| m.static_left)
             .filter_map(|m| self.target.get(&m.id).map(|a| (m.id.clone(), a.clone())))
             .collect();
-        let computed =
-            if assignor == "range" { range(&subs, &self.target) } else { uniform(&subs, &self.target) };
+        // What each member keeps where it can: its previous target, the
+        // partitions it owns now first, so that a partition targeted to a
+        // member that has not taken it yet is the one to move when quotas
+        // shrink (moving an owned one costs a revocation round trip).
+        let previous: HashMap<String, Vec<(Uuid, i32)>> = live
+            .iter()
+            .map(|m| {
+                let target = self.target.get(&m.id).cloned().unwrap_or_default();
+                let owned = intersect(&target, &m.assigned);
+                let rest = minus(&target, &m.assigned);
+                let order = [owned, rest]
+                    .into_iter()
+                    .flat_map(|a| a.into_iter().flat_map(|(t, ps)| ps.into_iter().map(move |p| (t, p))))
+                    .collect();
+                (m.id.clone(), order)
+            })
+            .collect();
+        let computed = if assignor == "range" { range(&subs, &previous) } else { uniform(&subs, &previous) };
         target.extend(computed);
         self.target = target;
         self.assignor = assignor;
@@ -437,9 +547,7 @@ impl ConsumerGroup {
             }
         }
         if hb.subscribed_regex.is_some() && hb.subscribed_regex != m.subscribed_regex {
-            m.subscribed_regex = hb.subscribed_regex.clone();
-            m.matcher =
-                hb.subscribed_regex.as_deref().and_then(|r| regex::Regex::new(&format!("^(?:{r})$")).ok());
+            m.set_regex(hb.subscribed_regex.clone());
             changed = true;
         }
         if hb.server_assignor.is_some() {
@@ -526,30 +634,168 @@ impl ConsumerGroup {
             self.members.insert(id.clone(), m);
             return Ok((id, false));
         }
-        self.members.insert(
-            id.clone(),
-            Member {
-                id: id.clone(),
-                instance_id: hb.instance_id.clone(),
-                rack_id: hb.rack_id.clone(),
-                client_id: hb.client_id.clone(),
-                client_host: hb.client_host.clone(),
-                member_epoch: 0,
-                previous_epoch: 0,
-                subscribed_names: Vec::new(),
-                subscribed_regex: None,
-                matcher: None,
-                server_assignor: None,
-                rebalance_timeout: Duration::from_millis(hb.rebalance_timeout_ms.max(0) as u64),
-                assigned: Assignment::new(),
-                revoking: Assignment::new(),
-                last_heartbeat: now,
-                revoke_deadline: None,
-                last_sent: None,
-                static_left: false,
-            },
-        );
+        let mut m = Member::new(&id, now);
+        m.instance_id = hb.instance_id.clone();
+        m.rack_id = hb.rack_id.clone();
+        m.client_id = hb.client_id.clone();
+        m.client_host = hb.client_host.clone();
+        m.rebalance_timeout = Duration::from_millis(hb.rebalance_timeout_ms.max(0) as u64);
+        self.members.insert(id.clone(), m);
         Ok((id, true))
+    }
+
+    /// The records that bring `__consumer_offsets` up to date with the
+    /// group (Kafka's record types, in the order Kafka writes them), and
+    /// notes them as written.
+    pub fn log_changes(&mut self, group: &str) -> Vec<GroupRecord> {
+        let member_key = |m: &str| (group.to_string(), m.to_string());
+        let mut metadata = Vec::new();
+        let mut targets = Vec::new();
+        let mut currents = Vec::new();
+        let mut tombstones = Vec::new();
+        let empty = Assignment::new();
+        for m in self.members.values() {
+            let target = self.target.get(&m.id).unwrap_or(&empty);
+            let values = [
+                records::encode_consumer_member(&m.metadata_value()),
+                records::encode_target(&to_topic_partitions(target)),
+                records::encode_current(&m.current_value(self.assignment_epoch)),
+            ];
+            let old = self.written.members.get(&m.id);
+            let (g, id) = member_key(&m.id);
+            if old.is_none_or(|o| o[0] != values[0]) {
+                metadata.push((
+                    Key::ConsumerMember { group: g.clone(), member: id.clone() },
+                    Some(values[0].clone()),
+                ));
+            }
+            if old.is_none_or(|o| o[1] != values[1]) {
+                targets.push((
+                    Key::ConsumerTarget { group: g.clone(), member: id.clone() },
+                    Some(values[1].clone()),
+                ));
+            }
+            if old.is_none_or(|o| o[2] != values[2]) {
+                currents.push((Key::ConsumerCurrent { group: g, member: id }, Some(values[2].clone())));
+            }
+            self.written.members.insert(m.id.clone(), values);
+        }
+        let gone: Vec<String> =
+            self.written.members.keys().filter(|id| !self.members.contains_key(*id)).cloned().collect();
+        for id in gone {
+            self.written.members.remove(&id);
+            let (g, m) = member_key(&id);
+            tombstones.push((Key::ConsumerCurrent { group: g.clone(), member: m.clone() }, None));
+            tombstones.push((Key::ConsumerTarget { group: g.clone(), member: m.clone() }, None));
+            tombstones.push((Key::ConsumerMember { group: g, member: m }, None));
+        }
+        let mut out = tombstones;
+        out.extend(metadata);
+        if self.written.group_epoch != Some(self.group_epoch) {
+            self.written.group_epoch = Some(self.group_epoch);
+            out.push((
+                Key::ConsumerGroup { group: group.to_string() },
+                Some(records::encode_consumer_group(self.group_epoch)),
+            ));
+        }
+        out.extend(targets);
+        if self.written.assignment_epoch != Some(self.assignment_epoch) {
+            self.written.assignment_epoch = Some(self.assignment_epoch);
+            out.push((
+                Key::ConsumerTargetEpoch { group: group.to_string() },
+                Some(records::encode_target_epoch(self.assignment_epoch)),
+            ));
+        }
+        out.extend(currents);
+        out
+    }
+
+    /// Forgets what was written (a write failed): the next
+    /// `log_changes` writes every record again.
+    pub fn forget_written(&mut self) {
+        self.written = Written::default();
+    }
+
+    /// Tombstones for every record of the group (it is deleted or turned
+    /// into a classic group).
+    pub fn tombstones(&self, group: &str) -> Vec<GroupRecord> {
+        let mut out = Vec::new();
+        for id in self.written.members.keys() {
+            let (g, m) = (group.to_string(), id.clone());
+            out.push((Key::ConsumerCurrent { group: g.clone(), member: m.clone() }, None));
+            out.push((Key::ConsumerTarget { group: g.clone(), member: m.clone() }, None));
+            out.push((Key::ConsumerMember { group: g, member: m }, None));
+        }
+        out.push((Key::ConsumerTargetEpoch { group: group.to_string() }, None));
+        out.push((Key::ConsumerGroup { group: group.to_string() }, None));
+        out
+    }
+
+    /// Applies one record read back from `__consumer_offsets` (replay). A
+    /// member's timers start again at `now`, as when Kafka loads a group.
+    pub fn restore(
+        &mut self,
+        key: Key,
+        value: Option<Bytes>,
+        now: Instant,
+    ) -> Result<(), records::RecordError> {
+        match (key, value) {
+            (Key::ConsumerGroup { .. }, Some(v)) => self.group_epoch = records::decode_epoch(v)?,
+            (Key::ConsumerTargetEpoch { .. }, Some(v)) => self.assignment_epoch = records::decode_epoch(v)?,
+            (Key::ConsumerMember { member, .. }, Some(v)) => {
+                let v = records::decode_consumer_member(v)?;
+                let m = self.members.entry(member.clone()).or_insert_with(|| Member::new(&member, now));
+                m.instance_id = v.instance_id;
+                m.rack_id = v.rack_id;
+                m.client_id = v.client_id;
+                m.client_host = v.client_host;
+                m.subscribed_names = v.subscribed_names;
+                m.set_regex(v.subscribed_regex);
+                m.rebalance_timeout = Duration::from_millis(v.rebalance_timeout_ms.max(0) as u64);
+                m.server_assignor = v.server_assignor;
+            }
+            (Key::ConsumerMember { member, .. }, None) => {
+                self.members.remove(&member);
+                self.target.remove(&member);
+            }
+            (Key::ConsumerTarget { member, .. }, Some(v)) => {
+                self.target.insert(member, from_topic_partitions(records::decode_target(v)?));
+            }
+            (Key::ConsumerTarget { member, .. }, None) => {
+                self.target.remove(&member);
+            }
+            (Key::ConsumerCurrent { member, .. }, Some(v)) => {
+                let v = records::decode_current(v)?;
+                let m = self.members.entry(member.clone()).or_insert_with(|| Member::new(&member, now));
+                m.static_left = v.member_epoch == -2;
+                if m.static_left {
+                    m.member_epoch = v.previous_member_epoch;
+                } else {
+                    m.member_epoch = v.member_epoch;
+                    m.previous_epoch = v.previous_member_epoch;
+                }
+                m.assigned = from_topic_partitions(v.assigned);
+                m.revoking = from_topic_partitions(v.revoking);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Ends a replay: revocations under way get a fresh deadline, and what
+    /// was read counts as written.
+    pub fn restored(&mut self, group: &str, now: Instant) {
+        for m in self.members.values_mut() {
+            m.last_heartbeat = now;
+            m.revoke_deadline = (!is_empty(&m.revoking)).then(|| now + m.rebalance_timeout);
+        }
+        self.assignor = self
+            .members
+            .values()
+            .filter_map(|m| m.server_assignor.clone())
+            .next()
+            .unwrap_or_else(|| ASSIGNORS[0].to_string());
+        let _ = self.log_changes(group);
     }
 
     /// Expired sessions and members that did not revoke in time leave.
@@ -576,10 +822,10 @@ impl ConsumerGroup {
 
 /// The uniform assignor: every subscribed partition to one member, counts as
 /// even as the subscriptions allow, each member keeping what its previous
-/// target gave it where that fits.
+/// target gave it where that fits (in `previous`' order of preference).
 fn uniform(
     subs: &BTreeMap<String, Vec<(Uuid, i32)>>,
-    previous: &HashMap<String, Assignment>,
+    previous: &HashMap<String, Vec<(Uuid, i32)>>,
 ) -> HashMap<String, Assignment> {
     let mut out: HashMap<String, Assignment> = subs.keys().map(|m| (m.clone(), Assignment::new())).collect();
     if subs.is_empty() {
@@ -599,17 +845,13 @@ fn uniform(
     let mut placed: BTreeSet<(Uuid, i32)> = BTreeSet::new();
     // Sticky: keep the previous target up to the quota.
     for (m, _) in subs.iter() {
-        if let Some(prev) = previous.get(m) {
-            for (t, ps) in prev {
-                for p in ps {
-                    let key = (*t, *p);
-                    let ok = eligible.get(&key).is_some_and(|e| e.contains(&m));
-                    if ok && !placed.contains(&key) && count[m] < quota {
-                        placed.insert(key);
-                        out.entry(m.clone()).or_default().entry(*t).or_default().insert(*p);
-                        *count.entry(m).or_default() += 1;
-                    }
-                }
+        for &(t, p) in previous.get(m).into_iter().flatten() {
+            let key = (t, p);
+            let ok = eligible.get(&key).is_some_and(|e| e.contains(&m));
+            if ok && !placed.contains(&key) && count[m] < quota {
+                placed.insert(key);
+                out.entry(m.clone()).or_default().entry(t).or_default().insert(p);
+                *count.entry(m).or_default() += 1;
             }
         }
     }
@@ -659,10 +901,11 @@ fn uniform(
 /// The range assignor: per topic, ranges of partitions to the members
 /// subscribed to it in member id order (each `n / k`, the first `n % k` one
 /// more), sticky as Kafka's: a member keeps what its previous target gave it
-/// up to its quota, and only the rest is handed out.
+/// up to its quota (in `previous`' order of preference), and only the rest is
+/// handed out.
 fn range(
     subs: &BTreeMap<String, Vec<(Uuid, i32)>>,
-    previous: &HashMap<String, Assignment>,
+    previous: &HashMap<String, Vec<(Uuid, i32)>>,
 ) -> HashMap<String, Assignment> {
     let mut out: HashMap<String, Assignment> = subs.keys().map(|m| (m.clone(), Assignment::new())).collect();
     let mut by_topic: BTreeMap<Uuid, (i32, Vec<&String>)> = BTreeMap::new();
@@ -678,9 +921,11 @@ fn range(
         for m in &members {
             let prev: Vec<i32> = previous
                 .get(*m)
-                .and_then(|a| a.get(&t))
-                .map(|ps| ps.iter().copied().filter(|p| *p < n).collect())
-                .unwrap_or_default();
+                .into_iter()
+                .flatten()
+                .filter(|(topic, p)| *topic == t && *p < n)
+                .map(|(_, p)| *p)
+                .collect();
             let mut quota = min;
             if prev.len() as i32 > min && extra > 0 {
                 quota += 1;
@@ -755,6 +1000,101 @@ mod tests {
         }
     }
 
+    fn in_order(a: &HashMap<String, Assignment>) -> HashMap<String, Vec<(Uuid, i32)>> {
+        a.iter()
+            .map(|(m, x)| (m.clone(), x.iter().flat_map(|(t, ps)| ps.iter().map(|p| (*t, *p))).collect()))
+            .collect()
+    }
+
+    #[test]
+    fn a_shrinking_quota_moves_what_the_member_has_not_taken_yet() {
+        // a owns 4 and is targeted 1 as well (freed by a member that left);
+        // when b joins, a keeps the partition it owns and 1 moves, whichever
+        // of them sorts first.
+        let t = Uuid::new_v4();
+        let subs: BTreeMap<String, Vec<(Uuid, i32)>> =
+            ["a", "b"].iter().map(|m| (m.to_string(), vec![(t, 2)])).collect();
+        let mut previous = HashMap::new();
+        previous.insert("a".to_string(), vec![(t, 1), (t, 0)]);
+        for out in [uniform(&subs, &previous), range(&subs, &previous)] {
+            assert_eq!(out["a"][&t], BTreeSet::from([1]), "a keeps what it owns");
+            assert_eq!(out["b"][&t], BTreeSet::from([0]));
+        }
+        // And through the group: a member targeted a partition it has not
+        // taken yet gives up that one, so a newcomer gets it at once.
+        let topics = OneTopic(t, 2);
+        let cfg = ConsumerConfig::default();
+        let now = Instant::now();
+        let mut g = ConsumerGroup::default();
+        for m in ["a", "x"] {
+            g.heartbeat_test(hb(m, 0, None), &topics, &cfg, now).expect("joins");
+        }
+        // x joined second: a must revoke one; let it, then x takes it.
+        let a = g.heartbeat_test(hb("a", 1, None), &topics, &cfg, now).expect("a");
+        let kept = a.assignment.expect("a's share");
+        g.heartbeat_test(hb("a", 1, Some(kept.clone())), &topics, &cfg, now).expect("a revoked");
+        let x = g.heartbeat_test(hb("x", 2, Some(Assignment::new())), &topics, &cfg, now).expect("x");
+        assert_eq!(x.assignment.as_ref().map(count), Some(1));
+        // x leaves: its partition is targeted to a, which has not taken it.
+        g.heartbeat_test(hb("x", -1, None), &topics, &cfg, now).expect("x leaves");
+        assert_eq!(g.target["a"].values().map(BTreeSet::len).sum::<usize>(), 2);
+        // y joins before a heartbeats: y gets x's old partition at once.
+        let y = g.heartbeat_test(hb("y", 0, Some(Assignment::new())), &topics, &cfg, now).expect("y");
+        let y_owns = y.assignment.expect("y's share");
+        assert_eq!(count(&y_owns), 1, "nothing for y to wait for");
+        assert!(is_empty(&intersect(&y_owns, &kept)));
+    }
+
+    #[test]
+    fn a_group_comes_back_whole_from_its_records() {
+        let topics = OneTopic(Uuid::new_v4(), 4);
+        let cfg = ConsumerConfig::default();
+        let now = Instant::now();
+        let mut g = ConsumerGroup::default();
+        let mut log: Vec<GroupRecord> = Vec::new();
+        for m in ["a", "b", "c"] {
+            g.heartbeat_test(hb(m, 0, None), &topics, &cfg, now).expect("joins");
+            log.extend(g.log_changes("g"));
+        }
+        g.heartbeat_test(hb("a", 1, None), &topics, &cfg, now).expect("a");
+        log.extend(g.log_changes("g"));
+        g.heartbeat_test(hb("c", -1, None), &topics, &cfg, now).expect("c leaves");
+        log.extend(g.log_changes("g"));
+        assert!(g.log_changes("g").is_empty(), "nothing changed, nothing written");
+        let mut back = ConsumerGroup::default();
+        for (k, v) in log.clone() {
+            back.restore(k, v, now).expect("restore");
+        }
+        back.restored("g", now);
+        assert_eq!((back.group_epoch, back.assignment_epoch), (g.group_epoch, g.assignment_epoch));
+        assert_eq!(back.target, g.target);
+        assert_eq!(back.members.keys().collect::<Vec<_>>(), vec!["a", "b"], "c's tombstones removed it");
+        for (id, m) in &g.members {
+            let r = &back.members[id];
+            assert_eq!(
+                (r.member_epoch, r.previous_epoch, &r.assigned, &r.revoking, &r.subscribed_names),
+                (m.member_epoch, m.previous_epoch, &m.assigned, &m.revoking, &m.subscribed_names),
+                "{id}"
+            );
+        }
+        assert!(back.log_changes("g").is_empty(), "what was read counts as written");
+        // A deleted group writes a tombstone for every record it has.
+        let dead: BTreeSet<Vec<u8>> = g
+            .tombstones("g")
+            .into_iter()
+            .map(|(k, v)| {
+                assert!(v.is_none());
+                records::encode_key(&k).to_vec()
+            })
+            .collect();
+        let live: BTreeSet<Vec<u8>> = log
+            .iter()
+            .filter(|(k, _)| !matches!(k, Key::ConsumerMember { member, .. } | Key::ConsumerTarget { member, .. } | Key::ConsumerCurrent { member, .. } if member == "c"))
+            .map(|(k, _)| records::encode_key(k).to_vec())
+            .collect();
+        assert_eq!(dead, live);
+    }
+
     fn count(a: &Assignment) -> usize {
         a.values().map(BTreeSet::len).sum()
     }
@@ -826,7 +1166,7 @@ mod tests {
         let before = range(&subs, &HashMap::new());
         let mut five = subs.clone();
         five.insert("e".into(), vec![(t, 6)]);
-        let after = range(&five, &before);
+        let after = range(&five, &in_order(&before));
         for m in ["a", "b", "c", "d"] {
             let kept = after.get(m).and_then(|a| a.get(&t)).cloned().unwrap_or_default();
             assert!(kept.is_subset(&before[m][&t]), "{m} keeps only its own");

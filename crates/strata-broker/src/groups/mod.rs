@@ -144,6 +144,7 @@ impl Coordinator {
                     }
                     if let Some(c) = g.consumer.as_mut() {
                         c.tick(&self.consumer_config, topics, now);
+                        records.extend(c.log_changes(&g.id));
                     }
                     if g.dirty {
                         g.dirty = false;
@@ -172,7 +173,7 @@ impl Coordinator {
             let mut records = Vec::new();
             let mut groups = shard.lock();
             groups.retain(|id, g| {
-                if g.state != State::Empty {
+                if g.state != State::Empty || g.consumer.as_ref().is_some_and(|c| !c.members.is_empty()) {
                     return true;
                 }
                 let never_had_members = g.protocol_type.is_none() && g.generation == 0;
@@ -191,7 +192,10 @@ impl Coordinator {
                     records.push((Key::Offset { group: id.clone(), topic, partition }, None));
                 }
                 if g.offsets.is_empty() && g.state_timestamp + retention <= now {
-                    records.push((Key::Group { group: id.clone() }, None));
+                    match &g.consumer {
+                        Some(c) => records.extend(c.tombstones(id)),
+                        None => records.push((Key::Group { group: id.clone() }, None)),
+                    }
                     tracing::info!(group = %id, "expired empty group");
                     return false;
                 }
@@ -382,16 +386,48 @@ impl Coordinator {
         Ok(())
     }
 
-    /// ConsumerGroupHeartbeat (KIP-848), checked by `consumer::validate` first.
-    pub(crate) fn consumer_heartbeat(
+    /// ConsumerGroupHeartbeat (KIP-848), checked by `consumer::validate`
+    /// first, answered once what it changed is durable.
+    pub(crate) async fn consumer_heartbeat(
         &self,
         group_id: &str,
         hb: consumer::Heartbeat,
-        topics: &dyn consumer::Topics,
+        topics: &(dyn consumer::Topics + Sync),
     ) -> Result<consumer::HeartbeatResult, consumer::Refusal> {
         consumer::validate(&hb, group_id)?;
         let shard = self.shard(group_id)?;
-        let mut groups = shard.lock();
+        let (outcome, pending) = {
+            let mut groups = shard.lock();
+            let outcome =
+                Self::consumer_heartbeat_locked(&mut groups, group_id, hb, topics, &self.consumer_config);
+            let records = groups
+                .get_mut(group_id)
+                .and_then(|g| g.consumer.as_mut())
+                .map(|c| c.log_changes(group_id))
+                .unwrap_or_default();
+            // Appended under the shard lock, in the order the changes were made.
+            let pending = (!records.is_empty()).then(|| append(&shard.stream, records));
+            (outcome, pending)
+        };
+        if let Some(pending) = pending
+            && let Err(e) = wait(pending).await
+        {
+            // Not durable: the next change writes the whole group again.
+            if let Some(c) = shard.lock().get_mut(group_id).and_then(|g| g.consumer.as_mut()) {
+                c.forget_written();
+            }
+            return Err(e.into());
+        }
+        outcome
+    }
+
+    fn consumer_heartbeat_locked(
+        groups: &mut HashMap<String, Group>,
+        group_id: &str,
+        hb: consumer::Heartbeat,
+        topics: &dyn consumer::Topics,
+        config: &consumer::ConsumerConfig,
+    ) -> Result<consumer::HeartbeatResult, consumer::Refusal> {
         let not_found = || consumer::Refusal {
             error: GroupError::GroupIdNotFound,
             message: format!("Consumer group {group_id} not found."),
@@ -412,7 +448,11 @@ impl Coordinator {
             g.protocol_type = Some("consumer".into());
         }
         let c = g.consumer.as_mut().ok_or_else(not_found)?;
-        let outcome = c.heartbeat(hb, topics, &self.consumer_config, group_id, Instant::now());
+        let outcome = c.heartbeat(hb, topics, config, group_id, Instant::now());
+        if c.members.is_empty() {
+            // When the group became empty, for offsets.retention.minutes.
+            g.state_timestamp = now_ms();
+        }
         if outcome.is_err() && c.members.is_empty() && g.offsets.is_empty() {
             // A refused first join leaves no group behind, as on Kafka.
             groups.remove(group_id);
@@ -566,7 +606,10 @@ impl Coordinator {
                     (Key::Offset { group: group_id.to_string(), topic: t.clone(), partition: *p }, None)
                 })
                 .collect();
-            records.push((Key::Group { group: group_id.to_string() }, None));
+            match &g.consumer {
+                Some(c) => records.extend(c.tombstones(group_id)),
+                None => records.push((Key::Group { group: group_id.to_string() }, None)),
+            }
             groups.remove(group_id);
             records
         };
@@ -749,6 +792,11 @@ async fn replay(stream: &Arc<Stream>, now: Instant) -> Result<HashMap<String, Gr
         }
         offset = next.max(offset + 1);
     }
+    for (id, g) in groups.iter_mut() {
+        if let Some(c) = g.consumer.as_mut() {
+            c.restored(id, now);
+        }
+    }
     Ok(groups)
 }
 
@@ -789,6 +837,31 @@ fn apply_record(
                 Err(e) => tracing::warn!(error = %e, "unreadable group skipped"),
             },
         },
+        Key::ConsumerGroup { .. } if value.is_none() => {
+            // The consumer group is gone (deleted, or turned classic: a
+            // group record follows then).
+            let group = key.group().to_string();
+            if let Some(g) = groups.get_mut(&group) {
+                g.consumer = None;
+                if g.offsets.is_empty() {
+                    groups.remove(&group);
+                }
+            }
+        }
+        key => {
+            let group = key.group().to_string();
+            let g =
+                groups.entry(group.clone()).or_insert_with(|| Group::new(&group, crate::broker::now_ms()));
+            if g.consumer.is_none() {
+                g.consumer = Some(consumer::ConsumerGroup::default());
+                g.protocol_type = Some("consumer".into());
+            }
+            if let Some(c) = g.consumer.as_mut()
+                && let Err(e) = c.restore(key, value, now)
+            {
+                tracing::warn!(group = %group, error = %e, "unreadable consumer group record skipped");
+            }
+        }
     }
 }
 

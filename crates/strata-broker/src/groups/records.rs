@@ -1,6 +1,9 @@
 //! The records of `__consumer_offsets`, in Kafka's schemas (its
-//! `OffsetCommitKey`/`OffsetCommitValue` and `GroupMetadataKey`/
-//! `GroupMetadataValue`), so that the internal topic reads as Kafka's does.
+//! `OffsetCommitKey`/`OffsetCommitValue`, `GroupMetadataKey`/
+//! `GroupMetadataValue`, and the consumer-protocol group's
+//! `ConsumerGroup{Metadata,MemberMetadata,TargetAssignmentMetadata,
+//! TargetAssignmentMember,CurrentMemberAssignment}` records), so that the
+//! internal topic reads as Kafka's does.
 //! No crate carries these schemas (they are Kafka's storage format, not its
 //! wire protocol), so they are written here, with bounds-checked decoding: the
 //! bytes come from storage and a bad record is an error, never a panic.
@@ -18,6 +21,14 @@ const OFFSET_VALUE_VERSION: i16 = 3;
 /// members).
 const GROUP_VALUE_VERSION: i16 = 3;
 
+/// Key versions of the consumer-protocol records: Kafka numbers each record
+/// type and writes the number as the key's version.
+const CONSUMER_GROUP_KEY: i16 = 3;
+const CONSUMER_MEMBER_KEY: i16 = 5;
+const CONSUMER_TARGET_META_KEY: i16 = 6;
+const CONSUMER_TARGET_KEY: i16 = 7;
+const CONSUMER_CURRENT_KEY: i16 = 8;
+
 /// A record that cannot be read.
 #[derive(Debug, thiserror::Error)]
 #[error("unreadable __consumer_offsets record: {0}")]
@@ -30,6 +41,72 @@ pub enum Key {
     Offset { group: String, topic: String, partition: i32 },
     /// A group's metadata.
     Group { group: String },
+    /// A consumer-protocol group's epoch (`ConsumerGroupMetadataKey`).
+    ConsumerGroup { group: String },
+    /// A consumer-protocol member's subscription (`ConsumerGroupMemberMetadataKey`).
+    ConsumerMember { group: String, member: String },
+    /// A consumer-protocol group's assignment epoch
+    /// (`ConsumerGroupTargetAssignmentMetadataKey`).
+    ConsumerTargetEpoch { group: String },
+    /// A member's target assignment (`ConsumerGroupTargetAssignmentMemberKey`).
+    ConsumerTarget { group: String, member: String },
+    /// A member's current assignment and epochs
+    /// (`ConsumerGroupCurrentMemberAssignmentKey`).
+    ConsumerCurrent { group: String, member: String },
+}
+
+impl Key {
+    /// The group the record belongs to.
+    pub fn group(&self) -> &str {
+        match self {
+            Key::Offset { group, .. }
+            | Key::Group { group }
+            | Key::ConsumerGroup { group }
+            | Key::ConsumerMember { group, .. }
+            | Key::ConsumerTargetEpoch { group }
+            | Key::ConsumerTarget { group, .. }
+            | Key::ConsumerCurrent { group, .. } => group,
+        }
+    }
+}
+
+/// Partitions by topic id, as the consumer-protocol records list them.
+pub type TopicPartitions = Vec<(uuid::Uuid, Vec<i32>)>;
+
+/// The classic-protocol part of a member of a consumer group (the
+/// `ClassicMemberMetadata` tagged field): its session timeout and the
+/// protocols it offered in JoinGroup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassicMemberValue {
+    pub session_timeout_ms: i32,
+    pub protocols: Vec<(String, Bytes)>,
+}
+
+/// A consumer-protocol member's metadata (`ConsumerGroupMemberMetadataValue`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerMemberValue {
+    pub instance_id: Option<String>,
+    pub rack_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub subscribed_names: Vec<String>,
+    pub subscribed_regex: Option<String>,
+    pub rebalance_timeout_ms: i32,
+    pub server_assignor: Option<String>,
+    /// Set for a member that speaks the classic protocol.
+    pub classic: Option<ClassicMemberValue>,
+}
+
+/// A member's current assignment (`ConsumerGroupCurrentMemberAssignmentValue`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerCurrentValue {
+    pub member_epoch: i32,
+    pub previous_member_epoch: i32,
+    /// Kafka's `MemberState`: 0 stable, 1 unrevoked partitions, 2 unreleased
+    /// partitions.
+    pub state: i8,
+    pub assigned: TopicPartitions,
+    pub revoking: TopicPartitions,
 }
 
 /// A committed offset (`OffsetCommitValue`).
@@ -87,6 +164,120 @@ fn put_bytes(buf: &mut BytesMut, b: &[u8]) {
     buf.put_slice(b);
 }
 
+fn put_uvarint(buf: &mut BytesMut, mut v: u64) {
+    while v >= 0x80 {
+        buf.put_u8((v as u8 & 0x7f) | 0x80);
+        v >>= 7;
+    }
+    buf.put_u8(v as u8);
+}
+
+/// A compact (flexible-version) nullable string.
+fn put_compact_str(buf: &mut BytesMut, s: Option<&str>) {
+    match s {
+        Some(s) => {
+            put_uvarint(buf, s.len() as u64 + 1);
+            buf.put_slice(s.as_bytes());
+        }
+        None => put_uvarint(buf, 0),
+    }
+}
+
+fn put_compact_bytes(buf: &mut BytesMut, b: &[u8]) {
+    put_uvarint(buf, b.len() as u64 + 1);
+    buf.put_slice(b);
+}
+
+fn put_topic_partitions(buf: &mut BytesMut, tps: &TopicPartitions) {
+    put_uvarint(buf, tps.len() as u64 + 1);
+    for (t, ps) in tps {
+        buf.put_slice(t.as_bytes());
+        put_uvarint(buf, ps.len() as u64 + 1);
+        for p in ps {
+            buf.put_i32(*p);
+        }
+        put_uvarint(buf, 0);
+    }
+}
+
+/// A flexible value with no fields but an int32 (and no tagged fields).
+fn encode_epoch(epoch: i32) -> Bytes {
+    let mut buf = BytesMut::new();
+    buf.put_i16(0);
+    buf.put_i32(epoch);
+    put_uvarint(&mut buf, 0);
+    buf.freeze()
+}
+
+/// Encodes a consumer group's epoch (`ConsumerGroupMetadataValue`).
+pub fn encode_consumer_group(epoch: i32) -> Bytes {
+    encode_epoch(epoch)
+}
+
+/// Encodes a consumer group's assignment epoch
+/// (`ConsumerGroupTargetAssignmentMetadataValue`).
+pub fn encode_target_epoch(epoch: i32) -> Bytes {
+    encode_epoch(epoch)
+}
+
+/// Encodes a member's target (`ConsumerGroupTargetAssignmentMemberValue`).
+pub fn encode_target(tps: &TopicPartitions) -> Bytes {
+    let mut buf = BytesMut::new();
+    buf.put_i16(0);
+    put_topic_partitions(&mut buf, tps);
+    put_uvarint(&mut buf, 0);
+    buf.freeze()
+}
+
+/// Encodes a member's current assignment.
+pub fn encode_current(v: &ConsumerCurrentValue) -> Bytes {
+    let mut buf = BytesMut::new();
+    buf.put_i16(0);
+    buf.put_i32(v.member_epoch);
+    buf.put_i32(v.previous_member_epoch);
+    buf.put_i8(v.state);
+    put_topic_partitions(&mut buf, &v.assigned);
+    put_topic_partitions(&mut buf, &v.revoking);
+    put_uvarint(&mut buf, 0);
+    buf.freeze()
+}
+
+/// Encodes a consumer-protocol member's metadata.
+pub fn encode_consumer_member(v: &ConsumerMemberValue) -> Bytes {
+    let mut buf = BytesMut::new();
+    buf.put_i16(0);
+    put_compact_str(&mut buf, v.instance_id.as_deref());
+    put_compact_str(&mut buf, v.rack_id.as_deref());
+    put_compact_str(&mut buf, Some(&v.client_id));
+    put_compact_str(&mut buf, Some(&v.client_host));
+    put_uvarint(&mut buf, v.subscribed_names.len() as u64 + 1);
+    for n in &v.subscribed_names {
+        put_compact_str(&mut buf, Some(n));
+    }
+    put_compact_str(&mut buf, v.subscribed_regex.as_deref());
+    buf.put_i32(v.rebalance_timeout_ms);
+    put_compact_str(&mut buf, v.server_assignor.as_deref());
+    match &v.classic {
+        None => put_uvarint(&mut buf, 0),
+        Some(c) => {
+            let mut field = BytesMut::new();
+            field.put_i32(c.session_timeout_ms);
+            put_uvarint(&mut field, c.protocols.len() as u64 + 1);
+            for (name, metadata) in &c.protocols {
+                put_compact_str(&mut field, Some(name));
+                put_compact_bytes(&mut field, metadata);
+                put_uvarint(&mut field, 0);
+            }
+            put_uvarint(&mut field, 0);
+            put_uvarint(&mut buf, 1);
+            put_uvarint(&mut buf, 0);
+            put_uvarint(&mut buf, field.len() as u64);
+            buf.put_slice(&field);
+        }
+    }
+    buf.freeze()
+}
+
 /// Encodes a key.
 pub fn encode_key(key: &Key) -> Bytes {
     let mut buf = BytesMut::new();
@@ -100,6 +291,29 @@ pub fn encode_key(key: &Key) -> Bytes {
         Key::Group { group } => {
             buf.put_i16(GROUP_KEY_VERSION);
             put_str(&mut buf, group);
+        }
+        Key::ConsumerGroup { group } => {
+            buf.put_i16(CONSUMER_GROUP_KEY);
+            put_str(&mut buf, group);
+        }
+        Key::ConsumerTargetEpoch { group } => {
+            buf.put_i16(CONSUMER_TARGET_META_KEY);
+            put_str(&mut buf, group);
+        }
+        Key::ConsumerMember { group, member } => {
+            buf.put_i16(CONSUMER_MEMBER_KEY);
+            put_str(&mut buf, group);
+            put_str(&mut buf, member);
+        }
+        Key::ConsumerTarget { group, member } => {
+            buf.put_i16(CONSUMER_TARGET_KEY);
+            put_str(&mut buf, group);
+            put_str(&mut buf, member);
+        }
+        Key::ConsumerCurrent { group, member } => {
+            buf.put_i16(CONSUMER_CURRENT_KEY);
+            put_str(&mut buf, group);
+            put_str(&mut buf, member);
         }
     }
     buf.freeze()
@@ -211,6 +425,25 @@ impl Reader {
         }
         Ok(n as usize)
     }
+    fn uuid(&mut self, what: &str) -> Result<uuid::Uuid, RecordError> {
+        let b = self.raw(16, what)?;
+        uuid::Uuid::from_slice(&b).map_err(|_| RecordError(format!("bad uuid at {what}")))
+    }
+    fn topic_partitions(&mut self, what: &str) -> Result<TopicPartitions, RecordError> {
+        let n = self.array_len(true, what)?;
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t = self.uuid(what)?;
+            let k = self.array_len(true, what)?;
+            let mut ps = Vec::with_capacity(k);
+            for _ in 0..k {
+                ps.push(self.i32(what)?);
+            }
+            self.skip_tags(what)?;
+            out.push((t, ps));
+        }
+        Ok(out)
+    }
     /// Skips a flexible version's tagged fields.
     fn skip_tags(&mut self, what: &str) -> Result<(), RecordError> {
         let n = self.unsigned_varint(what)?;
@@ -235,8 +468,106 @@ pub fn decode_key(key: Bytes) -> Result<Option<Key>, RecordError> {
             partition: r.i32("partition")?,
         })),
         2 => Ok(Some(Key::Group { group: r.str(false, "group")? })),
+        CONSUMER_GROUP_KEY => Ok(Some(Key::ConsumerGroup { group: r.str(false, "group")? })),
+        CONSUMER_TARGET_META_KEY => Ok(Some(Key::ConsumerTargetEpoch { group: r.str(false, "group")? })),
+        CONSUMER_MEMBER_KEY | CONSUMER_TARGET_KEY | CONSUMER_CURRENT_KEY => {
+            let group = r.str(false, "group")?;
+            let member = r.str(false, "member")?;
+            Ok(Some(match version {
+                CONSUMER_MEMBER_KEY => Key::ConsumerMember { group, member },
+                CONSUMER_TARGET_KEY => Key::ConsumerTarget { group, member },
+                _ => Key::ConsumerCurrent { group, member },
+            }))
+        }
         _ => Ok(None),
     }
+}
+
+fn flexible_v0(value: Bytes, what: &str) -> Result<Reader, RecordError> {
+    let mut r = Reader(value);
+    let version = r.i16("value version")?;
+    if version != 0 {
+        return Err(RecordError(format!("{what} value version {version}")));
+    }
+    Ok(r)
+}
+
+/// Decodes a consumer group's epoch, or an assignment epoch (both an int32
+/// and tagged fields).
+pub fn decode_epoch(value: Bytes) -> Result<i32, RecordError> {
+    let mut r = flexible_v0(value, "epoch")?;
+    let epoch = r.i32("epoch")?;
+    r.skip_tags("epoch tags")?;
+    Ok(epoch)
+}
+
+/// Decodes a member's target.
+pub fn decode_target(value: Bytes) -> Result<TopicPartitions, RecordError> {
+    let mut r = flexible_v0(value, "target")?;
+    let tps = r.topic_partitions("target partitions")?;
+    r.skip_tags("target tags")?;
+    Ok(tps)
+}
+
+/// Decodes a member's current assignment.
+pub fn decode_current(value: Bytes) -> Result<ConsumerCurrentValue, RecordError> {
+    let mut r = flexible_v0(value, "current assignment")?;
+    let member_epoch = r.i32("member epoch")?;
+    let previous_member_epoch = r.i32("previous member epoch")?;
+    r.need(1, "state")?;
+    let state = r.0.get_i8();
+    let assigned = r.topic_partitions("assigned")?;
+    let revoking = r.topic_partitions("revoking")?;
+    r.skip_tags("current tags")?;
+    Ok(ConsumerCurrentValue { member_epoch, previous_member_epoch, state, assigned, revoking })
+}
+
+/// Decodes a consumer-protocol member's metadata.
+pub fn decode_consumer_member(value: Bytes) -> Result<ConsumerMemberValue, RecordError> {
+    let mut r = flexible_v0(value, "member")?;
+    let instance_id = r.nullable_str(true, "instance id")?;
+    let rack_id = r.nullable_str(true, "rack id")?;
+    let client_id = r.str(true, "client id")?;
+    let client_host = r.str(true, "client host")?;
+    let n = r.array_len(true, "subscribed names")?;
+    let mut subscribed_names = Vec::with_capacity(n);
+    for _ in 0..n {
+        subscribed_names.push(r.str(true, "subscribed name")?);
+    }
+    let subscribed_regex = r.nullable_str(true, "regex")?;
+    let rebalance_timeout_ms = r.i32("rebalance timeout")?;
+    let server_assignor = r.nullable_str(true, "server assignor")?;
+    let mut classic = None;
+    let tags = r.unsigned_varint("member tags")?;
+    for _ in 0..tags {
+        let tag = r.unsigned_varint("tag")?;
+        let len = r.unsigned_varint("tag size")? as usize;
+        let mut f = Reader(r.raw(len, "tag")?);
+        if tag != 0 {
+            continue;
+        }
+        let session_timeout_ms = f.i32("session timeout")?;
+        let k = f.array_len(true, "protocols")?;
+        let mut protocols = Vec::with_capacity(k);
+        for _ in 0..k {
+            let name = f.str(true, "protocol name")?;
+            let metadata = f.bytes(true, "protocol metadata")?;
+            f.skip_tags("protocol tags")?;
+            protocols.push((name, metadata));
+        }
+        classic = Some(ClassicMemberValue { session_timeout_ms, protocols });
+    }
+    Ok(ConsumerMemberValue {
+        instance_id,
+        rack_id,
+        client_id,
+        client_host,
+        subscribed_names,
+        subscribed_regex,
+        rebalance_timeout_ms,
+        server_assignor,
+        classic,
+    })
 }
 
 /// Decodes an offset value (versions 0 to 4).
@@ -332,6 +663,56 @@ mod tests {
             }],
         };
         assert_eq!(decode_group(encode_group(&g)).expect("group"), g);
+    }
+
+    #[test]
+    fn consumer_group_records_round_trip() {
+        for k in [
+            Key::ConsumerGroup { group: "g".into() },
+            Key::ConsumerTargetEpoch { group: "g".into() },
+            Key::ConsumerMember { group: "g".into(), member: "m".into() },
+            Key::ConsumerTarget { group: "g".into(), member: "m".into() },
+            Key::ConsumerCurrent { group: "g".into(), member: "m".into() },
+        ] {
+            assert_eq!(decode_key(encode_key(&k)).expect("key"), Some(k));
+        }
+        assert_eq!(decode_epoch(encode_consumer_group(7)).expect("epoch"), 7);
+        let t = uuid::Uuid::new_v4();
+        let tps = vec![(t, vec![0, 2, 5])];
+        assert_eq!(decode_target(encode_target(&tps)).expect("target"), tps);
+        let c = ConsumerCurrentValue {
+            member_epoch: 4,
+            previous_member_epoch: 3,
+            state: 1,
+            assigned: tps.clone(),
+            revoking: vec![(t, vec![1])],
+        };
+        assert_eq!(decode_current(encode_current(&c)).expect("current"), c);
+        for classic in [
+            None,
+            Some(ClassicMemberValue {
+                session_timeout_ms: 45_000,
+                protocols: vec![("range".into(), Bytes::from_static(b"sub"))],
+            }),
+        ] {
+            let m = ConsumerMemberValue {
+                instance_id: Some("i".into()),
+                rack_id: None,
+                client_id: "c".into(),
+                client_host: "/127.0.0.1".into(),
+                subscribed_names: vec!["a".into(), "b".into()],
+                subscribed_regex: Some("a.*".into()),
+                rebalance_timeout_ms: 300_000,
+                server_assignor: Some("uniform".into()),
+                classic,
+            };
+            assert_eq!(decode_consumer_member(encode_consumer_member(&m)).expect("member"), m);
+        }
+        // Truncated values are errors.
+        let full = encode_current(&c);
+        for n in 0..full.len() {
+            assert!(decode_current(full.slice(..n)).is_err(), "{n} bytes");
+        }
     }
 
     #[test]

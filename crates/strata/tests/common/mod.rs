@@ -41,7 +41,12 @@ pub fn field(line: &str, key: &str) -> String {
 
 type Log = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
 
-fn spawn(data_dir: &Path, extra: &[String], envs: &[(String, String)]) -> (Child, String, String, Log) {
+fn spawn(
+    data_dir: &Path,
+    listen: &str,
+    extra: &[String],
+    envs: &[(String, String)],
+) -> (Child, String, String, Log) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
         // Tests lower group.initial.rebalance.delay.ms as Kafka's own tests do
         // (the reference broker runs with 0); a test's env or flag overrides it.
@@ -49,7 +54,7 @@ fn spawn(data_dir: &Path, extra: &[String], envs: &[(String, String)]) -> (Child
         .envs(envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .arg("serve")
         .arg("--listen")
-        .arg("127.0.0.1:0")
+        .arg(listen)
         .arg("--http")
         .arg("127.0.0.1:0")
         .arg("--data-dir")
@@ -100,7 +105,7 @@ impl BrokerProcess {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let envs: Vec<(String, String)> =
             envs.iter().map(|(k, v)| (k.as_ref().to_string(), v.as_ref().to_string())).collect();
-        let (child, addr, http, log) = spawn(&data_dir, &extra, &envs);
+        let (child, addr, http, log) = spawn(&data_dir, "127.0.0.1:0", &extra, &envs);
         BrokerProcess { child, addr, http, data_dir, _tmp: Some(tmp), extra, envs, log }
     }
 
@@ -113,7 +118,19 @@ impl BrokerProcess {
     /// Starts the broker again on the same data directory (new port).
     pub fn restart(&mut self) {
         self.kill9();
-        let (child, addr, http, log) = spawn(&self.data_dir, &self.extra, &self.envs);
+        let (child, addr, http, log) = spawn(&self.data_dir, "127.0.0.1:0", &self.extra, &self.envs);
+        self.child = child;
+        self.addr = addr;
+        self.http = http;
+        self.log = log;
+    }
+
+    /// Like [`BrokerProcess::restart`], on the same port, so that connected
+    /// clients find the broker again where they left it.
+    pub fn restart_same_port(&mut self) {
+        self.kill9();
+        let listen = self.addr.clone();
+        let (child, addr, http, log) = spawn(&self.data_dir, &listen, &self.extra, &self.envs);
         self.child = child;
         self.addr = addr;
         self.http = http;
