@@ -205,6 +205,16 @@ struct Written {
 /// A record of the group: its key and value (None: a tombstone).
 pub type GroupRecord = (Key, Option<Bytes>);
 
+/// Tombstones for a member's three records, in the order Kafka writes them.
+fn member_tombstones(group: &str, member: &str) -> [GroupRecord; 3] {
+    let (g, m) = (group.to_string(), member.to_string());
+    [
+        (Key::ConsumerCurrent { group: g.clone(), member: m.clone() }, None),
+        (Key::ConsumerTarget { group: g.clone(), member: m.clone() }, None),
+        (Key::ConsumerMember { group: g, member: m }, None),
+    ]
+}
+
 fn to_topic_partitions(a: &Assignment) -> TopicPartitions {
     a.iter().filter(|(_, ps)| !ps.is_empty()).map(|(t, ps)| (*t, ps.iter().copied().collect())).collect()
 }
@@ -648,7 +658,6 @@ impl ConsumerGroup {
     /// group (Kafka's record types, in the order Kafka writes them), and
     /// notes them as written.
     pub fn log_changes(&mut self, group: &str) -> Vec<GroupRecord> {
-        let member_key = |m: &str| (group.to_string(), m.to_string());
         let mut metadata = Vec::new();
         let mut targets = Vec::new();
         let mut currents = Vec::new();
@@ -662,7 +671,7 @@ impl ConsumerGroup {
                 records::encode_current(&m.current_value(self.assignment_epoch)),
             ];
             let old = self.written.members.get(&m.id);
-            let (g, id) = member_key(&m.id);
+            let (g, id) = (group.to_string(), m.id.clone());
             if old.is_none_or(|o| o[0] != values[0]) {
                 metadata.push((
                     Key::ConsumerMember { group: g.clone(), member: id.clone() },
@@ -684,10 +693,7 @@ impl ConsumerGroup {
             self.written.members.keys().filter(|id| !self.members.contains_key(*id)).cloned().collect();
         for id in gone {
             self.written.members.remove(&id);
-            let (g, m) = member_key(&id);
-            tombstones.push((Key::ConsumerCurrent { group: g.clone(), member: m.clone() }, None));
-            tombstones.push((Key::ConsumerTarget { group: g.clone(), member: m.clone() }, None));
-            tombstones.push((Key::ConsumerMember { group: g, member: m }, None));
+            tombstones.extend(member_tombstones(group, &id));
         }
         let mut out = tombstones;
         out.extend(metadata);
@@ -695,7 +701,7 @@ impl ConsumerGroup {
             self.written.group_epoch = Some(self.group_epoch);
             out.push((
                 Key::ConsumerGroup { group: group.to_string() },
-                Some(records::encode_consumer_group(self.group_epoch)),
+                Some(records::encode_epoch(self.group_epoch)),
             ));
         }
         out.extend(targets);
@@ -703,7 +709,7 @@ impl ConsumerGroup {
             self.written.assignment_epoch = Some(self.assignment_epoch);
             out.push((
                 Key::ConsumerTargetEpoch { group: group.to_string() },
-                Some(records::encode_target_epoch(self.assignment_epoch)),
+                Some(records::encode_epoch(self.assignment_epoch)),
             ));
         }
         out.extend(currents);
@@ -721,10 +727,7 @@ impl ConsumerGroup {
     pub fn tombstones(&self, group: &str) -> Vec<GroupRecord> {
         let mut out = Vec::new();
         for id in self.written.members.keys() {
-            let (g, m) = (group.to_string(), id.clone());
-            out.push((Key::ConsumerCurrent { group: g.clone(), member: m.clone() }, None));
-            out.push((Key::ConsumerTarget { group: g.clone(), member: m.clone() }, None));
-            out.push((Key::ConsumerMember { group: g, member: m }, None));
+            out.extend(member_tombstones(group, id));
         }
         out.push((Key::ConsumerTargetEpoch { group: group.to_string() }, None));
         out.push((Key::ConsumerGroup { group: group.to_string() }, None));

@@ -850,8 +850,7 @@ fn apply_record(
         }
         key => {
             let group = key.group().to_string();
-            let g =
-                groups.entry(group.clone()).or_insert_with(|| Group::new(&group, crate::broker::now_ms()));
+            let g = groups.entry(group.clone()).or_insert_with(|| Group::new(&group, now_ms()));
             if g.consumer.is_none() {
                 g.consumer = Some(consumer::ConsumerGroup::default());
                 g.protocol_type = Some("consumer".into());

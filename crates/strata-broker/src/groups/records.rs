@@ -200,24 +200,15 @@ fn put_topic_partitions(buf: &mut BytesMut, tps: &TopicPartitions) {
     }
 }
 
-/// A flexible value with no fields but an int32 (and no tagged fields).
-fn encode_epoch(epoch: i32) -> Bytes {
+/// Encodes a consumer group's epoch (`ConsumerGroupMetadataValue`) or its
+/// assignment epoch (`ConsumerGroupTargetAssignmentMetadataValue`): both are
+/// one int32 and no tagged fields.
+pub fn encode_epoch(epoch: i32) -> Bytes {
     let mut buf = BytesMut::new();
     buf.put_i16(0);
     buf.put_i32(epoch);
     put_uvarint(&mut buf, 0);
     buf.freeze()
-}
-
-/// Encodes a consumer group's epoch (`ConsumerGroupMetadataValue`).
-pub fn encode_consumer_group(epoch: i32) -> Bytes {
-    encode_epoch(epoch)
-}
-
-/// Encodes a consumer group's assignment epoch
-/// (`ConsumerGroupTargetAssignmentMetadataValue`).
-pub fn encode_target_epoch(epoch: i32) -> Bytes {
-    encode_epoch(epoch)
 }
 
 /// Encodes a member's target (`ConsumerGroupTargetAssignmentMemberValue`).
@@ -676,7 +667,7 @@ mod tests {
         ] {
             assert_eq!(decode_key(encode_key(&k)).expect("key"), Some(k));
         }
-        assert_eq!(decode_epoch(encode_consumer_group(7)).expect("epoch"), 7);
+        assert_eq!(decode_epoch(encode_epoch(7)).expect("epoch"), 7);
         let t = uuid::Uuid::new_v4();
         let tps = vec![(t, vec![0, 2, 5])];
         assert_eq!(decode_target(encode_target(&tps)).expect("target"), tps);
