@@ -91,6 +91,9 @@ impl Topics for CatalogTopics<'_> {
     fn names(&self) -> Vec<String> {
         self.0.topics().iter().map(|t| t.name.clone()).collect()
     }
+    fn name_of(&self, id: uuid::Uuid) -> Option<String> {
+        self.0.topic_by_id(id).map(|t| t.name.clone())
+    }
 }
 
 fn to_assignment(parts: &[(uuid::Uuid, Vec<i32>)]) -> Assignment {
@@ -218,7 +221,8 @@ impl Broker {
                                 Some(str(m.subscribed_regex.as_deref().unwrap_or_default()));
                             d.assignment = names(&m.assigned);
                             d.target_assignment = names(&c.target.get(&m.id).cloned().unwrap_or_default());
-                            d.member_type = 1;
+                            // KIP-1099: 0 classic, 1 consumer.
+                            d.member_type = if m.classic.is_some() { 0 } else { 1 };
                             d
                         })
                         .collect();
@@ -395,7 +399,7 @@ impl Broker {
             protocols: req.protocols.iter().map(|p| (p.name.to_string(), p.metadata.clone())).collect(),
             version,
         };
-        match self.coordinator.join(req.group_id.as_str(), join).await {
+        match self.coordinator.join(req.group_id.as_str(), join, &CatalogTopics(&self.catalog)).await {
             Err(e) => resp.error_code = group_code(e),
             Ok(r) => {
                 resp.error_code = r.error.map(group_code).unwrap_or(0);
@@ -443,6 +447,7 @@ impl Broker {
                 req.protocol_type.as_deref(),
                 req.protocol_name.as_deref(),
                 req.assignments.iter().map(|a| (a.member_id.to_string(), a.assignment.clone())).collect(),
+                &CatalogTopics(&self.catalog),
             )
             .await;
         match outcome {
@@ -490,7 +495,7 @@ impl Broker {
         } else {
             vec![(req.member_id.to_string(), None)]
         };
-        match self.coordinator.leave(req.group_id.as_str(), &members).await {
+        match self.coordinator.leave(req.group_id.as_str(), &members, &CatalogTopics(&self.catalog)).await {
             Err(e) => resp.error_code = group_code(e),
             Ok(results) if version >= 3 => {
                 resp.members = members

@@ -810,6 +810,260 @@ fn consumer_group_apis(addr: &str, tag: &str) -> String {
     out.replace(tag, "<tag>")
 }
 
+/// Kafka's online migration on the wire (as Kafka's own
+/// ConsumerProtocolMigrationTest drives it): a classic member's group
+/// upgraded by a consumer-protocol join, the classic member's heartbeats,
+/// commit, rejoin and sync inside the consumer group, and the downgrade when
+/// the consumer-protocol member leaves. Member ids are left out; which
+/// partitions a member gets is shown as a count (the assignors may pick
+/// different ones).
+fn group_migration(addr: &str, tag: &str) -> String {
+    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::{Decodable, Encodable};
+    let mut conn = Conn::open(addr);
+    let t = format!("{tag}-mig");
+    create(&mut conn, &t, 3, &[]);
+    let group = format!("{tag}-migrating");
+    wait_for_coordinators(&mut conn, &[&group]);
+    let mut out = String::new();
+    let mut log = |what: &str, answer: &dyn std::fmt::Debug| out += &format!("== {what}\n{answer:#?}\n");
+    let embedded = |version: i16, encode: &dyn Fn(&mut bytes::BytesMut)| {
+        let mut buf = bytes::BytesMut::new();
+        buf.extend_from_slice(&version.to_be_bytes());
+        encode(&mut buf);
+        buf.freeze()
+    };
+    let subscription = embedded(1, &|buf| {
+        let mut s = ConsumerProtocolSubscription::default();
+        s.topics = vec![text(&t)];
+        s.encode(buf, 1).expect("a subscription");
+    });
+    let assignment_of = |parts: Vec<i32>| {
+        embedded(1, &|buf| {
+            let mut tp = consumer_protocol_assignment::TopicPartition::default();
+            tp.topic = name(&t);
+            tp.partitions = parts.clone();
+            let mut a = ConsumerProtocolAssignment::default();
+            a.assigned_partitions = vec![tp];
+            a.encode(buf, 1).expect("an assignment");
+        })
+    };
+    let count = |assignment: &Bytes| -> Result<usize, String> {
+        if assignment.len() < 2 {
+            return Ok(0);
+        }
+        let version = i16::from_be_bytes([assignment[0], assignment[1]]);
+        let mut rest = assignment.slice(2..);
+        ConsumerProtocolAssignment::decode(&mut rest, version)
+            .map(|a| a.assigned_partitions.iter().map(|tp| tp.partitions.len()).sum())
+            .map_err(|e| e.to_string())
+    };
+    let join = |member: &str| {
+        let mut j = JoinGroupRequest::default();
+        j.group_id = GroupId(text(&group));
+        j.session_timeout_ms = 30_000;
+        j.rebalance_timeout_ms = 10_000;
+        j.member_id = text(member);
+        j.protocol_type = text("consumer");
+        let mut p = JoinGroupRequestProtocol::default();
+        p.name = text("range");
+        p.metadata = subscription.clone();
+        j.protocols = vec![p];
+        j
+    };
+    let joined = |r: &JoinGroupResponse, member: &str| {
+        (r.error_code, r.generation_id, r.protocol_name.clone(), r.leader.as_str() == member, r.members.len())
+    };
+    let sync = |member: &str, generation: i32, assignments: Vec<(String, Bytes)>| {
+        let mut s = SyncGroupRequest::default();
+        s.group_id = GroupId(text(&group));
+        s.generation_id = generation;
+        s.member_id = text(member);
+        s.protocol_type = Some(text("consumer"));
+        s.protocol_name = Some(text("range"));
+        s.assignments = assignments
+            .into_iter()
+            .map(|(m, a)| {
+                let mut x = SyncGroupRequestAssignment::default();
+                x.member_id = text(&m);
+                x.assignment = a;
+                x
+            })
+            .collect();
+        s
+    };
+    let heartbeat = |member: &str, generation: i32| {
+        let mut h = HeartbeatRequest::default();
+        h.group_id = GroupId(text(&group));
+        h.generation_id = generation;
+        h.member_id = text(member);
+        h
+    };
+    let consumer_hb = |member: &str, epoch: i32| {
+        let mut h = ConsumerGroupHeartbeatRequest::default();
+        h.group_id = GroupId(text(&group));
+        h.member_id = text(member);
+        h.member_epoch = epoch;
+        h.rebalance_timeout_ms = 30_000;
+        if epoch == 0 {
+            h.topic_partitions = Some(Vec::new());
+            h.subscribed_topic_names = Some(vec![name(&t)]);
+        }
+        h
+    };
+    let consumer_answer = |r: &ConsumerGroupHeartbeatResponse| {
+        (
+            r.error_code,
+            r.error_message.clone(),
+            r.member_epoch,
+            r.assignment
+                .as_ref()
+                .map(|a| a.topic_partitions.iter().map(|tp| tp.partitions.len()).sum::<usize>()),
+        )
+    };
+    let list = |conn: &mut Conn| {
+        let mut r: ListGroupsResponse = conn.call(ApiKey::ListGroups, 5, &ListGroupsRequest::default());
+        r.groups.retain(|g| g.group_id.as_str().starts_with(tag));
+        r.groups
+            .iter()
+            .map(|g| (g.group_type.clone(), g.protocol_type.clone(), g.group_state.clone()))
+            .collect::<Vec<_>>()
+    };
+
+    // A classic group of one member owning every partition.
+    let first: JoinGroupResponse = conn.call(ApiKey::JoinGroup, 9, &join(""));
+    let a = first.member_id.to_string();
+    let r: JoinGroupResponse = conn.call(ApiKey::JoinGroup, 9, &join(&a));
+    log("classic join", &joined(&r, &a));
+    let generation = r.generation_id;
+    let r: SyncGroupResponse = conn.call(
+        ApiKey::SyncGroup,
+        5,
+        &sync(&a, generation, vec![(a.clone(), assignment_of(vec![0, 1, 2]))]),
+    );
+    log("classic sync as the leader", &(r.error_code, count(&r.assignment)));
+    log("groups", &list(&mut conn));
+
+    // A consumer-protocol member joins: the group turns into a consumer group.
+    let b = format!("{tag}-consumer-member");
+    let r: ConsumerGroupHeartbeatResponse = conn.call(ApiKey::ConsumerGroupHeartbeat, 1, &consumer_hb(&b, 0));
+    log("consumer-protocol join to the classic group", &consumer_answer(&r));
+    let b_epoch = r.member_epoch;
+    log("groups after the upgrade", &list(&mut conn));
+    let mut d = DescribeGroupsRequest::default();
+    d.groups = vec![GroupId(text(&group))];
+    let r: DescribeGroupsResponse = conn.call(ApiKey::DescribeGroups, 5, &d);
+    log(
+        "describe groups (classic API)",
+        &r.groups.iter().map(|g| (g.error_code, g.group_state.clone())).collect::<Vec<_>>(),
+    );
+
+    // The classic member inside the consumer group.
+    for (what, g) in [
+        ("classic heartbeat at a newer generation", generation + 1),
+        ("classic heartbeat at its generation", generation),
+    ] {
+        let r: HeartbeatResponse = conn.call(ApiKey::Heartbeat, 4, &heartbeat(&a, g));
+        log(what, &r.error_code);
+    }
+    let mut commit = OffsetCommitRequest::default();
+    commit.group_id = GroupId(text(&group));
+    commit.generation_id_or_member_epoch = generation;
+    commit.member_id = text(&a);
+    let mut p = OffsetCommitRequestPartition::default();
+    p.partition_index = 0;
+    p.committed_offset = 0;
+    p.committed_leader_epoch = -1;
+    let mut ct = OffsetCommitRequestTopic::default();
+    ct.name = name(&t);
+    ct.partitions = vec![p];
+    commit.topics = vec![ct];
+    for (what, version) in
+        [("classic commit (v8) at its generation", 8), ("classic commit (v9) at its generation", 9)]
+    {
+        let r: OffsetCommitResponse = conn.call(ApiKey::OffsetCommit, version, &commit);
+        log(
+            what,
+            &r.topics.iter().flat_map(|t| t.partitions.iter().map(|p| p.error_code)).collect::<Vec<_>>(),
+        );
+    }
+    let mut stale = commit.clone();
+    stale.generation_id_or_member_epoch = generation + 1;
+    let r: OffsetCommitResponse = conn.call(ApiKey::OffsetCommit, 9, &stale);
+    log(
+        "classic commit at a newer generation",
+        &r.topics.iter().flat_map(|t| t.partitions.iter().map(|p| p.error_code)).collect::<Vec<_>>(),
+    );
+    let mut wrong_type = join(&a);
+    wrong_type.protocol_type = text("connect");
+    let r: JoinGroupResponse = conn.call(ApiKey::JoinGroup, 9, &wrong_type);
+    log("classic rejoin with another protocol type", &r.error_code);
+    // An eager member rejoins owning nothing: at the new epoch at once.
+    let r: JoinGroupResponse = conn.call(ApiKey::JoinGroup, 9, &join(&a));
+    log("classic rejoin", &joined(&r, &a));
+    let a_epoch = r.generation_id;
+    let r: SyncGroupResponse = conn.call(ApiKey::SyncGroup, 5, &sync(&a, a_epoch + 1, Vec::new()));
+    log("classic sync at a wrong generation", &r.error_code);
+    let r: SyncGroupResponse = conn.call(ApiKey::SyncGroup, 5, &sync(&a, a_epoch, Vec::new()));
+    log(
+        "classic sync",
+        &(r.error_code, r.protocol_type.clone(), r.protocol_name.clone(), count(&r.assignment)),
+    );
+    let r: HeartbeatResponse = conn.call(ApiKey::Heartbeat, 4, &heartbeat(&a, a_epoch));
+    log("classic heartbeat at the new epoch", &r.error_code);
+    let r: ConsumerGroupHeartbeatResponse =
+        conn.call(ApiKey::ConsumerGroupHeartbeat, 1, &consumer_hb(&b, b_epoch));
+    log("consumer-protocol heartbeat after the classic member released", &consumer_answer(&r));
+    let mut cd = ConsumerGroupDescribeRequest::default();
+    cd.group_ids = vec![GroupId(text(&group))];
+    let r: ConsumerGroupDescribeResponse = conn.call(ApiKey::ConsumerGroupDescribe, 1, &cd);
+    let mut members: Vec<_> = r
+        .groups
+        .iter()
+        .flat_map(|g| {
+            g.members.iter().map(|m| (m.member_type, m.member_epoch, m.subscribed_topic_regex.clone()))
+        })
+        .collect();
+    members.sort();
+    log(
+        "consumer group describe",
+        &(
+            r.groups.iter().map(|g| (g.error_code, g.group_state.clone(), g.group_epoch)).collect::<Vec<_>>(),
+            members,
+        ),
+    );
+
+    // The consumer-protocol member leaves: only a classic member is left.
+    let r: ConsumerGroupHeartbeatResponse =
+        conn.call(ApiKey::ConsumerGroupHeartbeat, 1, &consumer_hb(&b, -1));
+    log("consumer-protocol leave", &consumer_answer(&r));
+    log("groups after the downgrade", &list(&mut conn));
+    let r: DescribeGroupsResponse = conn.call(ApiKey::DescribeGroups, 5, &d);
+    log(
+        "describe groups after the downgrade",
+        &r.groups
+            .iter()
+            .map(|g| (g.error_code, g.group_state.clone(), g.protocol_type.clone(), g.members.len()))
+            .collect::<Vec<_>>(),
+    );
+    let r: ConsumerGroupHeartbeatResponse =
+        conn.call(ApiKey::ConsumerGroupHeartbeat, 1, &consumer_hb(&b, b_epoch));
+    log("consumer-protocol heartbeat to the classic group", &consumer_answer(&r));
+    for (what, g) in [
+        ("classic heartbeat at the old epoch", a_epoch),
+        ("classic heartbeat at the group's generation", a_epoch + 1),
+    ] {
+        let r: HeartbeatResponse = conn.call(ApiKey::Heartbeat, 4, &heartbeat(&a, g));
+        log(what, &r.error_code);
+    }
+    out.replace(tag, "<tag>")
+}
+
 /// Broker configs each broker sets for itself, whose values are its own:
 /// the reference broker's `server.properties` (`scripts/kafka-ref.sh`), and
 /// what Strata always sets or the test sets. Their names, types and
@@ -890,6 +1144,11 @@ fn stored_record_layout_matches_kafka() {
 #[test]
 fn unknown_versions_match_kafka() {
     same_on_both("unknown versions", unknown_versions);
+}
+
+#[test]
+fn group_migration_matches_kafka() {
+    same_on_both("group migration", group_migration);
 }
 
 #[test]

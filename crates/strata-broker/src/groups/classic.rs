@@ -75,7 +75,7 @@ pub struct JoinResult {
 }
 
 impl JoinResult {
-    fn error(e: GroupError, member_id: &str) -> Self {
+    pub(super) fn error(e: GroupError, member_id: &str) -> Self {
         JoinResult { error: Some(e), generation: -1, member_id: member_id.to_string(), ..Default::default() }
     }
 }
@@ -126,13 +126,13 @@ pub struct Member {
     pub rebalance_timeout: Duration,
     pub protocols: Vec<(String, Bytes)>,
     pub assignment: Bytes,
-    join_waiter: Option<oneshot::Sender<JoinResult>>,
-    sync_waiter: Option<oneshot::Sender<SyncResult>>,
-    last_heartbeat: Instant,
+    pub(super) join_waiter: Option<oneshot::Sender<JoinResult>>,
+    pub(super) sync_waiter: Option<oneshot::Sender<SyncResult>>,
+    pub(super) last_heartbeat: Instant,
 }
 
 impl Member {
-    fn metadata(&self, protocol: &str) -> Bytes {
+    pub(super) fn metadata(&self, protocol: &str) -> Bytes {
         self.protocols.iter().find(|(n, _)| n == protocol).map(|(_, m)| m.clone()).unwrap_or_default()
     }
 }
@@ -148,14 +148,14 @@ pub struct Group {
     pub leader: Option<String>,
     pub members: BTreeMap<String, Member>,
     /// KIP-394 members told MEMBER_ID_REQUIRED, with when they expire.
-    pending: HashMap<String, Instant>,
+    pub(super) pending: HashMap<String, Instant>,
     /// Static instance id → member id.
-    statics: HashMap<String, String>,
+    pub(super) statics: HashMap<String, String>,
     pub offsets: HashMap<(String, i32), Committed>,
-    rebalance_deadline: Option<Instant>,
+    pub(super) rebalance_deadline: Option<Instant>,
     /// The initial delay of a group that was empty (KIP-134).
-    join_not_before: Option<Instant>,
-    sync_deadline: Option<Instant>,
+    pub(super) join_not_before: Option<Instant>,
+    pub(super) sync_deadline: Option<Instant>,
     /// Wall-clock ms of the last state change.
     pub state_timestamp: i64,
     /// Whether the group's metadata changed in a way Kafka persists.
@@ -253,7 +253,7 @@ impl Group {
         }
     }
 
-    fn set_state(&mut self, state: State, wall_ms: i64) {
+    pub(super) fn set_state(&mut self, state: State, wall_ms: i64) {
         self.state = state;
         self.state_timestamp = wall_ms;
     }
@@ -300,12 +300,10 @@ impl Group {
         if self.state == State::Dead {
             return Err(GroupError::CoordinatorNotAvailable);
         }
-        match &self.consumer {
-            // A consumer-protocol group in use: classic members cannot join
-            // (Kafka's online migration between the protocols is not served).
-            Some(c) if c.has_live_members() => return Err(GroupError::InconsistentGroupProtocol),
-            Some(_) => self.consumer = None,
-            None => {}
+        if self.consumer.is_some() {
+            // The coordinator serves a consumer group's classic members
+            // (`super::migration`) and turns an empty one classic first.
+            return Err(GroupError::InconsistentGroupProtocol);
         }
         if req.session_timeout < cfg.min_session_timeout || req.session_timeout > cfg.max_session_timeout {
             return Err(GroupError::InvalidSessionTimeout);
@@ -509,7 +507,7 @@ impl Group {
 
     /// Starts a rebalance: pending syncs learn of it, the deadline is the
     /// largest rebalance timeout.
-    fn prepare_rebalance(&mut self, cfg: &GroupConfig, now: Instant, wall_ms: i64) {
+    pub(super) fn prepare_rebalance(&mut self, cfg: &GroupConfig, now: Instant, wall_ms: i64) {
         if self.state == State::PreparingRebalance {
             return;
         }
@@ -584,7 +582,7 @@ impl Group {
     }
 
     /// The protocol most members prefer among those all support.
-    fn select_protocol(&self) -> Option<String> {
+    pub(super) fn select_protocol(&self) -> Option<String> {
         let first = self.members.values().next()?;
         let candidates: Vec<&String> = first
             .protocols

@@ -22,6 +22,8 @@ pub trait Topics {
     fn by_name(&self, name: &str) -> Option<(Uuid, i32)>;
     /// Every topic name.
     fn names(&self) -> Vec<String>;
+    /// A topic's name by id.
+    fn name_of(&self, id: Uuid) -> Option<String>;
 }
 
 /// The consumer protocol's settings (Kafka's `group.consumer.*`).
@@ -73,7 +75,7 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    fn new(error: GroupError, message: impl Into<String>) -> Self {
+    pub(super) fn new(error: GroupError, message: impl Into<String>) -> Self {
         Refusal { error, message: message.into() }
     }
     fn invalid(message: &str) -> Self {
@@ -160,22 +162,40 @@ pub struct Member {
     pub client_id: String,
     pub client_host: String,
     pub member_epoch: i32,
-    previous_epoch: i32,
+    pub(super) previous_epoch: i32,
     pub subscribed_names: Vec<String>,
     pub subscribed_regex: Option<String>,
     /// `subscribed_regex` compiled once, anchored to whole topic names.
     matcher: Option<regex::Regex>,
     server_assignor: Option<String>,
-    rebalance_timeout: Duration,
+    pub(super) rebalance_timeout: Duration,
     /// What the member may own.
     pub assigned: Assignment,
     /// What it must give up before others get it.
     pub revoking: Assignment,
-    last_heartbeat: Instant,
+    pub(super) last_heartbeat: Instant,
     revoke_deadline: Option<Instant>,
     last_sent: Option<Assignment>,
     /// A static member that left with epoch -2, kept for its session.
     static_left: bool,
+    /// Set for a member that joined with JoinGroup (the classic protocol)
+    /// and is served inside this group (Kafka's online migration).
+    pub classic: Option<ClassicPart>,
+}
+
+/// What a classic-protocol member of a consumer group carries besides a
+/// consumer member's state (Kafka's `ClassicMemberMetadata`, and the
+/// member's join and sync timers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassicPart {
+    /// The JoinGroup's session timeout: the member's own, not the group's.
+    pub session_timeout: Duration,
+    /// Every (name, metadata) the member offered, in its order.
+    pub protocols: Vec<(String, Bytes)>,
+    /// Until when it must rejoin, once told REBALANCE_IN_PROGRESS.
+    pub(super) join_deadline: Option<Instant>,
+    /// Until when it must send SyncGroup after its JoinGroup.
+    pub(super) sync_deadline: Option<Instant>,
 }
 
 /// A consumer-protocol group.
@@ -229,7 +249,7 @@ fn from_topic_partitions(tps: TopicPartitions) -> Assignment {
 }
 
 impl Member {
-    fn new(id: &str, now: Instant) -> Self {
+    pub(super) fn new(id: &str, now: Instant) -> Self {
         Member {
             id: id.to_string(),
             instance_id: None,
@@ -249,10 +269,11 @@ impl Member {
             revoke_deadline: None,
             last_sent: None,
             static_left: false,
+            classic: None,
         }
     }
 
-    fn set_regex(&mut self, regex: Option<String>) {
+    pub(super) fn set_regex(&mut self, regex: Option<String>) {
         self.matcher = regex.as_deref().and_then(|r| regex::Regex::new(&format!("^(?:{r})$")).ok());
         self.subscribed_regex = regex;
     }
@@ -267,7 +288,10 @@ impl Member {
             subscribed_regex: self.subscribed_regex.clone(),
             rebalance_timeout_ms: self.rebalance_timeout.as_millis().min(i32::MAX as u128) as i32,
             server_assignor: self.server_assignor.clone(),
-            classic: None,
+            classic: self.classic.as_ref().map(|c| records::ClassicMemberValue {
+                session_timeout_ms: c.session_timeout.as_millis().min(i32::MAX as u128) as i32,
+                protocols: c.protocols.clone(),
+            }),
         }
     }
 
@@ -292,11 +316,11 @@ impl Member {
     }
 }
 
-fn contains(a: &Assignment, t: &Uuid, p: i32) -> bool {
+pub(super) fn contains(a: &Assignment, t: &Uuid, p: i32) -> bool {
     a.get(t).is_some_and(|s| s.contains(&p))
 }
 
-fn minus(a: &Assignment, b: &Assignment) -> Assignment {
+pub(super) fn minus(a: &Assignment, b: &Assignment) -> Assignment {
     let mut out = Assignment::new();
     for (t, ps) in a {
         let rest: BTreeSet<i32> = ps.iter().copied().filter(|p| !contains(b, t, *p)).collect();
@@ -307,7 +331,7 @@ fn minus(a: &Assignment, b: &Assignment) -> Assignment {
     out
 }
 
-fn intersect(a: &Assignment, b: &Assignment) -> Assignment {
+pub(super) fn intersect(a: &Assignment, b: &Assignment) -> Assignment {
     let mut out = Assignment::new();
     for (t, ps) in a {
         let both: BTreeSet<i32> = ps.iter().copied().filter(|p| contains(b, t, *p)).collect();
@@ -318,7 +342,7 @@ fn intersect(a: &Assignment, b: &Assignment) -> Assignment {
     out
 }
 
-fn union(a: &Assignment, b: &Assignment) -> Assignment {
+pub(super) fn union(a: &Assignment, b: &Assignment) -> Assignment {
     let mut out = a.clone();
     for (t, ps) in b {
         out.entry(*t).or_default().extend(ps.iter().copied());
@@ -326,7 +350,7 @@ fn union(a: &Assignment, b: &Assignment) -> Assignment {
     out
 }
 
-fn is_empty(a: &Assignment) -> bool {
+pub(super) fn is_empty(a: &Assignment) -> bool {
     a.values().all(BTreeSet::is_empty)
 }
 
@@ -360,13 +384,18 @@ impl ConsumerGroup {
     pub fn validate_epoch(&self, member_id: &str, epoch: i32) -> Result<(), GroupError> {
         let m = self.members.get(member_id).ok_or(GroupError::UnknownMemberId)?;
         if epoch != m.member_epoch {
-            return Err(GroupError::StaleMemberEpoch);
+            // A classic member's generation is its member epoch.
+            return Err(if m.classic.is_some() {
+                GroupError::IllegalGeneration
+            } else {
+                GroupError::StaleMemberEpoch
+            });
         }
         Ok(())
     }
 
     /// The topics a member subscribes to, resolved against the cluster.
-    fn subscribed(&self, m: &Member, topics: &dyn Topics) -> Vec<(Uuid, i32)> {
+    pub(super) fn subscribed(&self, m: &Member, topics: &dyn Topics) -> Vec<(Uuid, i32)> {
         let mut names: BTreeSet<String> = m.subscribed_names.iter().cloned().collect();
         if let Some(re) = &m.matcher {
             for n in topics.names() {
@@ -379,7 +408,7 @@ impl ConsumerGroup {
     }
 
     /// Recomputes the target assignment at the group epoch.
-    fn assign(&mut self, topics: &dyn Topics) {
+    pub(super) fn assign(&mut self, topics: &dyn Topics) {
         let assignor = self
             .members
             .values()
@@ -424,14 +453,14 @@ impl ConsumerGroup {
 
     /// Whether a partition is held (assigned or being revoked) by a member
     /// other than `member`.
-    fn held_by_other(&self, member: &str, t: &Uuid, p: i32) -> bool {
+    pub(super) fn held_by_other(&self, member: &str, t: &Uuid, p: i32) -> bool {
         self.members
             .values()
             .any(|m| m.id != member && (contains(&m.assigned, t, p) || contains(&m.revoking, t, p)))
     }
 
     /// Moves a member towards its target (Kafka's current-assignment builder).
-    fn reconcile(&mut self, member_id: &str, owned: Option<&Assignment>, now: Instant) {
+    pub(super) fn reconcile(&mut self, member_id: &str, owned: Option<&Assignment>, now: Instant) {
         let target = self.target.get(member_id).cloned().unwrap_or_default();
         let epoch = self.assignment_epoch;
         let Some(m) = self.members.get(member_id) else { return };
@@ -444,7 +473,10 @@ impl ConsumerGroup {
         }
         if is_empty(&revoking) {
             let give_up = minus(&assigned, &target);
-            if !is_empty(&give_up) {
+            // A member that reports it no longer owns them has nothing to
+            // revoke (an eager classic member rejoins owning nothing).
+            let still_owned = owned.is_none_or(|o| !is_empty(&intersect(o, &give_up)));
+            if !is_empty(&give_up) && still_owned {
                 revoking = give_up;
                 assigned = intersect(&assigned, &target);
             } else {
@@ -457,12 +489,17 @@ impl ConsumerGroup {
                         }
                     }
                 }
-                assigned = union(&assigned, &add);
+                assigned = union(&intersect(&assigned, &target), &add);
             }
         }
         let Some(m) = self.members.get_mut(member_id) else { return };
-        m.revoke_deadline =
-            if is_empty(&revoking) { None } else { m.revoke_deadline.or(Some(now + m.rebalance_timeout)) };
+        // Classic members have no revocation timer: their join and sync
+        // timers stand for it.
+        m.revoke_deadline = if is_empty(&revoking) || m.classic.is_some() {
+            None
+        } else {
+            m.revoke_deadline.or(Some(now + m.rebalance_timeout))
+        };
         if member_epoch != m.member_epoch {
             m.previous_epoch = m.member_epoch;
         }
@@ -544,6 +581,7 @@ impl ConsumerGroup {
         };
         let Some(m) = self.members.get_mut(&id) else { return Err(unknown(&id)) };
         m.last_heartbeat = now;
+        m.classic = None;
         m.client_id = hb.client_id.clone();
         m.client_host = hb.client_host.clone();
         m.rack_id = hb.rack_id.clone().or(m.rack_id.take());
@@ -599,7 +637,7 @@ impl ConsumerGroup {
     }
 
     /// Whether the target misses partitions the subscriptions now cover.
-    fn target_outdated(&self, topics: &dyn Topics) -> bool {
+    pub(super) fn target_outdated(&self, topics: &dyn Topics) -> bool {
         let mut targeted: BTreeSet<(Uuid, i32)> = BTreeSet::new();
         for a in self.target.values() {
             for (t, ps) in a {
@@ -756,6 +794,12 @@ impl ConsumerGroup {
                 m.set_regex(v.subscribed_regex);
                 m.rebalance_timeout = Duration::from_millis(v.rebalance_timeout_ms.max(0) as u64);
                 m.server_assignor = v.server_assignor;
+                m.classic = v.classic.map(|c| ClassicPart {
+                    session_timeout: Duration::from_millis(c.session_timeout_ms.max(0) as u64),
+                    protocols: c.protocols,
+                    join_deadline: None,
+                    sync_deadline: None,
+                });
             }
             (Key::ConsumerMember { member, .. }, None) => {
                 self.members.remove(&member);
@@ -801,18 +845,25 @@ impl ConsumerGroup {
         let _ = self.log_changes(group);
     }
 
-    /// Expired sessions and members that did not revoke in time leave.
-    pub fn tick(&mut self, cfg: &ConsumerConfig, topics: &dyn Topics, now: Instant) {
+    /// Expired sessions and members that did not revoke (or, classic
+    /// members, rejoin or sync) in time leave. Returns whether any left.
+    pub fn tick(&mut self, cfg: &ConsumerConfig, topics: &dyn Topics, now: Instant) -> bool {
         let gone: Vec<String> = self
             .members
             .values()
             .filter(|m| {
-                now >= m.last_heartbeat + cfg.session_timeout || m.revoke_deadline.is_some_and(|d| now >= d)
+                let session = m.classic.as_ref().map_or(cfg.session_timeout, |c| c.session_timeout);
+                let classic_late = m.classic.as_ref().is_some_and(|c| {
+                    c.join_deadline.is_some_and(|d| now >= d) || c.sync_deadline.is_some_and(|d| now >= d)
+                });
+                now >= m.last_heartbeat + session
+                    || m.revoke_deadline.is_some_and(|d| now >= d)
+                    || classic_late
             })
             .map(|m| m.id.clone())
             .collect();
         if gone.is_empty() {
-            return;
+            return false;
         }
         for id in &gone {
             tracing::info!(member = %id, "consumer group member expired");
@@ -820,6 +871,7 @@ impl ConsumerGroup {
         }
         self.group_epoch += 1;
         self.assign(topics);
+        true
     }
 }
 
@@ -971,6 +1023,9 @@ mod tests {
         }
         fn names(&self) -> Vec<String> {
             vec!["t".into()]
+        }
+        fn name_of(&self, id: Uuid) -> Option<String> {
+            (id == self.0).then(|| "t".into())
         }
     }
 

@@ -7,6 +7,7 @@
 mod classic;
 pub(crate) mod consumer;
 mod error;
+mod migration;
 mod records;
 
 use std::collections::HashMap;
@@ -142,9 +143,22 @@ impl Coordinator {
                     if g.is_active() {
                         g.tick(&self.config, now, wall);
                     }
+                    let mut turns_classic = false;
+                    let mut epoch = 0;
                     if let Some(c) = g.consumer.as_mut() {
-                        c.tick(&self.consumer_config, topics, now);
-                        records.extend(c.log_changes(&g.id));
+                        epoch = c.group_epoch;
+                        if c.tick(&self.consumer_config, topics, now) {
+                            turns_classic = migration::should_downgrade(c);
+                            if c.members.is_empty() {
+                                g.state_timestamp = wall;
+                            }
+                        }
+                        if !turns_classic {
+                            records.extend(c.log_changes(&g.id));
+                        }
+                    }
+                    if turns_classic {
+                        records.extend(migration::downgrade(g, epoch, topics, &self.config, now, wall));
                     }
                     if g.dirty {
                         g.dirty = false;
@@ -209,8 +223,15 @@ impl Coordinator {
         out
     }
 
-    /// JoinGroup: the answer (possibly after a rebalance).
-    pub(crate) async fn join(&self, group_id: &str, req: JoinRequest) -> Result<JoinResult, GroupError> {
+    /// JoinGroup: the answer (possibly after a rebalance). A consumer
+    /// group in use serves the member inside it (`migration`); an empty
+    /// one turns classic.
+    pub(crate) async fn join(
+        &self,
+        group_id: &str,
+        req: JoinRequest,
+        topics: &(dyn consumer::Topics + Sync),
+    ) -> Result<JoinResult, GroupError> {
         if group_id.is_empty() {
             return Err(GroupError::InvalidGroupId);
         }
@@ -220,11 +241,40 @@ impl Coordinator {
         let persist = {
             let mut groups = shard.lock();
             let g = groups.entry(group_id.to_string()).or_insert_with(|| Group::new(group_id, now_ms()));
-            g.join(req, tx, &self.config, Instant::now(), now_ms())?;
-            take_dirty(g)
+            let mut records = Vec::new();
+            match g.consumer.as_mut() {
+                Some(c) if !c.members.is_empty() => {
+                    let cfg = &self.config;
+                    if req.session_timeout < cfg.min_session_timeout
+                        || req.session_timeout > cfg.max_session_timeout
+                    {
+                        return Err(GroupError::InvalidSessionTimeout);
+                    }
+                    let outcome = migration::classic_join(c, req, topics, Instant::now());
+                    let records = c.log_changes(group_id);
+                    Err((outcome, (!records.is_empty()).then(|| append(&shard.stream, records))))
+                }
+                consumer => {
+                    if let Some(c) = consumer {
+                        records = c.tombstones(group_id);
+                        g.consumer = None;
+                        g.protocol_type = None;
+                    }
+                    g.join(req, tx, &self.config, Instant::now(), now_ms())?;
+                    records.extend(take_dirty(g));
+                    Ok(records)
+                }
+            }
         };
-        if let Some(r) = persist {
-            let _ = write(&shard.stream, vec![r]).await;
+        // A classic member of a consumer group is answered at once.
+        let persist = match persist {
+            Ok(records) => records,
+            Err((outcome, pending)) => {
+                return self.answer_consumer_change(&shard, group_id, pending, outcome).await;
+            }
+        };
+        if !persist.is_empty() {
+            let _ = write(&shard.stream, persist).await;
         }
         rx.await.map_err(|_| GroupError::CoordinatorNotAvailable).map(|mut r| {
             if r.member_id.is_empty() {
@@ -245,12 +295,25 @@ impl Coordinator {
         protocol_type: Option<&str>,
         protocol_name: Option<&str>,
         assignments: Vec<(String, Bytes)>,
+        topics: &(dyn consumer::Topics + Sync),
     ) -> Result<SyncResult, GroupError> {
         let shard = self.shard(group_id)?;
         let (tx, rx) = oneshot::channel();
         let (deliveries, record) = {
             let mut groups = shard.lock();
             let g = groups.get_mut(group_id).ok_or(GroupError::UnknownMemberId)?;
+            if let Some(c) = g.consumer.as_mut() {
+                return migration::classic_sync(
+                    c,
+                    member_id,
+                    instance_id,
+                    generation,
+                    protocol_type,
+                    protocol_name,
+                    topics,
+                    Instant::now(),
+                );
+            }
             let d = g.sync(
                 member_id,
                 instance_id,
@@ -292,6 +355,9 @@ impl Coordinator {
         let shard = self.shard(group_id)?;
         let mut groups = shard.lock();
         let g = groups.get_mut(group_id).ok_or(GroupError::UnknownMemberId)?;
+        if let Some(c) = g.consumer.as_mut() {
+            return migration::classic_heartbeat(c, member_id, instance_id, generation, Instant::now());
+        }
         g.heartbeat(member_id, instance_id, generation, Instant::now())
     }
 
@@ -300,18 +366,40 @@ impl Coordinator {
         &self,
         group_id: &str,
         members: &[(String, Option<String>)],
+        topics: &(dyn consumer::Topics + Sync),
     ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
         let shard = self.shard(group_id)?;
-        let (results, record) = {
+        let now = Instant::now();
+        let (results, records) = {
             let mut groups = shard.lock();
             let g = groups.get_mut(group_id).ok_or(GroupError::UnknownMemberId)?;
-            let now = Instant::now();
-            let results =
-                members.iter().map(|(m, i)| g.leave(m, i.as_deref(), &self.config, now, now_ms())).collect();
-            (results, take_dirty(g))
+            if let Some(c) = g.consumer.as_mut() {
+                let epoch = c.group_epoch;
+                let results = migration::leave(c, members, topics);
+                if c.members.is_empty() {
+                    g.state_timestamp = now_ms();
+                }
+                let records = if migration::should_downgrade(c) {
+                    let mut records = migration::downgrade(g, epoch, topics, &self.config, now, now_ms());
+                    records.extend(take_dirty(g));
+                    records
+                } else {
+                    c.log_changes(group_id)
+                };
+                (results, records)
+            } else {
+                let results = members
+                    .iter()
+                    .map(|(m, i)| g.leave(m, i.as_deref(), &self.config, now, now_ms()))
+                    .collect();
+                (results, take_dirty(g).into_iter().collect())
+            }
         };
-        if let Some(r) = record {
-            let _ = write(&shard.stream, vec![r]).await;
+        if !records.is_empty()
+            && write(&shard.stream, records).await.is_err()
+            && let Some(c) = shard.lock().get_mut(group_id).and_then(|g| g.consumer.as_mut())
+        {
+            c.forget_written();
         }
         Ok(results)
     }
@@ -398,21 +486,31 @@ impl Coordinator {
         let shard = self.shard(group_id)?;
         let (outcome, pending) = {
             let mut groups = shard.lock();
-            let outcome =
-                Self::consumer_heartbeat_locked(&mut groups, group_id, hb, topics, &self.consumer_config);
-            let records = groups
-                .get_mut(group_id)
-                .and_then(|g| g.consumer.as_mut())
-                .map(|c| c.log_changes(group_id))
-                .unwrap_or_default();
+            let mut records = Vec::new();
+            let outcome = self.consumer_heartbeat_locked(&mut groups, group_id, hb, topics, &mut records);
+            if let Some(c) = groups.get_mut(group_id).and_then(|g| g.consumer.as_mut()) {
+                records.extend(c.log_changes(group_id));
+            }
             // Appended under the shard lock, in the order the changes were made.
             let pending = (!records.is_empty()).then(|| append(&shard.stream, records));
             (outcome, pending)
         };
+        self.answer_consumer_change(&shard, group_id, pending, outcome).await
+    }
+
+    /// Answers a request that changed a consumer group once its records
+    /// are durable; when they are not, the next change writes the whole
+    /// group again.
+    async fn answer_consumer_change<T, E: From<GroupError>>(
+        &self,
+        shard: &Shard,
+        group_id: &str,
+        pending: Option<Pending>,
+        outcome: Result<T, E>,
+    ) -> Result<T, E> {
         if let Some(pending) = pending
             && let Err(e) = wait(pending).await
         {
-            // Not durable: the next change writes the whole group again.
             if let Some(c) = shard.lock().get_mut(group_id).and_then(|g| g.consumer.as_mut()) {
                 c.forget_written();
             }
@@ -421,39 +519,60 @@ impl Coordinator {
         outcome
     }
 
+    /// A ConsumerGroupHeartbeat under the shard lock: a join to a classic
+    /// group in use upgrades it (`migration::upgrade`), a leave that leaves
+    /// only classic members downgrades it. Records to write before the
+    /// group's own changes go to `records`.
     fn consumer_heartbeat_locked(
+        &self,
         groups: &mut HashMap<String, Group>,
         group_id: &str,
         hb: consumer::Heartbeat,
         topics: &dyn consumer::Topics,
-        config: &consumer::ConsumerConfig,
+        records: &mut Vec<LogRecord>,
     ) -> Result<consumer::HeartbeatResult, consumer::Refusal> {
         let not_found = || consumer::Refusal {
             error: GroupError::GroupIdNotFound,
             message: format!("Consumer group {group_id} not found."),
         };
-        if hb.member_epoch != 0 && groups.get(group_id).is_none_or(|g| g.consumer.is_none()) {
-            return Err(not_found());
+        let not_consumer = || consumer::Refusal {
+            error: GroupError::GroupIdNotFound,
+            message: format!("Group {group_id} is not a consumer group."),
+        };
+        let now = Instant::now();
+        if hb.member_epoch != 0 {
+            match groups.get(group_id) {
+                None => return Err(not_found()),
+                Some(g) if g.consumer.is_none() && !g.members.is_empty() => return Err(not_consumer()),
+                Some(g) if g.consumer.is_none() => return Err(not_found()),
+                Some(_) => {}
+            }
         }
         let g = groups.entry(group_id.to_string()).or_insert_with(|| Group::new(group_id, now_ms()));
         if g.consumer.is_none() {
             if !g.members.is_empty() {
-                // A classic group in use (no online migration).
-                return Err(consumer::Refusal {
-                    error: GroupError::GroupIdNotFound,
-                    message: format!("Group {group_id} is not a consumer group."),
-                });
+                records.extend(migration::upgrade(g, topics, now)?);
+            } else {
+                if g.protocol_type.is_some() || g.generation > 0 {
+                    // An empty classic group is replaced, as on Kafka.
+                    records.push((Key::Group { group: group_id.to_string() }, None));
+                }
+                g.consumer = Some(consumer::ConsumerGroup::default());
             }
-            g.consumer = Some(consumer::ConsumerGroup::default());
             g.protocol_type = Some("consumer".into());
         }
+        let leaving = hb.member_epoch == -1;
         let c = g.consumer.as_mut().ok_or_else(not_found)?;
-        let outcome = c.heartbeat(hb, topics, config, group_id, Instant::now());
+        let epoch = c.group_epoch;
+        let outcome = c.heartbeat(hb, topics, &self.consumer_config, group_id, now);
         if c.members.is_empty() {
             // When the group became empty, for offsets.retention.minutes.
             g.state_timestamp = now_ms();
         }
-        if outcome.is_err() && c.members.is_empty() && g.offsets.is_empty() {
+        if leaving && outcome.is_ok() && migration::should_downgrade(c) {
+            records.extend(migration::downgrade(g, epoch, topics, &self.config, now, now_ms()));
+            records.extend(take_dirty(g));
+        } else if outcome.is_err() && c.members.is_empty() && g.offsets.is_empty() && records.is_empty() {
             // A refused first join leaves no group behind, as on Kafka.
             groups.remove(group_id);
         }
@@ -825,7 +944,14 @@ fn apply_record(
         },
         Key::Group { group } => match value {
             None => {
-                groups.remove(&group);
+                // Offsets are records of their own and outlive the group's
+                // (an upgrade to the consumer protocol tombstones it).
+                let offsets = groups.remove(&group).map(|g| g.offsets).unwrap_or_default();
+                if !offsets.is_empty() {
+                    let mut g = Group::new(&group, now_ms());
+                    g.offsets = offsets;
+                    groups.insert(group, g);
+                }
             }
             Some(v) => match records::decode_group(v) {
                 Ok(v) => {
@@ -850,6 +976,9 @@ fn apply_record(
         }
         key => {
             let group = key.group().to_string();
+            if value.is_none() && groups.get(&group).is_none_or(|g| g.consumer.is_none()) {
+                return; // a tombstone of a consumer group that is gone
+            }
             let g = groups.entry(group.clone()).or_insert_with(|| Group::new(&group, now_ms()));
             if g.consumer.is_none() {
                 g.consumer = Some(consumer::ConsumerGroup::default());
@@ -867,6 +996,65 @@ fn apply_record(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn offsets_outlive_the_group_records_of_a_migration() {
+        let now = Instant::now();
+        let mut groups = HashMap::new();
+        let offset = OffsetValue { offset: 42, leader_epoch: -1, metadata: "m".into(), commit_timestamp: 1 };
+        let group = || "g".to_string();
+        apply_record(
+            &mut groups,
+            Key::Offset { group: group(), topic: "t".into(), partition: 0 },
+            Some(records::encode_offset(&offset)),
+            0,
+            now,
+        );
+        let classic = records::GroupValue {
+            protocol_type: "consumer".into(),
+            generation: 3,
+            protocol: Some("range".into()),
+            leader: None,
+            current_state_timestamp: 1,
+            members: Vec::new(),
+        };
+        apply_record(
+            &mut groups,
+            Key::Group { group: group() },
+            Some(records::encode_group(&classic)),
+            1,
+            now,
+        );
+        // An upgrade: the classic record's tombstone, then the consumer group's.
+        apply_record(&mut groups, Key::Group { group: group() }, None, 2, now);
+        apply_record(
+            &mut groups,
+            Key::ConsumerGroup { group: group() },
+            Some(records::encode_epoch(4)),
+            3,
+            now,
+        );
+        let g = &groups["g"];
+        assert_eq!(g.consumer.as_ref().map(|c| c.group_epoch), Some(4));
+        assert_eq!(g.offsets.get(&("t".to_string(), 0)).map(|c| c.offset), Some(42), "offsets kept");
+        // A downgrade: the consumer group's tombstones, then GroupMetadata.
+        apply_record(&mut groups, Key::ConsumerTargetEpoch { group: group() }, None, 4, now);
+        apply_record(&mut groups, Key::ConsumerGroup { group: group() }, None, 5, now);
+        apply_record(
+            &mut groups,
+            Key::Group { group: group() },
+            Some(records::encode_group(&classic)),
+            6,
+            now,
+        );
+        let g = &groups["g"];
+        assert!(g.consumer.is_none());
+        assert_eq!(g.generation, 3);
+        assert_eq!(g.offsets.get(&("t".to_string(), 0)).map(|c| c.offset), Some(42), "offsets kept");
+        // A tombstone of a consumer group long gone creates nothing.
+        apply_record(&mut groups, Key::ConsumerTargetEpoch { group: "h".into() }, None, 7, now);
+        assert!(!groups.contains_key("h"));
+    }
 
     #[test]
     fn partitions_are_chosen_as_kafka_chooses_them() {

@@ -21,6 +21,8 @@ import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.function.BooleanSupplier;
 import java.util.stream.Stream;
+import org.apache.kafka.clients.admin.Admin;
+import org.apache.kafka.clients.admin.ConsumerGroupDescription;
 import org.apache.kafka.clients.consumer.CommitFailedException;
 import org.apache.kafka.clients.consumer.ConsumerConfig;
 import org.apache.kafka.clients.consumer.ConsumerRebalanceListener;
@@ -28,6 +30,7 @@ import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
 import org.apache.kafka.clients.producer.KafkaProducer;
 import org.apache.kafka.clients.producer.ProducerRecord;
+import org.apache.kafka.common.GroupType;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.errors.RebalanceInProgressException;
 import org.junit.jupiter.params.ParameterizedTest;
@@ -228,6 +231,98 @@ class GroupTest {
       p.flush();
     }
     return topic;
+  }
+
+  static Stream<Arguments> brokersAndClassicAssignors() {
+    List<Arguments> out = new ArrayList<>();
+    for (Broker b : Brokers.all()) {
+      out.add(Arguments.of(b, "org.apache.kafka.clients.consumer.RangeAssignor"));
+      out.add(Arguments.of(b, "org.apache.kafka.clients.consumer.CooperativeStickyAssignor"));
+    }
+    return out.stream();
+  }
+
+  static ConsumerGroupDescription describe(Admin admin, String group) throws Exception {
+    return admin.describeConsumerGroups(List.of(group)).all().get(30, TimeUnit.SECONDS).get(group);
+  }
+
+  static void produce(Broker b, String topic, int from, int count) throws Exception {
+    try (KafkaProducer<byte[], byte[]> p = new KafkaProducer<>(Brokers.producerProps(b))) {
+      for (int i = from; i < from + count; i++) {
+        p.send(new ProducerRecord<>(topic, i % PARTITIONS, null, ("r" + i).getBytes(StandardCharsets.UTF_8)));
+      }
+      p.flush();
+    }
+  }
+
+  /**
+   * Kafka's online migration (KIP-848): a rolling bounce moves the members of
+   * a classic group to the consumer protocol one by one, then back. The group
+   * turns into a consumer group when the first consumer-protocol member joins,
+   * serves its classic members inside it meanwhile, and turns classic again
+   * when the last consumer-protocol member leaves; partitions stay owned once
+   * each and every record is consumed throughout.
+   */
+  @ParameterizedTest(name = "on {0}, classic members with {1}")
+  @MethodSource("brokersAndClassicAssignors")
+  void aGroupMigratesOnlineBetweenTheProtocolsAndBack(Broker b, String assignor) throws Exception {
+    String topic = topicWithRecords(b);
+    String group = Brokers.topic("g");
+    Ownership own = new Ownership();
+    Set<String> seen = ConcurrentHashMap.newKeySet();
+    Properties classic = protocol("classic", assignor);
+    Properties consumer = protocol("consumer", null);
+    List<Member> members = new ArrayList<>();
+    int produced = RECORDS;
+    try (Admin admin = Brokers.admin(b)) {
+      for (int i = 0; i < 3; i++) {
+        members.add(new Member(b, group, topic, "classic-" + i, classic, own, seen));
+      }
+      await("three classic members sharing six partitions", () -> settled(own, members));
+      await("every record consumed", () -> seen.size() == RECORDS);
+      assertEquals(GroupType.CLASSIC, describe(admin, group).type());
+      // Upgrade, one member at a time.
+      for (int i = 0; i < 3; i++) {
+        members.remove(0).close();
+        members.add(new Member(b, group, topic, "consumer-" + i, consumer, own, seen));
+        await("the group settled with consumer-" + i, () -> settled(own, members));
+        ConsumerGroupDescription d = describe(admin, group);
+        assertEquals(GroupType.CONSUMER, d.type(), "a consumer-protocol member turned the group");
+        long upgraded = d.members().stream().filter(m -> m.upgraded().orElse(false)).count();
+        assertEquals(i + 1, upgraded, "members on the consumer protocol: " + d.members());
+        produce(b, topic, produced, 60);
+        produced += 60;
+        int want = produced;
+        await("the new records consumed", () -> seen.size() == want);
+      }
+      // And back.
+      for (int i = 0; i < 3; i++) {
+        members.remove(0).close();
+        members.add(new Member(b, group, topic, "classic-again-" + i, classic, own, seen));
+        await("the group settled with classic-again-" + i, () -> settled(own, members));
+        if (i < 2) {
+          ConsumerGroupDescription d = describe(admin, group);
+          assertEquals(GroupType.CONSUMER, d.type(), "consumer-protocol members remain");
+          long upgraded = d.members().stream().filter(m -> m.upgraded().orElse(false)).count();
+          assertEquals(2 - i, upgraded, "members on the consumer protocol: " + d.members());
+        }
+        produce(b, topic, produced, 60);
+        produced += 60;
+        int want = produced;
+        await("the new records consumed", () -> seen.size() == want);
+      }
+      await("the group classic again", () -> {
+        try {
+          return describe(admin, group).type() == GroupType.CLASSIC;
+        } catch (Exception e) {
+          throw new RuntimeException(e);
+        }
+      });
+      assertEquals(List.of(), own.violations, "no partition owned twice");
+      assertNoErrors(members);
+    } finally {
+      closeAll(members);
+    }
   }
 
   @ParameterizedTest(name = "on {0}, {1} protocol, {2}")
