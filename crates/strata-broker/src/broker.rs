@@ -41,6 +41,8 @@ pub struct BrokerConfig {
     pub producer_snapshot_interval: Duration,
     /// Group coordinator settings (`group.*`).
     pub groups: crate::groups::GroupConfig,
+    /// Transaction coordinator settings (`transaction.*`).
+    pub transactions: crate::txn::TxnConfig,
     /// Kafka's `offsets.retention.minutes`.
     pub offsets_retention: Duration,
     /// Kafka's `offsets.retention.check.interval.ms`.
@@ -66,6 +68,7 @@ impl BrokerConfig {
             log_cleaner_backoff: Duration::from_secs(15),
             producer_snapshot_interval: Duration::from_secs(10),
             groups: Default::default(),
+            transactions: Default::default(),
             offsets_retention: Duration::from_secs(7 * 24 * 3600),
             offsets_retention_check_interval: Duration::from_secs(600),
             log_dir: "strata".into(),
@@ -81,6 +84,7 @@ pub struct Broker {
     pub(crate) producers: Producers,
     pub(crate) topic_metrics: crate::topic_metrics::TopicMetricsCache,
     pub(crate) coordinator: crate::groups::Coordinator,
+    pub(crate) txn: crate::txn::TxnCoordinator,
     pub(crate) cleaner: crate::log_cleaner::CleanerState,
 }
 
@@ -97,6 +101,7 @@ impl Broker {
         streams.acquire(&ids).await?;
         let broker = Arc::new(Broker {
             coordinator: crate::groups::Coordinator::new(config.groups.clone()),
+            txn: crate::txn::TxnCoordinator::new(config.transactions.clone()),
             config,
             catalog,
             streams: Arc::clone(&streams),
@@ -106,6 +111,7 @@ impl Broker {
         });
         streams.start_background();
         broker.start_group_tasks();
+        broker.start_txn_tasks();
         let weak = Arc::downgrade(&broker);
         let every = broker.config.retention_check_interval;
         tokio::spawn(async move {

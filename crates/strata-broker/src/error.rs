@@ -86,6 +86,15 @@ pub enum BrokerError {
     /// A sequence number does not follow the last one.
     #[error("out of order sequence: {0}")]
     OutOfOrderSequence(String),
+    /// The batch does not fit the producer's transaction state here.
+    #[error("invalid transaction state: {0}")]
+    InvalidTxnState(String),
+    /// The producer's transaction cannot go on: abort it (KIP-890).
+    #[error("transaction abortable: {0}")]
+    TransactionAbortable(String),
+    /// A dependency (the transaction coordinator) cannot answer now: retry.
+    #[error("not enough replicas: {0}")]
+    NotEnoughReplicas(String),
     /// Waiting for something took too long.
     #[error("timed out: {0}")]
     TimedOut(String),

@@ -31,6 +31,9 @@ pub fn response_error(err: &BrokerError) -> ResponseError {
         BrokerError::UnknownProducerId(_) => ResponseError::UnknownProducerId,
         BrokerError::InvalidProducerEpoch(_) => ResponseError::InvalidProducerEpoch,
         BrokerError::OutOfOrderSequence(_) => ResponseError::OutOfOrderSequenceNumber,
+        BrokerError::InvalidTxnState(_) => ResponseError::InvalidTxnState,
+        BrokerError::TransactionAbortable(_) => ResponseError::TransactionAbortable,
+        BrokerError::NotEnoughReplicas(_) => ResponseError::NotEnoughReplicas,
         BrokerError::TimedOut(_) => ResponseError::RequestTimedOut,
         BrokerError::Group(e) => group_error(*e),
         BrokerError::Storage(e) => match (e, e.kind()) {
@@ -83,6 +86,25 @@ pub fn group_error(err: GroupError) -> ResponseError {
         GroupError::InvalidRequest => ResponseError::InvalidRequest,
         GroupError::UnsupportedAssignor => ResponseError::UnsupportedAssignor,
         GroupError::InvalidRegularExpression => ResponseError::InvalidRegularExpression,
+    }
+}
+
+/// The Kafka error for a transaction coordinator error. `old_version`:
+/// the request's version predates PRODUCER_FENCED, so a fence is
+/// INVALID_PRODUCER_EPOCH (InitProducerId < 4, the other APIs < 2).
+pub fn txn_error(err: crate::txn::TxnError, old_version: bool) -> ResponseError {
+    use crate::txn::TxnError;
+    match err {
+        TxnError::ProducerFenced if old_version => ResponseError::InvalidProducerEpoch,
+        TxnError::ProducerFenced => ResponseError::ProducerFenced,
+        TxnError::InvalidProducerIdMapping => ResponseError::InvalidProducerIdMapping,
+        TxnError::InvalidTxnState => ResponseError::InvalidTxnState,
+        TxnError::ConcurrentTransactions => ResponseError::ConcurrentTransactions,
+        TxnError::InvalidTransactionTimeout => ResponseError::InvalidTransactionTimeout,
+        TxnError::CoordinatorLoadInProgress => ResponseError::CoordinatorLoadInProgress,
+        TxnError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
+        TxnError::TransactionalIdNotFound => ResponseError::TransactionalIdNotFound,
+        TxnError::InvalidRequest => ResponseError::InvalidRequest,
     }
 }
 

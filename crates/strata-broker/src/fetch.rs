@@ -80,13 +80,27 @@ impl Broker {
                     Err(BrokerError::UnknownTopicId) => Err(BrokerError::UnknownTopicId),
                     Err(_) => Err(BrokerError::UnknownTopicOrPartition),
                 };
+                // The producer state is loaded before any read (docs/transactions.md, rule 4).
+                let stream = match stream {
+                    Ok(stream) => match self.producers.partition(&stream).await {
+                        Ok(state) => Ok((stream, state)),
+                        Err(e) => Err(e),
+                    },
+                    Err(e) => Err(e),
+                };
+                let mut upper = fp.fetch_offset;
+                let mut producers = None;
                 let outcome = match stream {
                     Err(e) => Err(e),
-                    Ok(stream) => {
+                    Ok((stream, state)) => {
                         let (start, end) = stream.offsets();
+                        let lso = state.lock().last_stable_offset(end);
+                        producers = Some(state);
                         pd.high_watermark = end;
-                        pd.last_stable_offset = end;
+                        pd.last_stable_offset = lso;
                         pd.log_start_offset = start;
+                        // read_committed stops at the last stable offset.
+                        let readable = if req.isolation_level == 1 { lso } else { end };
                         let epoch_check = if version >= 9 {
                             check_leader_epoch(stream.epoch(), fp.current_leader_epoch)
                         } else {
@@ -96,7 +110,7 @@ impl Broker {
                             Err(e)
                         } else if fp.fetch_offset < start || fp.fetch_offset > end {
                             Err(BrokerError::OffsetOutOfRange)
-                        } else if fp.fetch_offset == end || (total >= max_bytes) {
+                        } else if fp.fetch_offset >= readable || (total >= max_bytes) {
                             Ok(None)
                         } else {
                             let limit = (fp.partition_max_bytes.max(0) as usize).min(max_bytes - total);
@@ -109,9 +123,13 @@ impl Broker {
                                     let mut messages = 0u64;
                                     for b in batches {
                                         let len = b.data.len();
-                                        if size + len > limit && !(first_in_response && taken.is_empty()) {
+                                        if b.info.base_offset >= readable
+                                            || (size + len > limit
+                                                && !(first_in_response && taken.is_empty()))
+                                        {
                                             break;
                                         }
+                                        upper = b.info.end_offset();
                                         size += len;
                                         messages += u64::from(b.info.meta.record_count);
                                         taken.push(b.data);
@@ -127,6 +145,23 @@ impl Broker {
                         }
                     }
                 };
+                if req.isolation_level == 1
+                    && let Some(state) = &producers
+                {
+                    let aborted = state.lock().aborted_in(fp.fetch_offset, upper);
+                    pd.aborted_transactions = Some(
+                        aborted
+                            .into_iter()
+                            .map(|a| {
+                                let mut t =
+                                    kafka_protocol::messages::fetch_response::AbortedTransaction::default();
+                                t.producer_id = kafka_protocol::messages::ProducerId(a.producer_id);
+                                t.first_offset = a.first_offset;
+                                t
+                            })
+                            .collect(),
+                    );
+                }
                 match outcome {
                     Ok(Some((batches, size))) => {
                         total += size;

@@ -318,13 +318,20 @@ impl Broker {
 
     /// FindCoordinator: this broker coordinates every group (one node).
     pub async fn find_coordinator(
-        &self,
+        self: &Arc<Self>,
         req: FindCoordinatorRequest,
         version: i16,
     ) -> FindCoordinatorResponse {
         let keys: Vec<StrBytes> =
             if version >= 4 { req.coordinator_keys.clone() } else { vec![req.key.clone()] };
-        let ready = if req.key_type == 0 { self.coordinator_ready().await } else { Ok(()) };
+        let ready = match req.key_type {
+            0 => self.coordinator_ready().await,
+            1 => self.txn_ready().await.map_err(|e| match e {
+                crate::txn::TxnError::CoordinatorLoadInProgress => GroupError::CoordinatorLoadInProgress,
+                _ => GroupError::CoordinatorNotAvailable,
+            }),
+            _ => Ok(()),
+        };
         let mut resp = FindCoordinatorResponse::default();
         let mut entries = Vec::new();
         for key in keys {

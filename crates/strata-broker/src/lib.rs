@@ -11,6 +11,7 @@ pub mod error_codes;
 mod fetch;
 mod group_apis;
 pub mod groups;
+mod internal_records;
 mod kafka_broker_configs;
 mod list_offsets;
 pub mod log_cleaner;
@@ -22,6 +23,8 @@ mod retention;
 pub mod topic_config;
 mod topic_metrics;
 mod topics;
+pub mod txn;
+mod txn_apis;
 
 pub use broker::{Broker, BrokerConfig};
 pub use error::BrokerError;

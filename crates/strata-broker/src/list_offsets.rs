@@ -41,9 +41,22 @@ async fn pick_record(
 }
 
 impl Broker {
-    async fn list_one(&self, stream: &Stream, timestamp: i64) -> Result<(i64, i64), BrokerError> {
+    /// The offset a `read_committed` reader sees as the end: the last stable offset.
+    async fn stable_end(&self, stream: &Stream, end: i64) -> Result<i64, BrokerError> {
+        let state = self.producers.partition(stream).await?;
+        let lso = state.lock().last_stable_offset(end);
+        Ok(lso)
+    }
+
+    async fn list_one(
+        &self,
+        stream: &Stream,
+        timestamp: i64,
+        committed: bool,
+    ) -> Result<(i64, i64), BrokerError> {
         let (start, end) = stream.offsets();
         match timestamp {
+            LATEST if committed => Ok((self.stable_end(stream, end).await?, -1)),
             LATEST => Ok((end, -1)),
             EARLIEST | EARLIEST_LOCAL => Ok((start, -1)),
             LATEST_TIERED => Ok((-1, -1)),
@@ -96,7 +109,9 @@ impl Broker {
                     {
                         check_leader_epoch(stream.epoch(), p.current_leader_epoch).map(|()| (-1, -1))
                     }
-                    Some(stream) => self.list_one(&stream, p.timestamp).await,
+                    Some(stream) => {
+                        self.list_one(&stream, p.timestamp, version >= 2 && req.isolation_level == 1).await
+                    }
                 };
                 match outcome {
                     Ok((offset, timestamp)) => {

@@ -125,10 +125,22 @@ pub(crate) fn plan(ranges: &[RangeFacts], first_dirty: i64, cfg: &CleanerConfig,
     })
 }
 
-/// The latest offset of each key among `batches`.
-pub(crate) fn map_keys(batches: &[ReadBatch], map: &mut HashMap<Bytes, i64>) -> Result<(), BrokerError> {
+/// The latest offset of each key among `batches`. Records of aborted
+/// transactions replace nothing (`aborted`: the partition's aborted list).
+pub(crate) fn map_keys(
+    batches: &[ReadBatch],
+    map: &mut HashMap<Bytes, i64>,
+    aborted: &[crate::producer_state::AbortedTxn],
+) -> Result<(), BrokerError> {
     for b in batches {
-        if records::parse_header(&b.data).is_some_and(|h| h.is_control()) {
+        let Some(h) = records::parse_header(&b.data) else { continue };
+        let base = b.info.base_offset;
+        let in_aborted = || {
+            aborted
+                .iter()
+                .any(|a| a.producer_id == h.producer_id && a.first_offset <= base && base < a.last_offset)
+        };
+        if h.is_control() || (h.is_transactional() && in_aborted()) {
             continue;
         }
         let mut data = b.data.clone();
@@ -220,14 +232,22 @@ impl Broker {
         let first_dirty =
             self.cleaner.first_dirty.lock().unwrap_or_else(|e| e.into_inner()).get(&id).copied();
         let now = now_ms();
-        let Some(plan) = plan(&stream.ranges(), first_dirty.unwrap_or(start), cfg, now) else { return Ok(0) };
+        // Nothing at or after the last stable offset is cleaned: an open
+        // transaction may still abort (docs/transactions.md).
+        let (lso, aborted) = {
+            let state = self.producers.partition(stream).await?;
+            let mut producers = state.lock();
+            (producers.last_stable_offset(stream.offsets().1), producers.aborted.clone())
+        };
+        let ranges: Vec<RangeFacts> = stream.ranges().into_iter().filter(|r| r.1 <= lso).collect();
+        let Some(plan) = plan(&ranges, first_dirty.unwrap_or(start), cfg, now) else { return Ok(0) };
         // The key map covers the dirty section; then one range at a time is
         // read and rewritten, so a pass holds one range in memory (as Kafka's
         // cleaner, it reads the dirty section twice).
         let mut map: HashMap<Bytes, i64> = HashMap::new();
         for &at in plan.ranges.iter().filter(|at| **at >= plan.first_dirty) {
             if let Some(c) = self.streams.read_range(stream, at).await? {
-                map_keys(&c.batches, &mut map)?;
+                map_keys(&c.batches, &mut map, &aborted)?;
             }
         }
         let horizon = now.saturating_sub(cfg.delete_retention_ms);
@@ -364,7 +384,7 @@ mod tests {
         );
         let later = batch_of(-1, 50, &[(Some("b"), Some("2"))]);
         let mut map = HashMap::new();
-        map_keys(&[b.clone(), later], &mut map).expect("map");
+        map_keys(&[b.clone(), later], &mut map, &[]).expect("map");
         let (info, data) = filter_batch(&b, &map, 0).expect("filter").expect("changed").expect("not empty");
         assert_eq!((info.base_offset, info.end_offset()), (40, 44));
         let h = records::parse_header(&data).expect("header");
@@ -384,10 +404,10 @@ mod tests {
             &[(Some("a"), Some("1")), (Some("b"), Some("1")), (Some("a"), Some("2")), (Some("c"), None)],
         );
         let mut map = HashMap::new();
-        map_keys(std::slice::from_ref(&b), &mut map).expect("map");
+        map_keys(std::slice::from_ref(&b), &mut map, &[]).expect("map");
         assert_eq!(map.get(&Bytes::from("a")), Some(&12));
         let later = batch(20, &[(Some("b"), Some("2"))]);
-        map_keys(std::slice::from_ref(&later), &mut map).expect("map");
+        map_keys(std::slice::from_ref(&later), &mut map, &[]).expect("map");
         // The tombstone of c is young: kept.
         let (info, data) = filter_batch(&b, &map, 0).expect("filter").expect("changed").expect("not empty");
         assert_eq!((info.base_offset, info.end_offset()), (10, 14), "the batch keeps its span");

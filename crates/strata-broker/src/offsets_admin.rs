@@ -16,16 +16,19 @@ use crate::error_codes::code;
 use crate::{Broker, BrokerError};
 
 impl Broker {
-    /// InitProducerId for idempotent producers. Transactional ids are refused
-    /// until transactions exist.
-    pub async fn init_producer_id(&self, req: InitProducerIdRequest, version: i16) -> InitProducerIdResponse {
+    /// InitProducerId: for idempotent producers here, for transactional ones
+    /// by the transaction coordinator (`txn_apis.rs`).
+    pub async fn init_producer_id(
+        self: &std::sync::Arc<Self>,
+        req: InitProducerIdRequest,
+        version: i16,
+    ) -> InitProducerIdResponse {
+        if let Some(id) = req.transactional_id.as_ref() {
+            return self.init_transactional_producer(&req, id.as_str(), version).await;
+        }
         let mut resp = InitProducerIdResponse::default();
         resp.producer_id = ProducerId(-1);
         resp.producer_epoch = -1;
-        if req.transactional_id.is_some() {
-            resp.error_code = code(&BrokerError::InvalidRequest("transactions are not supported yet".into()));
-            return resp;
-        }
         let current = (version >= 3 && req.producer_id.0 >= 0 && req.producer_epoch >= 0)
             .then_some((req.producer_id.0, req.producer_epoch));
         match self.producers.init(current).await {

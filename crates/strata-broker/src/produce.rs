@@ -6,6 +6,7 @@
 //! validates and appends in request order, and returns a [`PendingProduce`]
 //! whose [`PendingProduce::finish`] waits for durability.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -112,13 +113,16 @@ impl PendingProduce {
 }
 
 impl Broker {
+    #[allow(clippy::too_many_arguments)]
     async fn append_one(
-        &self,
+        self: &Arc<Self>,
         topic: &strata_cluster::TopicRecord,
         cfg: &TopicConfig,
         partition: i32,
         data: Option<&Bytes>,
         now: i64,
+        transactional_id: Option<&str>,
+        version: i16,
     ) -> Result<Accepted, BrokerError> {
         let stream = self.partition(topic, partition).ok_or(BrokerError::UnknownTopicOrPartition)?;
         let data = data.ok_or_else(|| BrokerError::InvalidRecord("null records".into()))?;
@@ -153,8 +157,14 @@ impl Broker {
                 });
             }
         }
-        if header.is_transactional() || header.is_control() {
-            return Err(BrokerError::InvalidRecord("transactional batches are not supported yet".into()));
+        if header.is_control() {
+            // Markers come from transaction coordinators (WriteTxnMarkers), never from producers.
+            return Err(BrokerError::InvalidRecord(
+                "control batches are written by coordinators only".into(),
+            ));
+        }
+        if header.is_transactional() && header.producer_id < 0 {
+            return Err(BrokerError::InvalidRecord("a transactional batch needs a producer id".into()));
         }
         if cfg.compacted {
             let keyless = records::keyless_records(data)?;
@@ -189,8 +199,19 @@ impl Broker {
         let state = self.producers.partition(&stream).await?;
         let (pid, epoch, first) = (header.producer_id, header.producer_epoch, header.base_sequence);
         let last = last_seq(first, header.record_count);
+        let transactional = header.is_transactional();
+        let open_here = {
+            let producers = state.lock();
+            producers.producers.get(&pid).is_some_and(|e| e.txn_first_offset.is_some() && e.epoch == epoch)
+        };
+        if transactional && !open_here {
+            // KIP-890 part 1: a transaction opens here only if the
+            // coordinator has this partition in it (docs/transactions.md, rule 1).
+            self.verify_in_txn(transactional_id, pid, epoch, (topic.name.clone(), partition), version)
+                .await?;
+        }
         let mut producers = state.lock();
-        match producers.check(pid, epoch, first, last)? {
+        match producers.check(pid, epoch, first, last, transactional)? {
             SeqCheck::Duplicate(dup) => {
                 let wait = match producers.completions.get(&(pid, first)) {
                     Some(original) => Wait::Original(original.clone()),
@@ -224,6 +245,9 @@ impl Broker {
                 };
                 producers.record(pid, epoch, seq);
                 producers.track(pid, first, completion);
+                if transactional {
+                    producers.record_txn(pid, base);
+                }
                 drop(producers);
                 state.mark_dirty();
                 self.producers.observe(pid, epoch);
@@ -239,8 +263,53 @@ impl Broker {
         }
     }
 
+    /// Appends a transaction marker to a partition and waits until it is
+    /// durable (`append_marker`).
+    pub async fn write_marker(
+        &self,
+        topic: &strata_cluster::TopicRecord,
+        partition: i32,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+        coordinator_epoch: i32,
+    ) -> Result<i64, BrokerError> {
+        let appended =
+            self.append_marker(topic, partition, producer_id, epoch, commit, coordinator_epoch).await?;
+        appended.durable().await.map_err(BrokerError::Storage)
+    }
+
+    /// Appends a transaction marker to a partition (WriteTxnMarkers, or the
+    /// local transaction coordinator): checked against the producer's epoch
+    /// there, it ends the producer's open transaction.
+    pub(crate) async fn append_marker(
+        &self,
+        topic: &strata_cluster::TopicRecord,
+        partition: i32,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+        coordinator_epoch: i32,
+    ) -> Result<Appended, BrokerError> {
+        let stream = self.partition(topic, partition).ok_or(BrokerError::UnknownTopicOrPartition)?;
+        let now = now_ms();
+        let data = records::encode_marker(producer_id, epoch, commit, coordinator_epoch, now)?;
+        let state = self.producers.partition(&stream).await?;
+        let appended = {
+            let mut producers = state.lock();
+            producers.check_marker(producer_id, epoch)?;
+            let build = |base: i64, leader_epoch: i32| records::stamp(&data, base, leader_epoch, None);
+            let appended = stream.append(1, now, build)?;
+            producers.record_marker(producer_id, epoch, commit, coordinator_epoch, appended.base_offset);
+            appended
+        };
+        state.mark_dirty();
+        self.producers.observe(producer_id, epoch);
+        Ok(appended)
+    }
+
     /// Validates and appends every partition's batch, in request order.
-    pub async fn produce(&self, req: ProduceRequest, version: i16) -> PendingProduce {
+    pub async fn produce(self: &Arc<Self>, req: ProduceRequest, version: i16) -> PendingProduce {
         let mut response = ProduceResponse::default();
         let mut waits = Vec::new();
         // Backpressure: a connection reads its next request only after this one
@@ -265,7 +334,10 @@ impl Broker {
                 pr.log_append_time_ms = -1;
                 pr.log_start_offset = -1;
                 let outcome = match (&topic, &cfg) {
-                    (Ok(t), Some(cfg)) => self.append_one(t, cfg, pd.index, pd.records.as_ref(), now).await,
+                    (Ok(t), Some(cfg)) => {
+                        let txn_id = req.transactional_id.as_ref().map(|s| s.as_str());
+                        self.append_one(t, cfg, pd.index, pd.records.as_ref(), now, txn_id, version).await
+                    }
                     (Err(BrokerError::UnknownTopicId), _) => Err(BrokerError::UnknownTopicId),
                     _ => Err(BrokerError::UnknownTopicOrPartition),
                 };

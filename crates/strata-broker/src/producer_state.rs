@@ -1,6 +1,8 @@
 //! Idempotent producers: producer-id allocation (InitProducerId) and, per
 //! partition, each producer's epoch and last five batches, so that a retried
-//! batch is answered with its original offset instead of being written twice.
+//! batch is answered with its original offset instead of being written twice;
+//! and transactions as a partition sees them (`docs/transactions.md`): each
+//! producer's open transaction, the aborted ones, and the last stable offset.
 //!
 //! Persistence: ids are allocated in blocks whose upper bound is committed to
 //! the metadata store before use (`ids/next-producer`), so an id is never handed
@@ -40,6 +42,32 @@ pub(crate) struct SeqBatch {
 pub(crate) struct ProducerEntry {
     pub epoch: i16,
     pub batches: VecDeque<SeqBatch>,
+    /// The first offset of its open transaction here.
+    #[serde(default)]
+    pub txn_first_offset: Option<i64>,
+    /// The coordinator epoch of the last marker.
+    #[serde(default)]
+    pub coordinator_epoch: i32,
+}
+
+/// An aborted transaction of a partition (Kafka's `.txnindex` entry): a
+/// `read_committed` consumer drops the producer's batches from `first_offset`
+/// up to the abort marker at `last_offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct AbortedTxn {
+    pub producer_id: i64,
+    pub first_offset: i64,
+    pub last_offset: i64,
+}
+
+/// A transaction whose marker is appended but may not be durable yet: it
+/// stays unstable until the high watermark passes its marker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Completing {
+    pub producer_id: i64,
+    pub first_offset: i64,
+    pub marker_offset: i64,
+    pub aborted: bool,
 }
 
 /// What to do with an idempotent batch.
@@ -69,11 +97,28 @@ pub(crate) struct PartitionProducers {
     /// producer's remembered ones: a retry waits on its original's outcome.
     /// Batches without one were loaded from durable state.
     pub completions: HashMap<(i64, i32), strata_stream::Completion>,
+    /// Aborted transactions, in marker order.
+    pub aborted: Vec<AbortedTxn>,
+    /// Transactions ended by a marker the high watermark has not passed.
+    pub completing: Vec<Completing>,
 }
 
 impl PartitionProducers {
-    /// Decides on a batch from `pid` at `epoch` with sequences `[first, last]`.
-    pub fn check(&self, pid: i64, epoch: i16, first: i32, last: i32) -> Result<SeqCheck, BrokerError> {
+    /// Decides on a batch from `pid` at `epoch` with sequences `[first, last]`;
+    /// `transactional` says whether the batch is part of a transaction.
+    pub fn check(
+        &self,
+        pid: i64,
+        epoch: i16,
+        first: i32,
+        last: i32,
+        transactional: bool,
+    ) -> Result<SeqCheck, BrokerError> {
+        if !transactional && self.producers.get(&pid).is_some_and(|e| e.txn_first_offset.is_some()) {
+            return Err(BrokerError::InvalidTxnState(format!(
+                "producer {pid} sent a non-transactional batch while its transaction is open"
+            )));
+        }
         let Some(entry) = self.producers.get(&pid) else {
             return if first == 0 {
                 Ok(SeqCheck::Append)
@@ -126,6 +171,63 @@ impl PartitionProducers {
         self.completions.retain(|(p, first), _| *p != pid || kept.contains(first));
     }
 
+    /// Notes a transactional batch appended at `offset`: the producer's
+    /// transaction is open here from its first batch.
+    pub fn record_txn(&mut self, pid: i64, offset: i64) {
+        let entry = self.producers.entry(pid).or_default();
+        entry.txn_first_offset.get_or_insert(offset);
+    }
+
+    /// Checks a transaction marker of `pid` at `epoch` (Kafka's
+    /// `appendEndTxnMarker`): an older epoch than the producer's is
+    /// INVALID_PRODUCER_EPOCH.
+    pub fn check_marker(&self, pid: i64, epoch: i16) -> Result<(), BrokerError> {
+        match self.producers.get(&pid) {
+            Some(e) if epoch < e.epoch => Err(BrokerError::InvalidProducerEpoch(format!(
+                "marker of producer {pid} at epoch {epoch} is older than {}",
+                e.epoch
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Applies a marker appended at `offset`: the producer's epoch is the
+    /// marker's from now on, its open transaction (if any) ends.
+    pub fn record_marker(&mut self, pid: i64, epoch: i16, commit: bool, coordinator_epoch: i32, offset: i64) {
+        let entry = self.producers.entry(pid).or_default();
+        if epoch > entry.epoch {
+            entry.epoch = epoch;
+            entry.batches.clear();
+        }
+        entry.coordinator_epoch = coordinator_epoch;
+        if let Some(first) = entry.txn_first_offset.take() {
+            if !commit {
+                self.aborted.push(AbortedTxn { producer_id: pid, first_offset: first, last_offset: offset });
+            }
+            self.completing.push(Completing {
+                producer_id: pid,
+                first_offset: first,
+                marker_offset: offset,
+                aborted: !commit,
+            });
+        }
+    }
+
+    /// The last stable offset under high watermark `hw`: the first offset
+    /// of a transaction still open, or ended by a marker not yet below `hw`.
+    pub fn last_stable_offset(&mut self, hw: i64) -> i64 {
+        self.completing.retain(|c| c.marker_offset >= hw);
+        let open = self.producers.values().filter_map(|e| e.txn_first_offset);
+        let ending = self.completing.iter().map(|c| c.first_offset);
+        open.chain(ending).min().map_or(hw, |first| first.min(hw))
+    }
+
+    /// The aborted transactions a `read_committed` fetch of `[from, to)`
+    /// needs: every one whose range overlaps it.
+    pub fn aborted_in(&self, from: i64, to: i64) -> Vec<AbortedTxn> {
+        self.aborted.iter().filter(|a| a.last_offset >= from && a.first_offset < to).copied().collect()
+    }
+
     /// Remembers the completion of a batch just appended (after [`record`]).
     ///
     /// [`record`]: PartitionProducers::record
@@ -140,6 +242,9 @@ struct Snapshot {
     /// Every batch below this offset is reflected.
     offset: i64,
     producers: Vec<(i64, ProducerEntry)>,
+    /// Aborted transactions whose marker is below `offset`.
+    #[serde(default)]
+    aborted: Vec<AbortedTxn>,
 }
 
 /// A partition's producer state and whether it was loaded and changed.
@@ -183,7 +288,7 @@ impl Producers {
     }
 
     /// A fresh producer id, never handed out before.
-    async fn allocate(&self) -> Result<i64, BrokerError> {
+    pub(crate) async fn allocate(&self) -> Result<i64, BrokerError> {
         let mut ids = self.ids.lock().await;
         if ids.0 >= ids.1 {
             for _ in 0..16 {
@@ -278,8 +383,11 @@ impl Producers {
             None => Snapshot::default(),
         };
         let (start, end) = stream.offsets();
-        let mut producers =
-            PartitionProducers { producers: snapshot.producers.into_iter().collect(), ..Default::default() };
+        let mut producers = PartitionProducers {
+            producers: snapshot.producers.into_iter().collect(),
+            aborted: snapshot.aborted,
+            ..Default::default()
+        };
         let mut at = snapshot.offset.max(start);
         let mut replayed = 0usize;
         while at < end {
@@ -292,6 +400,23 @@ impl Producers {
                 let Some(h) = records::parse_header(&b.data) else { continue };
                 if h.producer_id < 0 {
                     continue;
+                }
+                if h.is_control() {
+                    if let Some(kind) = records::control_type(&b.data) {
+                        let coordinator_epoch = 0;
+                        producers.record_marker(
+                            h.producer_id,
+                            h.producer_epoch,
+                            kind == 1,
+                            coordinator_epoch,
+                            b.info.base_offset,
+                        );
+                    }
+                    replayed += 1;
+                    continue;
+                }
+                if h.is_transactional() {
+                    producers.record_txn(h.producer_id, b.info.base_offset);
                 }
                 // A compacted batch keeps its offset span in the stream while
                 // its header starts at its first surviving record: sequences
@@ -331,18 +456,49 @@ impl Producers {
             if !state.dirty.swap(false, Ordering::AcqRel) {
                 continue;
             }
-            let durable_end = streams.open_stream(id).offsets().1;
-            let producers: Vec<(i64, ProducerEntry)> = state
-                .lock()
-                .producers
-                .iter()
-                .filter_map(|(pid, e)| {
-                    let batches: VecDeque<SeqBatch> =
-                        e.batches.iter().filter(|b| b.last_offset < durable_end).copied().collect();
-                    (!batches.is_empty()).then_some((*pid, ProducerEntry { epoch: e.epoch, batches }))
-                })
-                .collect();
-            let snap = Snapshot { offset: durable_end, producers };
+            let (start, durable_end) = streams.open_stream(id).offsets();
+            let snap = {
+                let guard = state.lock();
+                // A transaction whose marker is not durable yet is open in
+                // the snapshot (the replay after it finds the marker).
+                let reopened: HashMap<i64, i64> = guard
+                    .completing
+                    .iter()
+                    .filter(|c| c.marker_offset >= durable_end && c.first_offset < durable_end)
+                    .map(|c| (c.producer_id, c.first_offset))
+                    .collect();
+                let producers: Vec<(i64, ProducerEntry)> = guard
+                    .producers
+                    .iter()
+                    .filter_map(|(pid, e)| {
+                        let batches: VecDeque<SeqBatch> =
+                            e.batches.iter().filter(|b| b.last_offset < durable_end).copied().collect();
+                        let txn_first_offset = e
+                            .txn_first_offset
+                            .filter(|first| *first < durable_end)
+                            .or_else(|| reopened.get(pid).copied());
+                        // A producer whose batches are not durable yet is left
+                        // to the replay (as an unknown producer if they are
+                        // lost); one a marker emptied is kept: its epoch
+                        // fences older writers.
+                        let keep = !batches.is_empty() || txn_first_offset.is_some() || e.batches.is_empty();
+                        let entry = ProducerEntry {
+                            epoch: e.epoch,
+                            batches,
+                            txn_first_offset,
+                            coordinator_epoch: e.coordinator_epoch,
+                        };
+                        keep.then_some((*pid, entry))
+                    })
+                    .collect();
+                let aborted = guard
+                    .aborted
+                    .iter()
+                    .filter(|a| a.last_offset < durable_end && a.last_offset >= start)
+                    .copied()
+                    .collect();
+                Snapshot { offset: durable_end, producers, aborted }
+            };
             ops.push(Op::Put(snapshot_key(id), Bytes::from(serde_json::to_vec(&snap).unwrap_or_default())));
         }
         let n = ops.len();
@@ -375,23 +531,58 @@ mod tests {
     #[test]
     fn sequence_rules() {
         let mut p = PartitionProducers::default();
-        assert_eq!(p.check(7, 0, 0, 4).expect("first"), SeqCheck::Append);
-        assert!(matches!(p.check(7, 0, 3, 4), Err(BrokerError::UnknownProducerId(_))));
+        assert_eq!(p.check(7, 0, 0, 4, false).expect("first"), SeqCheck::Append);
+        assert!(matches!(p.check(7, 0, 3, 4, false), Err(BrokerError::UnknownProducerId(_))));
         p.record(7, 0, b(0, 4, 100));
-        assert_eq!(p.check(7, 0, 0, 4).expect("dup"), SeqCheck::Duplicate(b(0, 4, 100)));
-        assert_eq!(p.check(7, 0, 5, 9).expect("next"), SeqCheck::Append);
-        assert!(matches!(p.check(7, 0, 6, 9), Err(BrokerError::OutOfOrderSequence(_))));
+        assert_eq!(p.check(7, 0, 0, 4, false).expect("dup"), SeqCheck::Duplicate(b(0, 4, 100)));
+        assert_eq!(p.check(7, 0, 5, 9, false).expect("next"), SeqCheck::Append);
+        assert!(matches!(p.check(7, 0, 6, 9, false), Err(BrokerError::OutOfOrderSequence(_))));
         for i in 1..=6 {
             p.record(7, 0, b(i * 5, i * 5 + 4, 100 + i64::from(i) * 5));
         }
         // Only the last five batches are remembered.
-        assert!(matches!(p.check(7, 0, 0, 4), Err(BrokerError::OutOfOrderSequence(_))));
-        assert_eq!(p.check(7, 0, 30, 34).expect("dup"), SeqCheck::Duplicate(b(30, 34, 130)));
-        assert!(matches!(p.check(7, -1, 35, 35).err(), Some(BrokerError::InvalidProducerEpoch(_))));
-        assert!(matches!(p.check(7, 1, 35, 35), Err(BrokerError::OutOfOrderSequence(_))));
-        assert_eq!(p.check(7, 1, 0, 0).expect("new epoch"), SeqCheck::Append);
+        assert!(matches!(p.check(7, 0, 0, 4, false), Err(BrokerError::OutOfOrderSequence(_))));
+        assert_eq!(p.check(7, 0, 30, 34, false).expect("dup"), SeqCheck::Duplicate(b(30, 34, 130)));
+        assert!(matches!(p.check(7, -1, 35, 35, false).err(), Some(BrokerError::InvalidProducerEpoch(_))));
+        assert!(matches!(p.check(7, 1, 35, 35, false), Err(BrokerError::OutOfOrderSequence(_))));
+        assert_eq!(p.check(7, 1, 0, 0, false).expect("new epoch"), SeqCheck::Append);
         p.record(7, 1, b(0, 0, 200));
-        assert!(matches!(p.check(7, 0, 35, 35), Err(BrokerError::InvalidProducerEpoch(_))));
+        assert!(matches!(p.check(7, 0, 35, 35, false), Err(BrokerError::InvalidProducerEpoch(_))));
         assert_eq!(last_seq(i32::MAX, 2), 0);
+    }
+
+    #[test]
+    fn transactions_hold_the_last_stable_offset_and_aborts_are_listed() {
+        let mut p = PartitionProducers::default();
+        // Producer 7 opens a transaction at 10, producer 8 at 12.
+        p.record(7, 0, b(0, 1, 10));
+        p.record_txn(7, 10);
+        p.record(8, 0, b(0, 0, 12));
+        p.record_txn(8, 12);
+        p.record_txn(7, 13);
+        assert_eq!(p.last_stable_offset(14), 10, "the first open transaction");
+        assert!(
+            matches!(p.check(7, 0, 2, 2, false), Err(BrokerError::InvalidTxnState(_))),
+            "no plain batch inside a transaction"
+        );
+        // 7 aborts at 14; until the high watermark passes its marker, its
+        // start still holds the LSO.
+        p.record_marker(7, 0, false, 0, 14);
+        assert_eq!(p.last_stable_offset(14), 10);
+        assert_eq!(p.last_stable_offset(15), 12, "then 8's open transaction");
+        p.record_marker(8, 0, true, 0, 15);
+        assert_eq!(p.last_stable_offset(16), 16, "nothing open: the high watermark");
+        assert_eq!(
+            p.aborted_in(0, 16),
+            vec![AbortedTxn { producer_id: 7, first_offset: 10, last_offset: 14 }]
+        );
+        assert_eq!(p.aborted_in(15, 20), vec![], "a fetch after the abort needs none");
+        assert_eq!(p.aborted_in(11, 12).len(), 1, "one inside it does");
+        // A marker at a newer epoch fences the producer's older batches.
+        p.record_marker(8, 3, false, 0, 16);
+        assert!(matches!(p.check(8, 2, 1, 1, true), Err(BrokerError::InvalidProducerEpoch(_))));
+        assert!(matches!(p.check_marker(8, 2), Err(BrokerError::InvalidProducerEpoch(_))));
+        assert_eq!(p.check(8, 3, 0, 0, true).expect("new epoch"), SeqCheck::Append);
+        assert_eq!(p.aborted_in(0, 20).len(), 1, "a marker with nothing open aborts nothing");
     }
 }

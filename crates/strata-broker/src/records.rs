@@ -207,6 +207,80 @@ pub fn encode_one_batch(
     Ok(out.freeze())
 }
 
+/// A transaction marker's control batch (Kafka's `EndTransactionMarker`):
+/// one record, key `(version 0, type 0 abort | 1 commit)`, value
+/// `(version 0, coordinator epoch)`, attributes transactional | control.
+pub fn encode_marker(
+    producer_id: i64,
+    epoch: i16,
+    commit: bool,
+    coordinator_epoch: i32,
+    now: i64,
+) -> Result<Bytes, BrokerError> {
+    let mut key = BytesMut::with_capacity(4);
+    key.extend_from_slice(&0i16.to_be_bytes());
+    key.extend_from_slice(&i16::from(commit).to_be_bytes());
+    let mut value = BytesMut::with_capacity(6);
+    value.extend_from_slice(&0i16.to_be_bytes());
+    value.extend_from_slice(&coordinator_epoch.to_be_bytes());
+    let mut records = [kafka_protocol::records::Record {
+        delete_horizon: false,
+        transactional: true,
+        control: true,
+        partition_leader_epoch: 0,
+        producer_id,
+        producer_epoch: epoch,
+        timestamp_type: kafka_protocol::records::TimestampType::Creation,
+        offset: 0,
+        sequence: -1,
+        timestamp: now,
+        key: Some(key.freeze()),
+        value: Some(value.freeze()),
+        headers: Default::default(),
+    }];
+    let out = encode_one_batch(&mut records, kafka_protocol::records::Compression::None)?;
+    // A marker has no sequence (the encoder numbers records from the first one's).
+    let mut b = BytesMut::from(&out[..]);
+    b[53..57].copy_from_slice(&(-1i32).to_be_bytes());
+    let crc = crc32c::crc32c(&b[CRC_START..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    Ok(b.freeze())
+}
+
+/// The marker type of a control batch (0 abort, 1 commit; Kafka's other
+/// control types are its own), read from its first record's key. `None`
+/// when the batch is not a control batch or does not parse.
+pub fn control_type(data: &[u8]) -> Option<i16> {
+    let header = parse_header(data)?;
+    if !header.is_control() || header.attributes & 0x07 != 0 {
+        return None;
+    }
+    let mut at = HEADER_LEN;
+    // A record: length, attributes, timestamp delta, offset delta, key length, key.
+    let varint = |at: &mut usize| -> Option<i64> {
+        let mut v: u64 = 0;
+        for shift in (0..64).step_by(7) {
+            let b = *data.get(*at)?;
+            *at += 1;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Some(((v >> 1) as i64) ^ -((v & 1) as i64));
+            }
+        }
+        None
+    };
+    varint(&mut at)?;
+    at += 1;
+    varint(&mut at)?;
+    varint(&mut at)?;
+    let key_len = varint(&mut at)?;
+    if key_len < 4 {
+        return None;
+    }
+    let key = data.get(at..at + 4)?;
+    Some(i16::from_be_bytes([key[2], key[3]]))
+}
+
 /// The indexes of the records without a key in the batch `data` (compressed
 /// or not), for compacted topics.
 pub fn keyless_records(data: &Bytes) -> Result<Vec<i32>, BrokerError> {
@@ -241,6 +315,21 @@ pub fn is_log_append_time(data: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn markers_are_kafkas_control_batches() {
+        for commit in [false, true] {
+            let m = super::encode_marker(7, 3, commit, 5, 1000).expect("a marker");
+            let h = super::validate(&m).expect("a valid batch");
+            assert!(h.is_control() && h.is_transactional());
+            assert_eq!((h.producer_id, h.producer_epoch, h.base_sequence, h.record_count), (7, 3, -1, 1));
+            assert_eq!(super::control_type(&m), Some(i16::from(commit)));
+        }
+        let plain = super::encode_marker(7, 3, true, 5, 1000).expect("a marker");
+        let mut data = bytes::BytesMut::from(&plain[..]);
+        data[22] &= !0x20;
+        assert_eq!(super::control_type(&data), None, "not a control batch");
+    }
+
     use super::*;
     use kafka_protocol::records::{
         Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,

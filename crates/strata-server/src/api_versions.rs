@@ -17,6 +17,12 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::WriteTxnMarkers, 1, 1),
+    // The first transaction protocol (docs/transactions.md): the versions
+    // after these are KIP-890's second part, not built yet.
+    (ApiKey::AddPartitionsToTxn, 0, 3),
+    (ApiKey::AddOffsetsToTxn, 0, 4),
+    (ApiKey::EndTxn, 0, 4),
     (ApiKey::InitProducerId, 0, 5),
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
     (ApiKey::DeleteTopics, 1, 6),
@@ -45,10 +51,11 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
 /// The features advertised, `(name, supported min, supported max, finalized
 /// level)`: `metadata.version` as Kafka 4.1 (3.3-IV3 = 7 up to 4.1-IV1 = 27).
 /// `group.version` 1 as Kafka 4.1: the consumer protocol (KIP-848) is served.
-/// Features whose capability is not served yet are left out, so clients
-/// never use them: `transaction.version` comes with transactions
-/// (docs/compatibility.md).
-pub const FEATURES: &[(&str, i16, i16, i16)] = &[("metadata.version", 7, 27, 27), ("group.version", 0, 1, 1)];
+/// `transaction.version` 1: the first transaction protocol; level 2
+/// (KIP-890's second part) comes once it is served, and Kafka 4.x Java
+/// clients use it only when it is finalized (docs/transactions.md).
+pub const FEATURES: &[(&str, i16, i16, i16)] =
+    &[("metadata.version", 7, 27, 27), ("group.version", 0, 1, 1), ("transaction.version", 0, 1, 1)];
 
 /// The served version range of an API key, if served.
 pub fn served(key: i16) -> Option<(ApiKey, i16, i16)> {

@@ -69,6 +69,10 @@ fn api_name(key: ApiKey) -> &'static str {
         ApiKey::DescribeLogDirs => "DescribeLogDirs",
         ApiKey::InitProducerId => "InitProducerId",
         ApiKey::DeleteRecords => "DeleteRecords",
+        ApiKey::WriteTxnMarkers => "WriteTxnMarkers",
+        ApiKey::AddPartitionsToTxn => "AddPartitionsToTxn",
+        ApiKey::AddOffsetsToTxn => "AddOffsetsToTxn",
+        ApiKey::EndTxn => "EndTxn",
         ApiKey::OffsetForLeaderEpoch => "OffsetForLeaderEpoch",
         ApiKey::DescribeTopicPartitions => "DescribeTopicPartitions",
         ApiKey::FindCoordinator => "FindCoordinator",
@@ -183,6 +187,14 @@ async fn handle_api(
             reply!(broker.init_producer_id(decode(&mut body, k, version)?, version).await)
         }
         ApiKey::DeleteRecords => reply!(broker.delete_records(decode(&mut body, k, version)?).await),
+        ApiKey::WriteTxnMarkers => reply!(broker.write_txn_markers(decode(&mut body, k, version)?).await),
+        ApiKey::AddPartitionsToTxn => {
+            reply!(broker.add_partitions_to_txn(decode(&mut body, k, version)?, version).await)
+        }
+        ApiKey::AddOffsetsToTxn => {
+            reply!(broker.add_offsets_to_txn(decode(&mut body, k, version)?, version).await)
+        }
+        ApiKey::EndTxn => reply!(broker.end_txn(decode(&mut body, k, version)?, version).await),
         ApiKey::OffsetForLeaderEpoch => {
             reply!(broker.offset_for_leader_epoch(decode(&mut body, k, version)?))
         }

@@ -61,6 +61,12 @@ pub struct ServeArgs {
     /// Kafka's group.initial.rebalance.delay.ms [default: 3000].
     #[arg(long, env = "STRATA_GROUP_INITIAL_REBALANCE_DELAY_MS")]
     pub group_initial_rebalance_delay_ms: Option<u64>,
+    /// Kafka's transaction.max.timeout.ms [default: 900000].
+    #[arg(long, env = "STRATA_TRANSACTION_MAX_TIMEOUT_MS")]
+    pub transaction_max_timeout_ms: Option<i32>,
+    /// Kafka's transaction.abort.timed.out.transaction.cleanup.interval.ms [default: 10000].
+    #[arg(long, env = "STRATA_TRANSACTION_ABORT_CHECK_INTERVAL_MS")]
+    pub transaction_abort_check_interval_ms: Option<u64>,
     /// Kafka's offsets.retention.minutes, in ms [default: 604800000, 7 days].
     #[arg(long, env = "STRATA_OFFSETS_RETENTION_MS")]
     pub offsets_retention_ms: Option<u64>,

@@ -22,6 +22,8 @@ struct FileConfig {
     retention_check_interval_ms: Option<u64>,
     log_cleaner_backoff_ms: Option<u64>,
     group_initial_rebalance_delay_ms: Option<u64>,
+    transaction_max_timeout_ms: Option<i32>,
+    transaction_abort_check_interval_ms: Option<u64>,
     offsets_retention_ms: Option<u64>,
     offsets_retention_check_interval_ms: Option<u64>,
     upload_interval_ms: Option<u64>,
@@ -59,6 +61,8 @@ pub struct Settings {
     pub retention_check_interval_ms: u64,
     pub log_cleaner_backoff_ms: u64,
     pub group_initial_rebalance_delay_ms: u64,
+    pub transaction_max_timeout_ms: i32,
+    pub transaction_abort_check_interval_ms: u64,
     pub offsets_retention_ms: u64,
     pub offsets_retention_check_interval_ms: u64,
     pub upload_interval_ms: u64,
@@ -124,6 +128,14 @@ impl Settings {
                 .group_initial_rebalance_delay_ms
                 .or(file.group_initial_rebalance_delay_ms)
                 .unwrap_or(3000),
+            transaction_max_timeout_ms: args
+                .transaction_max_timeout_ms
+                .or(file.transaction_max_timeout_ms)
+                .unwrap_or(900_000),
+            transaction_abort_check_interval_ms: args
+                .transaction_abort_check_interval_ms
+                .or(file.transaction_abort_check_interval_ms)
+                .unwrap_or(10_000),
             offsets_retention_ms: args
                 .offsets_retention_ms
                 .or(file.offsets_retention_ms)

@@ -184,6 +184,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     broker_config.listen = bound.to_string();
     broker_config.groups.initial_rebalance_delay =
         Duration::from_millis(settings.group_initial_rebalance_delay_ms);
+    broker_config.transactions.max_timeout_ms = settings.transaction_max_timeout_ms;
+    broker_config.transactions.abort_check_interval =
+        Duration::from_millis(settings.transaction_abort_check_interval_ms.max(10));
     broker_config.offsets_retention = Duration::from_millis(settings.offsets_retention_ms);
     broker_config.offsets_retention_check_interval =
         Duration::from_millis(settings.offsets_retention_check_interval_ms.max(10));

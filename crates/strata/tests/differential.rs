@@ -60,6 +60,9 @@ fn same_on_both(what: &str, scenario: impl Fn(&str, &str) -> String) {
     let a = scenario(&strata.addr, &topic("diff"));
     let b = scenario(&kafka.bootstrap, &topic("diff"));
     let diff = differences(&a, &b);
+    if std::env::var_os("STRATA_DIFF_SHOW").is_some() {
+        eprintln!("--- {what}, both brokers:\n{a}");
+    }
     assert!(
         diff.is_empty(),
         "{what}: Strata answers differently from Kafka:\n{}\n--- strata\n{a}\n--- kafka\n{b}",
@@ -1064,6 +1067,176 @@ fn group_migration(addr: &str, tag: &str) -> String {
     out.replace(tag, "<tag>")
 }
 
+/// The transaction APIs of the first transaction protocol on the wire
+/// (InitProducerId, AddPartitionsToTxn v1/v3, EndTxn v3, a transactional
+/// Produce v9): bad input, fencing, retries and the state checks. Producer
+/// ids are left out.
+fn transaction_apis(addr: &str, tag: &str) -> String {
+    use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+    use kafka_protocol::messages::*;
+    let mut conn = Conn::open(addr);
+    let t = format!("{tag}-txn");
+    create(&mut conn, &t, 2, &[]);
+    let id = format!("{tag}-tx");
+    let mut out = String::new();
+    let mut log = |what: &str, answer: &dyn std::fmt::Debug| out += &format!("== {what}\n{answer:#?}\n");
+    let init = |id: &str, timeout: i32| {
+        let mut r = InitProducerIdRequest::default();
+        r.transactional_id = Some(TransactionalId(text(id)));
+        r.transaction_timeout_ms = timeout;
+        r.producer_id = ProducerId(-1);
+        r.producer_epoch = -1;
+        r
+    };
+    // The coordinator may be loading (Kafka creates __transaction_state on
+    // first use): retried as clients retry.
+    let call_init = |conn: &mut Conn, req: &InitProducerIdRequest| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let r: InitProducerIdResponse = conn.call(ApiKey::InitProducerId, 4, req);
+            if ![14, 15, 16, 51].contains(&r.error_code) {
+                break r;
+            }
+            assert!(std::time::Instant::now() < deadline, "InitProducerId still answers {r:?}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    // Kafka creates __transaction_state on the first FindCoordinator of a
+    // transactional id and answers NOT_COORDINATOR until it leads it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let mut fc = FindCoordinatorRequest::default();
+        fc.key_type = 1;
+        fc.coordinator_keys = vec![text(&id)];
+        let r: FindCoordinatorResponse = conn.call(ApiKey::FindCoordinator, 4, &fc);
+        if r.coordinators.iter().all(|c| c.error_code == 0) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no transaction coordinator after 60 s: {r:?}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let r = call_init(&mut conn, &init(&id, 0));
+    log("init with a zero timeout", &(r.error_code, r.producer_epoch));
+    let r = call_init(&mut conn, &init(&id, 900_001));
+    log("init with a timeout above the maximum", &(r.error_code, r.producer_epoch));
+    let r = call_init(&mut conn, &init("", 60_000));
+    log("init with an empty transactional id", &(r.error_code, r.producer_epoch));
+    let first = call_init(&mut conn, &init(&id, 60_000));
+    log("init", &(first.error_code, first.producer_epoch));
+    let r = call_init(&mut conn, &init(&id, 60_000));
+    log("init again (a new instance)", &(r.error_code, r.producer_epoch, r.producer_id == first.producer_id));
+    let (pid, epoch) = (r.producer_id, r.producer_epoch);
+    let add = |pid: ProducerId, epoch: i16, topics: Vec<(&str, Vec<i32>)>| {
+        let mut r = AddPartitionsToTxnRequest::default();
+        r.v3_and_below_transactional_id = TransactionalId(text(&id));
+        r.v3_and_below_producer_id = pid;
+        r.v3_and_below_producer_epoch = epoch;
+        r.v3_and_below_topics = topics
+            .into_iter()
+            .map(|(n, ps)| {
+                let mut t = AddPartitionsToTxnTopic::default();
+                t.name = name(n);
+                t.partitions = ps;
+                t
+            })
+            .collect();
+        r
+    };
+    let codes = |r: &AddPartitionsToTxnResponse| {
+        let mut c: Vec<(String, i32, i16)> = r
+            .results_by_topic_v3_and_below
+            .iter()
+            .flat_map(|t| {
+                t.results_by_partition
+                    .iter()
+                    .map(|p| (t.name.to_string(), p.partition_index, p.partition_error_code))
+            })
+            .collect();
+        c.sort();
+        c
+    };
+    let nosuch = format!("{tag}-nosuch");
+    for (what, version, req) in [
+        ("add at the older epoch (v3)", 3, add(pid, epoch - 1, vec![(&t, vec![0])])),
+        ("add at the older epoch (v1)", 1, add(pid, epoch - 1, vec![(&t, vec![0])])),
+        ("add with another producer id", 3, add(ProducerId(pid.0 + 1000), epoch, vec![(&t, vec![0])])),
+        ("add with an unknown topic", 3, add(pid, epoch, vec![(&t, vec![0]), (&nosuch, vec![0])])),
+        ("add", 3, add(pid, epoch, vec![(&t, vec![0])])),
+        ("add it again", 3, add(pid, epoch, vec![(&t, vec![0])])),
+    ] {
+        let r: AddPartitionsToTxnResponse = conn.call(ApiKey::AddPartitionsToTxn, version, &req);
+        log(what, &codes(&r));
+    }
+    // A transactional batch to a partition outside the transaction.
+    let mut rec = batches::record(0, now_ms(), None, Some(Bytes::from_static(b"v")));
+    rec.transactional = true;
+    rec.producer_id = pid.0;
+    rec.producer_epoch = epoch;
+    rec.sequence = 0;
+    let data = batches::encode(&[rec]);
+    let mut pd = kafka_protocol::messages::produce_request::PartitionProduceData::default();
+    pd.index = 1;
+    pd.records = Some(data.clone());
+    let mut td = kafka_protocol::messages::produce_request::TopicProduceData::default();
+    td.name = name(&t);
+    td.partition_data = vec![pd];
+    let mut req = ProduceRequest::default();
+    req.acks = -1;
+    req.timeout_ms = 10_000;
+    req.transactional_id = Some(TransactionalId(text(&id)));
+    req.topic_data = vec![td];
+    let r: ProduceResponse = conn.call(ApiKey::Produce, 9, &req);
+    log(
+        "transactional produce outside the transaction",
+        &r.responses
+            .iter()
+            .flat_map(|t| t.partition_responses.iter().map(|p| p.error_code))
+            .collect::<Vec<_>>(),
+    );
+    req.topic_data[0].partition_data[0].index = 0;
+    let r: ProduceResponse = conn.call(ApiKey::Produce, 9, &req);
+    log(
+        "transactional produce inside it",
+        &r.responses
+            .iter()
+            .flat_map(|t| t.partition_responses.iter().map(|p| (p.error_code, p.base_offset)))
+            .collect::<Vec<_>>(),
+    );
+    let end = |pid: ProducerId, epoch: i16, commit: bool, id: &str| {
+        let mut r = EndTxnRequest::default();
+        r.transactional_id = TransactionalId(text(id));
+        r.producer_id = pid;
+        r.producer_epoch = epoch;
+        r.committed = commit;
+        r
+    };
+    for (what, req) in [
+        ("end at the older epoch", end(pid, epoch - 1, true, &id)),
+        ("end of an unknown transactional id", end(pid, epoch, true, &format!("{tag}-ghost"))),
+        ("end with another producer id", end(ProducerId(pid.0 + 1000), epoch, true, &id)),
+        ("commit", end(pid, epoch, true, &id)),
+    ] {
+        let r: EndTxnResponse = conn.call(ApiKey::EndTxn, 3, &req);
+        log(what, &r.error_code);
+    }
+    // A retried commit: CONCURRENT_TRANSACTIONS until the markers are
+    // written, then NONE; an abort of it is INVALID_TXN_STATE.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let retried = loop {
+        let r: EndTxnResponse = conn.call(ApiKey::EndTxn, 3, &end(pid, epoch, true, &id));
+        if r.error_code != 51 || std::time::Instant::now() > deadline {
+            break r.error_code;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    log("the commit retried", &retried);
+    let r: EndTxnResponse = conn.call(ApiKey::EndTxn, 3, &end(pid, epoch, false, &id));
+    log("an abort of the committed transaction", &r.error_code);
+    let r: EndTxnResponse = conn.call(ApiKey::EndTxn, 3, &end(pid, epoch, true, &id));
+    log("a commit with no transaction open", &r.error_code);
+    out.replace(tag, "<tag>")
+}
+
 /// Broker configs each broker sets for itself, whose values are its own:
 /// the reference broker's `server.properties` (`scripts/kafka-ref.sh`), and
 /// what Strata always sets or the test sets. Their names, types and
@@ -1144,6 +1317,11 @@ fn stored_record_layout_matches_kafka() {
 #[test]
 fn unknown_versions_match_kafka() {
     same_on_both("unknown versions", unknown_versions);
+}
+
+#[test]
+fn transaction_apis_match_kafka() {
+    same_on_both("transaction APIs", transaction_apis);
 }
 
 #[test]

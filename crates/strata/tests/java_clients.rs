@@ -72,6 +72,11 @@ fn java_tools_suite() {
 }
 
 #[test]
+fn java_transaction_suite() {
+    run_suite("TransactionTest");
+}
+
+#[test]
 fn java_group_suite() {
     run_suite("GroupTest");
 }

@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kafka_protocol::records::{Compression, Record, RecordBatchDecoder, TimestampType};
 use strata_stream::Stream;
 use tokio::sync::oneshot;
 
@@ -840,34 +839,8 @@ type Pending = Result<(i64, strata_stream::Completion), GroupError>;
 
 /// Appends records as one batch (Kafka's record format, uncompressed).
 fn append(stream: &Arc<Stream>, records: Vec<LogRecord>) -> Pending {
-    let now = now_ms();
-    let batch: Vec<Record> = records
-        .into_iter()
-        .enumerate()
-        .map(|(i, (key, value))| Record {
-            delete_horizon: false,
-            transactional: false,
-            control: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: -1,
-            timestamp: now,
-            key: Some(records::encode_key(&key)),
-            value,
-            headers: Default::default(),
-        })
-        .collect();
-    let count = batch.len() as u32;
-    let mut batch = batch;
-    let data = crate::records::encode_one_batch(&mut batch, Compression::None)
-        .map_err(|_| GroupError::CoordinatorNotAvailable)?;
-    let build = |base: i64, epoch: i32| crate::records::stamp(&data, base, epoch, None);
-    let (appended, completion) =
-        stream.append_tracked(count, now, build).map_err(|_| GroupError::CoordinatorNotAvailable)?;
-    Ok((appended.base_offset, completion))
+    let records = records.into_iter().map(|(key, value)| (records::encode_key(&key), value)).collect();
+    crate::internal_records::append(stream, records).map_err(|_| GroupError::CoordinatorNotAvailable)
 }
 
 async fn wait(pending: Pending) -> Result<i64, GroupError> {
@@ -886,31 +859,12 @@ async fn write(stream: &Arc<Stream>, records: Vec<LogRecord>) -> Result<(), Grou
 /// Rebuilds a shard's groups from its stream, start to end.
 async fn replay(stream: &Arc<Stream>, now: Instant) -> Result<HashMap<String, Group>, crate::BrokerError> {
     let mut groups: HashMap<String, Group> = HashMap::new();
-    let (mut offset, end) = stream.offsets();
-    while offset < end {
-        let batches = stream.read(offset, 4 << 20).await?;
-        let Some(last) = batches.last() else { break };
-        let next = last.info.end_offset();
-        for b in batches {
-            let mut data = b.data.clone();
-            let set = match RecordBatchDecoder::decode(&mut data) {
-                Ok(set) => set,
-                Err(e) => {
-                    tracing::warn!(stream = stream.id(), offset = b.info.base_offset, error = %e, "unreadable batch skipped");
-                    continue;
-                }
-            };
-            for r in set.records {
-                let Some(key) = r.key else { continue };
-                match records::decode_key(key) {
-                    Ok(Some(k)) => apply_record(&mut groups, k, r.value, r.offset, now),
-                    Ok(None) => {}
-                    Err(e) => tracing::warn!(error = %e, "unreadable key skipped"),
-                }
-            }
-        }
-        offset = next.max(offset + 1);
-    }
+    crate::internal_records::replay(stream, |key, value, offset| match records::decode_key(key) {
+        Ok(Some(k)) => apply_record(&mut groups, k, value, offset, now),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "unreadable key skipped"),
+    })
+    .await?;
     for (id, g) in groups.iter_mut() {
         if let Some(c) = g.consumer.as_mut() {
             c.restored(id, now);

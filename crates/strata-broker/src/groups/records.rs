@@ -29,10 +29,10 @@ const CONSUMER_TARGET_META_KEY: i16 = 6;
 const CONSUMER_TARGET_KEY: i16 = 7;
 const CONSUMER_CURRENT_KEY: i16 = 8;
 
-/// A record that cannot be read.
-#[derive(Debug, thiserror::Error)]
-#[error("unreadable __consumer_offsets record: {0}")]
-pub struct RecordError(pub String);
+pub use crate::internal_records::RecordError;
+use crate::internal_records::{
+    Reader, put_bytes, put_compact_bytes, put_compact_str, put_nullable_str, put_str, put_uvarint,
+};
 
 /// What a record's key names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,47 +145,6 @@ pub struct GroupValue {
     pub leader: Option<String>,
     pub current_state_timestamp: i64,
     pub members: Vec<MemberValue>,
-}
-
-fn put_str(buf: &mut BytesMut, s: &str) {
-    buf.put_i16(s.len().min(i16::MAX as usize) as i16);
-    buf.put_slice(&s.as_bytes()[..s.len().min(i16::MAX as usize)]);
-}
-
-fn put_nullable_str(buf: &mut BytesMut, s: Option<&str>) {
-    match s {
-        Some(s) => put_str(buf, s),
-        None => buf.put_i16(-1),
-    }
-}
-
-fn put_bytes(buf: &mut BytesMut, b: &[u8]) {
-    buf.put_i32(b.len() as i32);
-    buf.put_slice(b);
-}
-
-fn put_uvarint(buf: &mut BytesMut, mut v: u64) {
-    while v >= 0x80 {
-        buf.put_u8((v as u8 & 0x7f) | 0x80);
-        v >>= 7;
-    }
-    buf.put_u8(v as u8);
-}
-
-/// A compact (flexible-version) nullable string.
-fn put_compact_str(buf: &mut BytesMut, s: Option<&str>) {
-    match s {
-        Some(s) => {
-            put_uvarint(buf, s.len() as u64 + 1);
-            buf.put_slice(s.as_bytes());
-        }
-        None => put_uvarint(buf, 0),
-    }
-}
-
-fn put_compact_bytes(buf: &mut BytesMut, b: &[u8]) {
-    put_uvarint(buf, b.len() as u64 + 1);
-    buf.put_slice(b);
 }
 
 fn put_topic_partitions(buf: &mut BytesMut, tps: &TopicPartitions) {
@@ -344,78 +303,7 @@ pub fn encode_group(v: &GroupValue) -> Bytes {
     buf.freeze()
 }
 
-/// A bounds-checked reader.
-struct Reader(Bytes);
-
 impl Reader {
-    fn need(&self, n: usize, what: &str) -> Result<(), RecordError> {
-        if self.0.remaining() < n { Err(RecordError(format!("truncated at {what}"))) } else { Ok(()) }
-    }
-    fn i16(&mut self, what: &str) -> Result<i16, RecordError> {
-        self.need(2, what)?;
-        Ok(self.0.get_i16())
-    }
-    fn i32(&mut self, what: &str) -> Result<i32, RecordError> {
-        self.need(4, what)?;
-        Ok(self.0.get_i32())
-    }
-    fn i64(&mut self, what: &str) -> Result<i64, RecordError> {
-        self.need(8, what)?;
-        Ok(self.0.get_i64())
-    }
-    fn unsigned_varint(&mut self, what: &str) -> Result<u64, RecordError> {
-        let mut v = 0u64;
-        for shift in (0..35).step_by(7) {
-            self.need(1, what)?;
-            let b = self.0.get_u8();
-            v |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err(RecordError(format!("bad varint at {what}")))
-    }
-    fn raw(&mut self, n: usize, what: &str) -> Result<Bytes, RecordError> {
-        self.need(n, what)?;
-        Ok(self.0.split_to(n))
-    }
-    fn text(&mut self, n: usize, what: &str) -> Result<String, RecordError> {
-        let b = self.raw(n, what)?;
-        String::from_utf8(b.to_vec()).map_err(|_| RecordError(format!("{what} is not UTF-8")))
-    }
-    /// A string, compact (flexible versions) or not.
-    fn nullable_str(&mut self, compact: bool, what: &str) -> Result<Option<String>, RecordError> {
-        if compact {
-            let n = self.unsigned_varint(what)?;
-            if n == 0 {
-                return Ok(None);
-            }
-            return self.text((n - 1) as usize, what).map(Some);
-        }
-        let n = self.i16(what)?;
-        if n < 0 {
-            return Ok(None);
-        }
-        self.text(n as usize, what).map(Some)
-    }
-    fn str(&mut self, compact: bool, what: &str) -> Result<String, RecordError> {
-        self.nullable_str(compact, what)?.ok_or_else(|| RecordError(format!("{what} is null")))
-    }
-    fn bytes(&mut self, compact: bool, what: &str) -> Result<Bytes, RecordError> {
-        let n = if compact { (self.unsigned_varint(what)? as i64) - 1 } else { i64::from(self.i32(what)?) };
-        if n < 0 {
-            return Ok(Bytes::new());
-        }
-        self.raw(n as usize, what)
-    }
-    fn array_len(&mut self, compact: bool, what: &str) -> Result<usize, RecordError> {
-        let n = if compact { (self.unsigned_varint(what)? as i64) - 1 } else { i64::from(self.i32(what)?) };
-        // Every element takes at least one byte: a count beyond that is bad.
-        if n < 0 || n as usize > self.0.remaining() {
-            return Err(RecordError(format!("bad count at {what}")));
-        }
-        Ok(n as usize)
-    }
     fn uuid(&mut self, what: &str) -> Result<uuid::Uuid, RecordError> {
         let b = self.raw(16, what)?;
         uuid::Uuid::from_slice(&b).map_err(|_| RecordError(format!("bad uuid at {what}")))
@@ -434,16 +322,6 @@ impl Reader {
             out.push((t, ps));
         }
         Ok(out)
-    }
-    /// Skips a flexible version's tagged fields.
-    fn skip_tags(&mut self, what: &str) -> Result<(), RecordError> {
-        let n = self.unsigned_varint(what)?;
-        for _ in 0..n {
-            self.unsigned_varint(what)?;
-            let len = self.unsigned_varint(what)? as usize;
-            self.raw(len, what)?;
-        }
-        Ok(())
     }
 }
 

@@ -1,0 +1,207 @@
+//! The transaction coordinator (`docs/transactions.md`). Its state lives in
+//! `__transaction_state` as Kafka keeps it: one shard per partition of that
+//! topic, which appends every change of a transactional id (Kafka's
+//! `TransactionLogValue`) before it is applied or answered, and rebuilds its
+//! ids from its partition on load. The requests' orchestration (markers,
+//! timeouts) is the broker's (`txn_apis.rs`); the state machine is `state`.
+
+pub mod records;
+pub mod state;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use strata_stream::Stream;
+
+use crate::BrokerError;
+pub use records::TxnState;
+pub use state::{TxnError, TxnMeta};
+
+/// The internal topic of transaction state.
+pub const TXN_TOPIC: &str = "__transaction_state";
+/// Kafka's `transaction.state.log.num.partitions` default.
+pub const TXN_PARTITIONS: i32 = 50;
+
+/// The coordinator's settings (Kafka's names).
+#[derive(Debug, Clone)]
+pub struct TxnConfig {
+    /// `transaction.max.timeout.ms`.
+    pub max_timeout_ms: i32,
+    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`.
+    pub abort_check_interval: Duration,
+}
+
+impl Default for TxnConfig {
+    fn default() -> Self {
+        TxnConfig { max_timeout_ms: 900_000, abort_check_interval: Duration::from_millis(10_000) }
+    }
+}
+
+/// One shard: the transactional ids of one `__transaction_state` partition.
+struct Shard {
+    stream: Arc<Stream>,
+    ids: Mutex<HashMap<String, TxnMeta>>,
+}
+
+impl Shard {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, TxnMeta>> {
+        self.ids.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The coordinator: its shards once loaded.
+pub struct TxnCoordinator {
+    pub(crate) config: TxnConfig,
+    shards: Mutex<Option<Arc<Vec<Arc<Shard>>>>>,
+    loading: tokio::sync::Mutex<()>,
+}
+
+impl TxnCoordinator {
+    /// A coordinator not yet loaded.
+    pub fn new(config: TxnConfig) -> Self {
+        TxnCoordinator { config, shards: Mutex::new(None), loading: tokio::sync::Mutex::new(()) }
+    }
+
+    fn loaded(&self) -> Option<Arc<Vec<Arc<Shard>>>> {
+        self.shards.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Whether the shards are loaded.
+    pub fn is_loaded(&self) -> bool {
+        self.loaded().is_some()
+    }
+
+    /// Loads every shard from its partition's stream (once). Returns the
+    /// transactions found deciding (Prepare*), whose markers must be written.
+    pub(crate) async fn load(
+        &self,
+        streams: Vec<Arc<Stream>>,
+    ) -> Result<Vec<(String, TxnMeta)>, BrokerError> {
+        let _guard = self.loading.lock().await;
+        if self.loaded().is_some() {
+            return Ok(Vec::new());
+        }
+        let mut shards = Vec::with_capacity(streams.len());
+        let mut deciding = Vec::new();
+        for stream in streams {
+            let mut ids: HashMap<String, TxnMeta> = HashMap::new();
+            crate::internal_records::replay(&stream, |key, value, _| {
+                let id = match records::decode_key(key) {
+                    Ok(Some(id)) => id,
+                    Ok(None) => return,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "unreadable transaction key skipped");
+                        return;
+                    }
+                };
+                match value.map(records::decode_value) {
+                    None => {
+                        ids.remove(&id);
+                    }
+                    Some(Ok(v)) => {
+                        ids.insert(id, TxnMeta::from_value(v));
+                    }
+                    Some(Err(e)) => tracing::warn!(error = %e, "unreadable transaction value skipped"),
+                }
+            })
+            .await?;
+            deciding.extend(
+                ids.iter()
+                    .filter(|(_, m)| matches!(m.state, TxnState::PrepareCommit | TxnState::PrepareAbort))
+                    .map(|(id, m)| (id.clone(), m.clone())),
+            );
+            shards.push(Arc::new(Shard { stream, ids: Mutex::new(ids) }));
+        }
+        let total: usize = shards.iter().map(|s| s.lock().len()).sum();
+        tracing::info!(
+            partitions = shards.len(),
+            ids = total,
+            deciding = deciding.len(),
+            "transaction coordinator loaded"
+        );
+        *self.shards.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(shards));
+        Ok(deciding)
+    }
+
+    fn shard(&self, id: &str) -> Result<Arc<Shard>, TxnError> {
+        let shards = self.loaded().ok_or(TxnError::CoordinatorLoadInProgress)?;
+        let p = crate::groups::partition_for(id, shards.len() as i32) as usize;
+        shards.get(p).cloned().ok_or(TxnError::CoordinatorNotAvailable)
+    }
+
+    /// A copy of an id's state.
+    pub fn get(&self, id: &str) -> Result<Option<TxnMeta>, TxnError> {
+        Ok(self.shard(id)?.lock().get(id).cloned())
+    }
+
+    /// Every id's state.
+    pub fn all(&self) -> Result<Vec<(String, TxnMeta)>, TxnError> {
+        let shards = self.loaded().ok_or(TxnError::CoordinatorLoadInProgress)?;
+        Ok(shards
+            .iter()
+            .flat_map(|s| s.lock().iter().map(|(k, v)| (k.clone(), v.clone())).collect::<Vec<_>>())
+            .collect())
+    }
+
+    /// Decides on an id under its shard's lock: `decide` sees its state and
+    /// returns the next one to write (if any) and an answer. A next state is
+    /// marked pending and appended in the same critical section, applied once
+    /// durable, and dropped when the write fails (the answer is then
+    /// COORDINATOR_NOT_AVAILABLE).
+    pub(crate) async fn transition<T>(
+        &self,
+        id: &str,
+        decide: impl FnOnce(Option<&TxnMeta>) -> Result<(Option<TxnMeta>, T), TxnError>,
+    ) -> Result<T, TxnError> {
+        let shard = self.shard(id)?;
+        let (next, pending, answer, was_new) = {
+            let mut ids = shard.lock();
+            let (next, answer) = decide(ids.get(id))?;
+            let Some(next) = next else { return Ok(answer) };
+            let was_new = !ids.contains_key(id);
+            let entry = ids.entry(id.to_string()).or_insert_with(|| next.clone());
+            entry.begin(&next);
+            let record = (records::encode_key(id), Some(records::encode_value(&next.to_value())));
+            let pending = crate::internal_records::append(&shard.stream, vec![record]);
+            (next, pending, answer, was_new)
+        };
+        let outcome = match pending {
+            Ok((_, mut completion)) => completion.wait().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let mut ids = shard.lock();
+        match outcome {
+            Ok(()) => {
+                if let Some(m) = ids.get_mut(id) {
+                    m.apply(next);
+                }
+                Ok(answer)
+            }
+            Err(e) => {
+                tracing::warn!(transactional_id = id, error = %e, "a transaction state write failed");
+                if was_new {
+                    ids.remove(id);
+                } else if let Some(m) = ids.get_mut(id) {
+                    m.abandon();
+                }
+                Err(TxnError::CoordinatorNotAvailable)
+            }
+        }
+    }
+
+    /// The ids whose open transaction is past its timeout.
+    pub fn timed_out(&self, now_ms: i64) -> Vec<String> {
+        let Some(shards) = self.loaded() else { return Vec::new() };
+        shards
+            .iter()
+            .flat_map(|s| {
+                s.lock()
+                    .iter()
+                    .filter(|(_, m)| m.timed_out(now_ms))
+                    .map(|(k, _)| k.clone())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+}
