@@ -66,7 +66,7 @@ type PartitionErrors = Vec<(i32, Option<i16>)>;
 type Fetched = (i32, i64, i32, String);
 
 /// Kafka's `offset.metadata.max.bytes`.
-const OFFSET_METADATA_MAX_BYTES: usize = 4096;
+pub(crate) const OFFSET_METADATA_MAX_BYTES: usize = 4096;
 
 /// Kafka's configs of `__consumer_offsets`.
 fn offsets_topic_configs() -> BTreeMap<String, String> {
@@ -654,6 +654,17 @@ impl Broker {
                             .collect();
                     }
                 }
+                if req.require_stable {
+                    let unstable = self.coordinator.unstable(g.group_id.as_str());
+                    for t in &mut out.topics {
+                        for p in &mut t.partitions {
+                            if unstable.contains(&(t.name.to_string(), p.partition_index)) {
+                                p.error_code = kafka_protocol::ResponseError::UnstableOffsetCommit.code();
+                                p.committed_offset = -1;
+                            }
+                        }
+                    }
+                }
                 count("OffsetFetch", out.error_code);
                 resp.groups.push(out);
             }
@@ -710,6 +721,18 @@ impl Broker {
                         rt
                     })
                     .collect();
+                // v7: offsets pending in a transaction are not stable yet.
+                if version >= 7 && req.require_stable {
+                    let unstable = self.coordinator.unstable(req.group_id.as_str());
+                    for t in &mut resp.topics {
+                        for p in &mut t.partitions {
+                            if unstable.contains(&(t.name.to_string(), p.partition_index)) {
+                                p.error_code = kafka_protocol::ResponseError::UnstableOffsetCommit.code();
+                                p.committed_offset = -1;
+                            }
+                        }
+                    }
+                }
             }
         }
         resp

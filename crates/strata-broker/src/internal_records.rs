@@ -21,17 +21,28 @@ pub(crate) type KeyValue = (Bytes, Option<Bytes>);
 /// without a producer, as Kafka's coordinators write them. Returns the base
 /// offset and the append's completion.
 pub(crate) fn append(stream: &Arc<Stream>, records: Vec<KeyValue>) -> Result<(i64, Completion), BrokerError> {
+    append_as(stream, records, None)
+}
+
+/// Like [`append`], as a transactional batch of `producer` (id, epoch) when
+/// given: transactional offset commits.
+pub(crate) fn append_as(
+    stream: &Arc<Stream>,
+    records: Vec<KeyValue>,
+    producer: Option<(i64, i16)>,
+) -> Result<(i64, Completion), BrokerError> {
     let now = now_ms();
+    let (producer_id, producer_epoch) = producer.unwrap_or((-1, -1));
     let mut batch: Vec<Record> = records
         .into_iter()
         .enumerate()
         .map(|(i, (key, value))| Record {
             delete_horizon: false,
-            transactional: false,
+            transactional: producer.is_some(),
             control: false,
             partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id,
+            producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
             sequence: -1,
@@ -48,23 +59,32 @@ pub(crate) fn append(stream: &Arc<Stream>, records: Vec<KeyValue>) -> Result<(i6
     Ok((appended.base_offset, completion))
 }
 
+/// What a replay of an internal topic finds, in offset order.
+pub(crate) enum Entry {
+    /// A keyed record; `producer` is set for a transactional batch's.
+    Record { key: Bytes, value: Option<Bytes>, offset: i64, producer: Option<i64> },
+    /// A transaction marker of `producer`.
+    Marker { producer: i64, commit: bool },
+}
+
 /// Reads an internal topic's stream from its start to its end and calls `f`
-/// with every keyed record of its data batches (key, value, offset), in
-/// offset order. Control batches (transaction markers) are skipped, and so,
-/// with a warning, are batches that do not decode.
-pub(crate) async fn replay(
-    stream: &Arc<Stream>,
-    mut f: impl FnMut(Bytes, Option<Bytes>, i64),
-) -> Result<(), BrokerError> {
+/// with every keyed record and every transaction marker, in offset order.
+/// Batches that do not decode are skipped with a warning.
+pub(crate) async fn replay(stream: &Arc<Stream>, mut f: impl FnMut(Entry)) -> Result<(), BrokerError> {
     let (mut offset, end) = stream.offsets();
     while offset < end {
         let batches = stream.read(offset, 4 << 20).await?;
         let Some(last) = batches.last() else { break };
         let next = last.info.end_offset();
         for b in batches {
-            if crate::records::parse_header(&b.data).is_some_and(|h| h.is_control()) {
+            let Some(header) = crate::records::parse_header(&b.data) else { continue };
+            if header.is_control() {
+                if let Some(kind) = crate::records::control_type(&b.data) {
+                    f(Entry::Marker { producer: header.producer_id, commit: kind == 1 });
+                }
                 continue;
             }
+            let producer = header.is_transactional().then_some(header.producer_id);
             let mut data = b.data.clone();
             let set = match RecordBatchDecoder::decode(&mut data) {
                 Ok(set) => set,
@@ -75,7 +95,7 @@ pub(crate) async fn replay(
             };
             for r in set.records {
                 if let Some(key) = r.key {
-                    f(key, r.value, r.offset);
+                    f(Entry::Record { key, value: r.value, offset: r.offset, producer });
                 }
             }
         }

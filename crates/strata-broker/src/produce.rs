@@ -207,8 +207,8 @@ impl Broker {
         if transactional && !open_here {
             // KIP-890 part 1: a transaction opens here only if the
             // coordinator has this partition in it (docs/transactions.md, rule 1).
-            self.verify_in_txn(transactional_id, pid, epoch, (topic.name.clone(), partition), version)
-                .await?;
+            let partition = (topic.name.clone(), partition);
+            self.verify_in_txn(transactional_id, pid, epoch, partition, version >= 11).await?;
         }
         let mut producers = state.lock();
         match producers.check(pid, epoch, first, last, transactional)? {
@@ -303,6 +303,10 @@ impl Broker {
             producers.record_marker(producer_id, epoch, commit, coordinator_epoch, appended.base_offset);
             appended
         };
+        if topic.name == crate::groups::OFFSETS_TOPIC {
+            // Transactional offsets become committed (or are dropped) with it.
+            self.coordinator.complete_txn(partition, producer_id, commit);
+        }
         state.mark_dirty();
         self.producers.observe(producer_id, epoch);
         Ok(appended)

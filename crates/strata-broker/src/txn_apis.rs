@@ -12,13 +12,16 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::add_partitions_to_txn_response::{
     AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
 };
+use kafka_protocol::messages::txn_offset_commit_response::{
+    TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+};
 use kafka_protocol::messages::write_txn_markers_response::{
     WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
 };
 use kafka_protocol::messages::{
     AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest, AddPartitionsToTxnResponse,
     EndTxnRequest, EndTxnResponse, InitProducerIdRequest, InitProducerIdResponse, ProducerId,
-    WriteTxnMarkersRequest, WriteTxnMarkersResponse,
+    TxnOffsetCommitRequest, TxnOffsetCommitResponse, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
 };
 
 use crate::broker::now_ms;
@@ -422,17 +425,19 @@ impl Broker {
     /// KIP-890 part 1: whether a transactional batch of `producer_id` may
     /// open a transaction in this partition, asked of the coordinator before
     /// the producer's first batch there (`Ok` when the partition is in its
-    /// ongoing transaction). The error is what Produce answers at `version`.
+    /// ongoing transaction). A partition outside it is TRANSACTION_ABORTABLE
+    /// when the request's version knows that error (`abortable`), else
+    /// INVALID_TXN_STATE.
     pub(crate) async fn verify_in_txn(
         self: &Arc<Self>,
         transactional_id: Option<&str>,
         producer_id: i64,
         epoch: i16,
         partition: (String, i32),
-        version: i16,
+        abortable: bool,
     ) -> Result<(), BrokerError> {
         let not_in_txn = || {
-            if version >= 11 {
+            if abortable {
                 BrokerError::TransactionAbortable(format!(
                     "{}-{} is not part of the producer's ongoing transaction",
                     partition.0, partition.1
@@ -460,6 +465,94 @@ impl Broker {
                 Err(e) => Err(retriable(e)),
             },
         }
+    }
+
+    /// TxnOffsetCommit: offsets committed in the producer's transaction,
+    /// pending in the group until its marker. The group's offsets partition
+    /// must be in the transaction (AddOffsetsToTxn).
+    pub async fn txn_offset_commit(
+        self: &Arc<Self>,
+        req: TxnOffsetCommitRequest,
+        version: i16,
+    ) -> TxnOffsetCommitResponse {
+        let mut resp = TxnOffsetCommitResponse::default();
+        let group = req.group_id.to_string();
+        let offsets_partition = crate::groups::partition_for(&group, crate::groups::OFFSETS_PARTITIONS);
+        let mut entries = Vec::new();
+        let mut shape = Vec::new();
+        for t in &req.topics {
+            let topic = self.catalog.topic(t.name.as_str());
+            let mut parts = Vec::new();
+            for p in &t.partitions {
+                let known =
+                    topic.as_ref().is_some_and(|tp| (0..tp.partitions()).contains(&p.partition_index));
+                let metadata = p.committed_metadata.as_ref().map(|m| m.to_string()).unwrap_or_default();
+                let err = if !known {
+                    Some(ResponseError::UnknownTopicOrPartition.code())
+                } else if metadata.len() > crate::group_apis::OFFSET_METADATA_MAX_BYTES {
+                    Some(ResponseError::OffsetMetadataTooLarge.code())
+                } else {
+                    entries.push(crate::groups::OffsetCommitEntry {
+                        topic: t.name.to_string(),
+                        partition: p.partition_index,
+                        offset: p.committed_offset,
+                        leader_epoch: p.committed_leader_epoch,
+                        metadata,
+                    });
+                    None
+                };
+                parts.push((p.partition_index, err));
+            }
+            shape.push((t.name.clone(), parts));
+        }
+        let (pid, epoch) = (req.producer_id.0, req.producer_epoch);
+        let outcome: Result<(), i16> = async {
+            self.coordinator_ready().await.map_err(crate::error_codes::group_code)?;
+            let offsets = (crate::groups::OFFSETS_TOPIC.to_string(), offsets_partition);
+            self.verify_in_txn(Some(req.transactional_id.as_str()), pid, epoch, offsets, version >= 4)
+                .await
+                .map_err(|e| code(&e))?;
+            if entries.is_empty() {
+                return Ok(());
+            }
+            let base = self
+                .coordinator
+                .txn_commit(
+                    &group,
+                    (pid, epoch),
+                    req.member_id.as_str(),
+                    req.group_instance_id.as_deref(),
+                    req.generation_id,
+                    &entries,
+                )
+                .await
+                .map_err(crate::error_codes::group_code)?;
+            // The offsets partition holds an open transaction from here (the
+            // cleaner stops at its last stable offset).
+            if let Some(t) = self.catalog.topic(crate::groups::OFFSETS_TOPIC)
+                && let Some(stream) = self.partition(&t, offsets_partition)
+                && let Ok(state) = self.producers.partition(&stream).await
+            {
+                state.lock().record_txn(pid, base);
+                state.mark_dirty();
+            }
+            Ok(())
+        }
+        .await;
+        let all = outcome.err().unwrap_or(0);
+        for (name, parts) in shape {
+            let mut t = TxnOffsetCommitResponseTopic::default();
+            t.name = name;
+            for (i, err) in parts {
+                let mut p = TxnOffsetCommitResponsePartition::default();
+                p.partition_index = i;
+                p.error_code = err.unwrap_or(all);
+                count("TxnOffsetCommit", p.error_code);
+                t.partitions.push(p);
+            }
+            resp.topics.push(t);
+        }
+        resp
     }
 
     /// WriteTxnMarkers: one control batch per partition, answered once durable.

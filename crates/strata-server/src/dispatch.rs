@@ -73,6 +73,7 @@ fn api_name(key: ApiKey) -> &'static str {
         ApiKey::AddPartitionsToTxn => "AddPartitionsToTxn",
         ApiKey::AddOffsetsToTxn => "AddOffsetsToTxn",
         ApiKey::EndTxn => "EndTxn",
+        ApiKey::TxnOffsetCommit => "TxnOffsetCommit",
         ApiKey::OffsetForLeaderEpoch => "OffsetForLeaderEpoch",
         ApiKey::DescribeTopicPartitions => "DescribeTopicPartitions",
         ApiKey::FindCoordinator => "FindCoordinator",
@@ -195,6 +196,9 @@ async fn handle_api(
             reply!(broker.add_offsets_to_txn(decode(&mut body, k, version)?, version).await)
         }
         ApiKey::EndTxn => reply!(broker.end_txn(decode(&mut body, k, version)?, version).await),
+        ApiKey::TxnOffsetCommit => {
+            reply!(broker.txn_offset_commit(decode(&mut body, k, version)?, version).await)
+        }
         ApiKey::OffsetForLeaderEpoch => {
             reply!(broker.offset_for_leader_epoch(decode(&mut body, k, version)?))
         }

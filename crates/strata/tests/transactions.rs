@@ -327,3 +327,68 @@ async fn a_broker_killed_mid_transaction_leaves_every_transaction_whole() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consume_transform_produce_with_offsets_in_the_transaction_is_exactly_once() {
+    let broker = BrokerProcess::start_with(&["--group-initial-rebalance-delay-ms", "0"]);
+    let (input, output) = (topic("eos-in"), topic("eos-out"));
+    create_topic(&broker.addr, &input, PARTITIONS).await;
+    create_topic(&broker.addr, &output, PARTITIONS).await;
+    let group = topic("eos-group");
+    let plain: ThreadedProducer<DefaultProducerContext> =
+        ClientConfig::new().set("bootstrap.servers", &broker.addr).create().expect("producer");
+    let total = 60usize;
+    send(&plain, &input, &values("v", total));
+    let mut copied = 0usize;
+    let deadline = Instant::now() + TIMEOUT;
+    // Two instances in turn (a restart): the first copies a third and stops.
+    for instance in 0..2 {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &broker.addr)
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("isolation.level", "read_committed")
+            .create()
+            .expect("consumer");
+        c.subscribe(&[&input]).expect("subscribe");
+        let p = transactional(&broker.addr, &format!("{group}-tx"), 60_000);
+        while copied < total && (instance > 0 || copied < total / 3) {
+            assert!(Instant::now() < deadline, "copied {copied} of {total}");
+            let Some(m) = c.poll(Duration::from_millis(200)) else { continue };
+            let m = m.expect("consume");
+            p.begin_transaction().expect("begin");
+            let v = format!("x{}", String::from_utf8_lossy(m.payload().unwrap_or_default()));
+            p.send(BaseRecord::<(), _>::to(&output).partition(m.partition()).payload(&v))
+                .map_err(|(e, _)| e)
+                .expect("send");
+            let mut offsets = TopicPartitionList::new();
+            offsets.add_partition_offset(&input, m.partition(), Offset::Offset(m.offset() + 1)).expect("tpl");
+            let meta = c.group_metadata().expect("group metadata");
+            p.send_offsets_to_transaction(&offsets, &meta, TIMEOUT).expect("send offsets");
+            p.commit_transaction(TIMEOUT).expect("commit");
+            copied += 1;
+        }
+    }
+    assert_eq!(copied, total);
+    let rc = consumer(&broker.addr, "read_committed", &output);
+    let want: BTreeSet<String> = values("v", total).into_iter().map(|v| format!("x{v}")).collect();
+    let hw = high_watermarks(&rc, &output);
+    assert_eq!(read_until(&rc, &want, |p| hw[&p]), want, "every input once in the output");
+    let check: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .set("group.id", &group)
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition(&input, p);
+    }
+    let committed = check.committed_offsets(tpl, TIMEOUT).expect("committed");
+    let sum: i64 = committed
+        .elements()
+        .iter()
+        .filter_map(|e| if let Offset::Offset(o) = e.offset() { Some(o) } else { None })
+        .sum();
+    assert_eq!(sum, total as i64, "the group's offsets are at the input's end");
+}

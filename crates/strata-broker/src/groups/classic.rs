@@ -162,6 +162,9 @@ pub struct Group {
     pub dirty: bool,
     /// Set when the group is a consumer-protocol (KIP-848) group.
     pub consumer: Option<super::consumer::ConsumerGroup>,
+    /// Offsets committed in open transactions, by producer id, until their
+    /// marker: `(topic, partition, value, log offset)`.
+    pub pending_txn: HashMap<i64, Vec<(String, i32, super::records::OffsetValue, i64)>>,
 }
 
 /// Waiters to answer once the group's metadata is durable.
@@ -187,6 +190,7 @@ impl Group {
             state_timestamp: wall_ms,
             dirty: false,
             consumer: None,
+            pending_txn: HashMap::new(),
         }
     }
 

@@ -25,6 +25,7 @@ pub use error::GroupError;
 use records::{Key, OffsetValue};
 
 use crate::broker::now_ms;
+use crate::internal_records::Entry;
 
 /// The internal topic of group state.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -473,6 +474,99 @@ impl Coordinator {
         Ok(())
     }
 
+    /// TxnOffsetCommit: checks the member as Kafka checks a transactional
+    /// commit, appends the offsets as a transactional batch of `producer`
+    /// (id, epoch), and keeps them pending until the transaction's marker
+    /// reaches this partition (`complete_txn`). Returns the batch's base offset.
+    pub(crate) async fn txn_commit(
+        &self,
+        group_id: &str,
+        producer: (i64, i16),
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        entries: &[OffsetCommitEntry],
+    ) -> Result<i64, GroupError> {
+        let shard = self.shard(group_id)?;
+        let now = now_ms();
+        let values: Vec<(OffsetValue, &OffsetCommitEntry)> = entries
+            .iter()
+            .map(|e| {
+                let v = OffsetValue {
+                    offset: e.offset,
+                    leader_epoch: e.leader_epoch,
+                    metadata: e.metadata.clone(),
+                    commit_timestamp: now,
+                };
+                (v, e)
+            })
+            .collect();
+        let pending = {
+            let mut groups = shard.lock();
+            if !groups.contains_key(group_id) && generation >= 0 {
+                return Err(GroupError::IllegalGeneration);
+            }
+            let g = groups.entry(group_id.to_string()).or_insert_with(|| Group::new(group_id, now));
+            let named = generation >= 0 || !member_id.is_empty() || instance_id.is_some();
+            match &g.consumer {
+                Some(c) if named => c.validate_epoch(member_id, generation).map_err(|e| match e {
+                    GroupError::StaleMemberEpoch => GroupError::IllegalGeneration,
+                    e => e,
+                })?,
+                Some(_) => {}
+                None if g.state == State::Dead => return Err(GroupError::CoordinatorNotAvailable),
+                None if named => {
+                    g.validate_member(member_id, instance_id)?;
+                    if generation != g.generation {
+                        return Err(GroupError::IllegalGeneration);
+                    }
+                }
+                None => {}
+            }
+            let records: Vec<crate::internal_records::KeyValue> = values
+                .iter()
+                .map(|(v, e)| {
+                    let key = Key::Offset {
+                        group: group_id.to_string(),
+                        topic: e.topic.clone(),
+                        partition: e.partition,
+                    };
+                    (records::encode_key(&key), Some(records::encode_offset(v)))
+                })
+                .collect();
+            crate::internal_records::append_as(&shard.stream, records, Some(producer))
+                .map_err(|_| GroupError::CoordinatorNotAvailable)
+        };
+        let base = wait(pending).await?;
+        let mut groups = shard.lock();
+        let g = groups.entry(group_id.to_string()).or_insert_with(|| Group::new(group_id, now));
+        let list = g.pending_txn.entry(producer.0).or_default();
+        for (i, (v, e)) in values.into_iter().enumerate() {
+            list.push((e.topic.clone(), e.partition, v, base + i as i64));
+        }
+        Ok(base)
+    }
+
+    /// A transaction marker appended to partition `partition` of
+    /// `__consumer_offsets`: the producer's pending offsets there are
+    /// applied (commit) or dropped (abort).
+    pub(crate) fn complete_txn(&self, partition: i32, producer: i64, commit: bool) {
+        let Some(shards) = self.loaded() else { return };
+        let Some(shard) = usize::try_from(partition).ok().and_then(|p| shards.get(p)) else { return };
+        complete_pending(&mut shard.lock(), producer, commit);
+    }
+
+    /// The partitions of a group with offsets pending in an open
+    /// transaction (OffsetFetch with `require_stable`: UNSTABLE_OFFSET_COMMIT).
+    pub(crate) fn unstable(&self, group_id: &str) -> std::collections::HashSet<(String, i32)> {
+        let Ok(shard) = self.shard(group_id) else { return Default::default() };
+        let groups = shard.lock();
+        groups
+            .get(group_id)
+            .map(|g| g.pending_txn.values().flatten().map(|(t, p, _, _)| (t.clone(), *p)).collect())
+            .unwrap_or_default()
+    }
+
     /// ConsumerGroupHeartbeat (KIP-848), checked by `consumer::validate`
     /// first, answered once what it changed is durable.
     pub(crate) async fn consumer_heartbeat(
@@ -859,10 +953,26 @@ async fn write(stream: &Arc<Stream>, records: Vec<LogRecord>) -> Result<(), Grou
 /// Rebuilds a shard's groups from its stream, start to end.
 async fn replay(stream: &Arc<Stream>, now: Instant) -> Result<HashMap<String, Group>, crate::BrokerError> {
     let mut groups: HashMap<String, Group> = HashMap::new();
-    crate::internal_records::replay(stream, |key, value, offset| match records::decode_key(key) {
-        Ok(Some(k)) => apply_record(&mut groups, k, value, offset, now),
-        Ok(None) => {}
-        Err(e) => tracing::warn!(error = %e, "unreadable key skipped"),
+    crate::internal_records::replay(stream, |entry| match entry {
+        Entry::Record { key, value, offset, producer } => match (records::decode_key(key), producer) {
+            (Ok(Some(k)), None) => apply_record(&mut groups, k, value, offset, now),
+            (Ok(Some(Key::Offset { group, topic, partition })), Some(pid)) => {
+                match value.map(records::decode_offset) {
+                    Some(Ok(v)) => groups
+                        .entry(group.clone())
+                        .or_insert_with(|| Group::new(&group, v.commit_timestamp))
+                        .pending_txn
+                        .entry(pid)
+                        .or_default()
+                        .push((topic, partition, v, offset)),
+                    Some(Err(e)) => tracing::warn!(error = %e, "unreadable transactional offset skipped"),
+                    None => {}
+                }
+            }
+            (Ok(_), _) => {}
+            (Err(e), _) => tracing::warn!(error = %e, "unreadable key skipped"),
+        },
+        Entry::Marker { producer, commit } => complete_pending(&mut groups, producer, commit),
     })
     .await?;
     for (id, g) in groups.iter_mut() {
@@ -871,6 +981,19 @@ async fn replay(stream: &Arc<Stream>, now: Instant) -> Result<HashMap<String, Gr
         }
     }
     Ok(groups)
+}
+
+/// A transaction marker: the producer's pending offsets are applied
+/// (commit) or dropped (abort) in every group of the shard.
+fn complete_pending(groups: &mut HashMap<String, Group>, producer: i64, commit: bool) {
+    for g in groups.values_mut() {
+        let Some(pending) = g.pending_txn.remove(&producer) else { continue };
+        if commit {
+            for (topic, partition, v, log_offset) in pending {
+                apply_offset(g, topic, partition, v, log_offset);
+            }
+        }
+    }
 }
 
 fn apply_record(
@@ -900,18 +1023,22 @@ fn apply_record(
             None => {
                 // Offsets are records of their own and outlive the group's
                 // (an upgrade to the consumer protocol tombstones it).
-                let offsets = groups.remove(&group).map(|g| g.offsets).unwrap_or_default();
-                if !offsets.is_empty() {
+                let (offsets, pending) =
+                    groups.remove(&group).map(|g| (g.offsets, g.pending_txn)).unwrap_or_default();
+                if !offsets.is_empty() || !pending.is_empty() {
                     let mut g = Group::new(&group, now_ms());
                     g.offsets = offsets;
+                    g.pending_txn = pending;
                     groups.insert(group, g);
                 }
             }
             Some(v) => match records::decode_group(v) {
                 Ok(v) => {
-                    let offsets = groups.remove(&group).map(|g| g.offsets).unwrap_or_default();
+                    let (offsets, pending) =
+                        groups.remove(&group).map(|g| (g.offsets, g.pending_txn)).unwrap_or_default();
                     let mut g = Group::from_value(&group, v, now);
                     g.offsets = offsets;
+                    g.pending_txn = pending;
                     groups.insert(group, g);
                 }
                 Err(e) => tracing::warn!(error = %e, "unreadable group skipped"),

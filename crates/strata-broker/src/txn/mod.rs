@@ -86,7 +86,10 @@ impl TxnCoordinator {
         let mut deciding = Vec::new();
         for stream in streams {
             let mut ids: HashMap<String, TxnMeta> = HashMap::new();
-            crate::internal_records::replay(&stream, |key, value, _| {
+            crate::internal_records::replay(&stream, |entry| {
+                let crate::internal_records::Entry::Record { key, value, producer: None, .. } = entry else {
+                    return;
+                };
                 let id = match records::decode_key(key) {
                     Ok(Some(id)) => id,
                     Ok(None) => return,

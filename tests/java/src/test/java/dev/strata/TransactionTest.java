@@ -8,6 +8,7 @@ import dev.strata.Brokers.Broker;
 import java.nio.charset.StandardCharsets;
 import java.time.Duration;
 import java.util.ArrayList;
+import java.util.HashMap;
 import java.util.HashSet;
 import java.util.List;
 import java.util.Map;
@@ -15,7 +16,10 @@ import java.util.Properties;
 import java.util.Set;
 import java.util.concurrent.TimeUnit;
 import java.util.stream.Stream;
+import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.consumer.ConsumerConfig;
+import org.apache.kafka.clients.consumer.ConsumerRecords;
+import org.apache.kafka.clients.consumer.OffsetAndMetadata;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
 import org.apache.kafka.clients.producer.KafkaProducer;
@@ -59,11 +63,35 @@ class TransactionTest {
     return out;
   }
 
-  /** Everything a consumer at {@code isolation} reads from the start to the end it is told (endOffsets: the LSO for read_committed). */
+  /** Everything a consumer at {@code isolation} reads from the start to the end it is told (endOffsets: the LSO for read_committed), each once. */
   static Set<String> readAll(Broker b, String topic, String isolation) throws InterruptedException {
+    List<String> read = readList(b, topic, isolation);
+    Set<String> out = new HashSet<>(read);
+    assertEquals(read.size(), out.size(), "a message was read twice: " + read);
+    return out;
+  }
+
+  /**
+   * Reads until a reader at {@code isolation} sees exactly {@code want}: a
+   * commit's markers follow its acknowledgement, so what it committed
+   * becomes visible shortly after.
+   */
+  static void assertSees(Broker b, String topic, String isolation, Set<String> want, String what)
+      throws InterruptedException {
+    long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+    Set<String> seen = readAll(b, topic, isolation);
+    while (!seen.equals(want) && System.nanoTime() < deadline) {
+      Thread.sleep(100);
+      seen = readAll(b, topic, isolation);
+    }
+    assertEquals(want, seen, what);
+  }
+
+  /** Like {@link #readAll}, every message in the order read. */
+  static List<String> readList(Broker b, String topic, String isolation) throws InterruptedException {
     Properties extra = new Properties();
     extra.put(ConsumerConfig.ISOLATION_LEVEL_CONFIG, isolation);
-    Set<String> out = new HashSet<>();
+    List<String> out = new ArrayList<>();
     try (KafkaConsumer<byte[], byte[]> c = Brokers.consumer(b, extra)) {
       List<TopicPartition> parts = new ArrayList<>();
       for (int p = 0; p < PARTITIONS; p++) {
@@ -102,18 +130,18 @@ class TransactionTest {
           p.abortTransaction();
         }
       }
-      assertEquals(committed, readAll(b, topic, "read_committed"));
-      assertEquals(all, readAll(b, topic, "read_uncommitted"));
+      assertSees(b, topic, "read_committed", committed, "read_committed sees the committed messages");
+      assertSees(b, topic, "read_uncommitted", all, "read_uncommitted sees all");
       // An open transaction: read_committed stops before it.
       p.beginTransaction();
       List<String> open = send(p, topic, "open", 3);
       assertEquals(committed, readAll(b, topic, "read_committed"), "nothing of the open transaction");
       Set<String> withOpen = new HashSet<>(all);
       withOpen.addAll(open);
-      assertEquals(withOpen, readAll(b, topic, "read_uncommitted"));
+      assertSees(b, topic, "read_uncommitted", withOpen, "read_uncommitted sees the open transaction");
       p.commitTransaction();
       committed.addAll(open);
-      assertEquals(committed, readAll(b, topic, "read_committed"));
+      assertSees(b, topic, "read_committed", committed, "then its messages");
     }
   }
 
@@ -132,8 +160,95 @@ class TransactionTest {
         second.beginTransaction();
         List<String> good = send(second, topic, "current", 6);
         second.commitTransaction();
-        assertEquals(new HashSet<>(good), readAll(b, topic, "read_committed"));
+        assertSees(b, topic, "read_committed", new HashSet<>(good), "only the current instance's commit");
       }
+    }
+  }
+
+  static KafkaConsumer<byte[], byte[]> groupConsumer(Broker b, String group, String topic) {
+    Properties extra = new Properties();
+    extra.put(ConsumerConfig.GROUP_ID_CONFIG, group);
+    extra.put(ConsumerConfig.ISOLATION_LEVEL_CONFIG, "read_committed");
+    KafkaConsumer<byte[], byte[]> c = Brokers.consumer(b, extra);
+    c.subscribe(List.of(topic));
+    return c;
+  }
+
+  /** The consumer's position on every partition it holds. */
+  static Map<TopicPartition, OffsetAndMetadata> positions(KafkaConsumer<byte[], byte[]> c) {
+    Map<TopicPartition, OffsetAndMetadata> out = new HashMap<>();
+    for (TopicPartition tp : c.assignment()) {
+      out.put(tp, new OffsetAndMetadata(c.position(tp)));
+    }
+    return out;
+  }
+
+  /**
+   * Consume-transform-produce with the offsets in the transaction
+   * (sendOffsetsToTransaction): an aborted round changes nothing, and across a
+   * restart of the consumer and the producer every input record is in the
+   * output exactly once, with the group's offsets at the input's end.
+   */
+  @ParameterizedTest(name = "on {0}")
+  @MethodSource("brokers")
+  void consumeTransformProduceIsExactlyOnceAcrossARestart(Broker b) throws Exception {
+    String in = Brokers.topic("eos-in");
+    String out = Brokers.topic("eos-out");
+    Brokers.createTopic(b, in, PARTITIONS, Map.of());
+    Brokers.createTopic(b, out, PARTITIONS, Map.of());
+    String group = Brokers.topic("eos-group");
+    int total = 60;
+    try (KafkaProducer<byte[], byte[]> plain = new KafkaProducer<>(Brokers.producerProps(b))) {
+      for (int i = 0; i < total; i++) {
+        plain.send(new ProducerRecord<>(in, i % PARTITIONS, null, ("v" + i).getBytes(StandardCharsets.UTF_8)));
+      }
+    }
+    int copied = 0;
+    long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
+    for (int instance = 0; instance < 2 && copied < total; instance++) {
+      try (KafkaConsumer<byte[], byte[]> c = groupConsumer(b, group, in);
+          KafkaProducer<byte[], byte[]> p = transactional(b, group + "-tx")) {
+        boolean abortedOnce = instance > 0;
+        while (copied < total && (instance > 0 || copied < total / 3)) {
+          assertTrue(System.nanoTime() < deadline, "copied " + copied + " of " + total);
+          ConsumerRecords<byte[], byte[]> records = c.poll(Duration.ofMillis(200));
+          if (records.isEmpty()) {
+            continue;
+          }
+          p.beginTransaction();
+          for (ConsumerRecord<byte[], byte[]> r : records) {
+            p.send(new ProducerRecord<>(out, r.partition(), null, ("x" + new String(r.value(), StandardCharsets.UTF_8)).getBytes(StandardCharsets.UTF_8)));
+          }
+          p.sendOffsetsToTransaction(positions(c), c.groupMetadata());
+          if (!abortedOnce) {
+            // The first round aborts: its output and its offsets are void.
+            p.abortTransaction();
+            abortedOnce = true;
+            for (TopicPartition tp : c.assignment()) {
+              OffsetAndMetadata committed = c.committed(Set.of(tp)).get(tp);
+              if (committed == null) {
+                c.seekToBeginning(List.of(tp));
+              } else {
+                c.seek(tp, committed.offset());
+              }
+            }
+            continue;
+          }
+          p.commitTransaction();
+          copied += records.count();
+        }
+      }
+    }
+    assertEquals(total, copied);
+    Set<String> want = new HashSet<>();
+    for (int i = 0; i < total; i++) {
+      want.add("xv" + i);
+    }
+    assertSees(b, out, "read_committed", want, "every input once in the output");
+    try (Admin admin = Brokers.admin(b)) {
+      long committed = admin.listConsumerGroupOffsets(group).partitionsToOffsetAndMetadata().get(30, TimeUnit.SECONDS)
+          .values().stream().mapToLong(OffsetAndMetadata::offset).sum();
+      assertEquals(total, committed, "the group's offsets are at the input's end");
     }
   }
 }
