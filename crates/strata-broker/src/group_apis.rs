@@ -238,36 +238,40 @@ impl Broker {
         resp
     }
 
+    /// An internal topic, created (and its streams acquired) on first use;
+    /// `None` when that fails.
+    pub(crate) async fn internal_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+    ) -> Option<Arc<strata_cluster::TopicRecord>> {
+        if let Some(t) = self.catalog.topic(name) {
+            return Some(t);
+        }
+        match self.catalog.create_topic(name, partitions, configs, crate::broker::now_ms()).await {
+            Ok(t) => {
+                if let Err(e) = self.streams.acquire(&t.partition_streams).await {
+                    tracing::warn!(topic = name, error = %e, "acquiring an internal topic failed");
+                    return None;
+                }
+                tracing::info!(topic = name, partitions = t.partitions(), "created an internal topic");
+                Some(t)
+            }
+            // Created meanwhile by another request.
+            Err(_) => self.catalog.topic(name),
+        }
+    }
+
     /// Makes sure `__consumer_offsets` exists and its shards are loaded.
     pub(crate) async fn coordinator_ready(&self) -> Result<(), GroupError> {
         if self.coordinator.is_loaded() {
             return Ok(());
         }
-        let topic = match self.catalog.topic(OFFSETS_TOPIC) {
-            Some(t) => t,
-            None => {
-                let created = self
-                    .catalog
-                    .create_topic(
-                        OFFSETS_TOPIC,
-                        OFFSETS_PARTITIONS,
-                        offsets_topic_configs(),
-                        crate::broker::now_ms(),
-                    )
-                    .await;
-                match created {
-                    Ok(t) => {
-                        self.streams.acquire(&t.partition_streams).await.map_err(|e| {
-                            tracing::warn!(error = %e, "acquiring __consumer_offsets failed");
-                            GroupError::CoordinatorNotAvailable
-                        })?;
-                        tracing::info!(partitions = t.partitions(), "created __consumer_offsets");
-                        t
-                    }
-                    Err(_) => self.catalog.topic(OFFSETS_TOPIC).ok_or(GroupError::CoordinatorNotAvailable)?,
-                }
-            }
-        };
+        let topic = self
+            .internal_topic(OFFSETS_TOPIC, OFFSETS_PARTITIONS, offsets_topic_configs())
+            .await
+            .ok_or(GroupError::CoordinatorNotAvailable)?;
         let streams = (0..topic.partitions()).filter_map(|i| self.partition(&topic, i)).collect();
         self.coordinator.load(streams).await.map_err(|e| {
             tracing::warn!(error = %e, "loading the group coordinator failed");

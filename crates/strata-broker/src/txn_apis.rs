@@ -54,24 +54,10 @@ impl Broker {
         if self.txn.is_loaded() {
             return Ok(());
         }
-        let topic = match self.catalog.topic(TXN_TOPIC) {
-            Some(t) => t,
-            None => {
-                let created =
-                    self.catalog.create_topic(TXN_TOPIC, TXN_PARTITIONS, txn_topic_configs(), now_ms()).await;
-                match created {
-                    Ok(t) => {
-                        self.streams.acquire(&t.partition_streams).await.map_err(|e| {
-                            tracing::warn!(error = %e, "acquiring __transaction_state failed");
-                            TxnError::CoordinatorNotAvailable
-                        })?;
-                        tracing::info!(partitions = t.partitions(), "created __transaction_state");
-                        t
-                    }
-                    Err(_) => self.catalog.topic(TXN_TOPIC).ok_or(TxnError::CoordinatorNotAvailable)?,
-                }
-            }
-        };
+        let topic = self
+            .internal_topic(TXN_TOPIC, TXN_PARTITIONS, txn_topic_configs())
+            .await
+            .ok_or(TxnError::CoordinatorNotAvailable)?;
         let streams = (0..topic.partitions()).filter_map(|i| self.partition(&topic, i)).collect();
         let deciding = self.txn.load(streams).await.map_err(|e| {
             tracing::warn!(error = %e, "loading the transaction coordinator failed");

@@ -327,21 +327,27 @@ async fn slow_a_commit_storm_keeps_the_offsets_stream_flat() {
         }
     }
     // Flat: the size saws up and down as segments roll and are compacted;
-    // it does not grow with the commits. The median of the last fifth of the
-    // run is at most twice the median of its second fifth (steady growth
-    // would make it three times), and no sample is beyond eight times that.
-    let median = |from: u64, to: u64| {
-        let mut v: Vec<i64> = samples.iter().filter(|(t, _)| *t >= from && *t < to).map(|s| s.1).collect();
-        v.sort();
-        v.get(v.len() / 2).copied().unwrap_or(0)
+    // it does not grow with the commits. Compared between the run's second
+    // fifth and its last fifth: the troughs (what compaction brings it back
+    // to) and the peaks (what accumulates between passes) stay within twice
+    // their earlier values; steady growth would triple both. (A median is
+    // no measure here: it depends on where in the sawtooth samples land.)
+    let window = |from: u64, to: u64| -> Vec<i64> {
+        samples.iter().filter(|(t, _)| *t >= from && *t < to).map(|s| s.1).collect()
     };
-    let early = median(secs / 5, 2 * secs / 5);
-    let late = median(4 * secs / 5, secs + 1);
-    let max = samples.iter().map(|s| s.1).max().unwrap_or(0);
-    eprintln!("storm: {commits} commits; median {early} bytes early, {late} bytes late, max {max}");
-    assert!(early > 0, "samples taken: {samples:?}");
-    assert!(late <= 2 * early, "the offsets stream grew: {samples:?}");
-    assert!(max <= 8 * early, "the offsets stream spiked: {samples:?}");
+    let (early, late) = (window(secs / 5, 2 * secs / 5), window(4 * secs / 5, secs + 1));
+    let low = |v: &[i64]| v.iter().copied().min().unwrap_or(0);
+    let high = |v: &[i64]| v.iter().copied().max().unwrap_or(0);
+    eprintln!(
+        "storm: {commits} commits; troughs {} then {} bytes, peaks {} then {} bytes",
+        low(&early),
+        low(&late),
+        high(&early),
+        high(&late)
+    );
+    assert!(!early.is_empty() && !late.is_empty() && low(&early) > 0, "samples taken: {samples:?}");
+    assert!(low(&late) <= 2 * low(&early), "the offsets stream's floor grew: {samples:?}");
+    assert!(high(&late) <= 2 * high(&early), "the offsets stream's peaks grew: {samples:?}");
     drop(c);
     broker.restart(); // kill -9
     let c: BaseConsumer = ClientConfig::new()

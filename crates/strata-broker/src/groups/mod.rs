@@ -187,7 +187,9 @@ impl Coordinator {
             let mut records = Vec::new();
             let mut groups = shard.lock();
             groups.retain(|id, g| {
-                if g.state != State::Empty || g.consumer.as_ref().is_some_and(|c| !c.members.is_empty()) {
+                let busy =
+                    g.state != State::Empty || g.consumer.as_ref().is_some_and(|c| !c.members.is_empty());
+                if busy || !g.pending_txn.is_empty() {
                     return true;
                 }
                 let never_had_members = g.protocol_type.is_none() && g.generation == 0;
