@@ -391,7 +391,10 @@ class GroupTest {
         members.add(new Member(b, group, topic, "s" + i, extra, own, seen));
       }
       await("three static members sharing six partitions", () -> settled(own, members));
-      await("a generation everywhere", () -> members.stream().allMatch(m -> m.generation > 0));
+      // Every member at the same generation: a member reports the one its
+      // last poll saw, which may still be an earlier one.
+      await("one generation everywhere", () -> members.stream().allMatch(m -> m.generation > 0)
+          && members.stream().mapToInt(m -> m.generation).distinct().count() == 1);
       Map<String, Set<TopicPartition>> before = own.byMember();
       int generation = members.get(0).generation;
       int othersRevoked = members.get(0).revocations.get() + members.get(2).revocations.get();
