@@ -39,6 +39,11 @@ pub struct BrokerConfig {
     pub log_cleaner_backoff: Duration,
     /// How often changed producer states are snapshotted.
     pub producer_snapshot_interval: Duration,
+    /// Kafka's `producer.id.expiration.ms`: a partition forgets a producer
+    /// idle this long (with no open transaction there).
+    pub producer_id_expiration: Duration,
+    /// Kafka's `producer.id.expiration.check.interval.ms`.
+    pub producer_id_expiration_check_interval: Duration,
     /// Group coordinator settings (`group.*`).
     pub groups: crate::groups::GroupConfig,
     /// Transaction coordinator settings (`transaction.*`).
@@ -67,6 +72,8 @@ impl BrokerConfig {
             retention_check_interval: Duration::from_secs(300),
             log_cleaner_backoff: Duration::from_secs(15),
             producer_snapshot_interval: Duration::from_secs(10),
+            producer_id_expiration: Duration::from_millis(86_400_000),
+            producer_id_expiration_check_interval: Duration::from_millis(600_000),
             groups: Default::default(),
             transactions: Default::default(),
             offsets_retention: Duration::from_secs(7 * 24 * 3600),
@@ -138,6 +145,19 @@ impl Broker {
                 let Some(b) = weak.upgrade() else { return };
                 if let Err(e) = b.producers.snapshot(&b.streams).await {
                     tracing::warn!(error = %e, "producer state snapshot failed");
+                }
+            }
+        });
+        let weak = Arc::downgrade(&broker);
+        let every = broker.config.producer_id_expiration_check_interval;
+        let expiration = i64::try_from(broker.config.producer_id_expiration.as_millis()).unwrap_or(i64::MAX);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(b) = weak.upgrade() else { return };
+                let gone = b.producers.expire(now_ms(), expiration);
+                if gone > 0 {
+                    tracing::info!(producers = gone, "idle producers expired");
                 }
             }
         });

@@ -24,6 +24,7 @@ pub mod topic_config;
 mod topic_metrics;
 mod topics;
 pub mod txn;
+mod txn_admin;
 mod txn_apis;
 
 pub use broker::{Broker, BrokerConfig};

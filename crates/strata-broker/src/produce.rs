@@ -18,7 +18,7 @@ use strata_stream::Appended;
 
 use crate::broker::now_ms;
 use crate::error_codes::{code, message};
-use crate::producer_state::{SeqBatch, SeqCheck, last_seq};
+use crate::producer_state::{Marker, SeqBatch, SeqCheck, last_seq};
 use crate::records;
 use crate::topic_config::TopicConfig;
 use crate::{Broker, BrokerError};
@@ -243,7 +243,7 @@ impl Broker {
                     base_offset: base,
                     last_offset: base + i64::from(header.record_count) - 1,
                 };
-                producers.record(pid, epoch, seq);
+                producers.record(pid, epoch, seq, max_ts);
                 producers.track(pid, first, completion);
                 if transactional {
                     producers.record_txn(pid, base);
@@ -300,7 +300,14 @@ impl Broker {
             producers.check_marker(producer_id, epoch)?;
             let build = |base: i64, leader_epoch: i32| records::stamp(&data, base, leader_epoch, None);
             let appended = stream.append(1, now, build)?;
-            producers.record_marker(producer_id, epoch, commit, coordinator_epoch, appended.base_offset);
+            producers.record_marker(Marker {
+                producer_id,
+                epoch,
+                commit,
+                coordinator_epoch,
+                offset: appended.base_offset,
+                timestamp: now,
+            });
             appended
         };
         if topic.name == crate::groups::OFFSETS_TOPIC {

@@ -48,6 +48,15 @@ pub(crate) struct ProducerEntry {
     /// The coordinator epoch of the last marker.
     #[serde(default)]
     pub coordinator_epoch: i32,
+    /// The timestamp of its last batch or marker here (Kafka's
+    /// `lastTimestamp`), from which it expires; -1 when a snapshot written
+    /// before this field was loaded (the load sets it to the load's time).
+    #[serde(default = "no_timestamp")]
+    pub last_timestamp: i64,
+}
+
+fn no_timestamp() -> i64 {
+    -1
 }
 
 /// An aborted transaction of a partition (Kafka's `.txnindex` entry): a
@@ -68,6 +77,18 @@ pub(crate) struct Completing {
     pub first_offset: i64,
     pub marker_offset: i64,
     pub aborted: bool,
+}
+
+/// A transaction marker as a partition applies it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Marker {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub commit: bool,
+    pub coordinator_epoch: i32,
+    /// Where it was appended.
+    pub offset: i64,
+    pub timestamp: i64,
 }
 
 /// What to do with an idempotent batch.
@@ -156,9 +177,11 @@ impl PartitionProducers {
         }
     }
 
-    /// Records an appended (or replayed) batch.
-    pub fn record(&mut self, pid: i64, epoch: i16, batch: SeqBatch) {
+    /// Records an appended (or replayed) batch whose largest timestamp is
+    /// `timestamp`.
+    pub fn record(&mut self, pid: i64, epoch: i16, batch: SeqBatch, timestamp: i64) {
         let entry = self.producers.entry(pid).or_default();
+        entry.last_timestamp = entry.last_timestamp.max(timestamp);
         if entry.batches.is_empty() || epoch > entry.epoch {
             entry.batches.clear();
             entry.epoch = epoch;
@@ -193,8 +216,10 @@ impl PartitionProducers {
 
     /// Applies a marker appended at `offset`: the producer's epoch is the
     /// marker's from now on, its open transaction (if any) ends.
-    pub fn record_marker(&mut self, pid: i64, epoch: i16, commit: bool, coordinator_epoch: i32, offset: i64) {
+    pub fn record_marker(&mut self, marker: Marker) {
+        let Marker { producer_id: pid, epoch, commit, coordinator_epoch, offset, timestamp } = marker;
         let entry = self.producers.entry(pid).or_default();
+        entry.last_timestamp = entry.last_timestamp.max(timestamp);
         if epoch > entry.epoch {
             entry.epoch = epoch;
             entry.batches.clear();
@@ -211,6 +236,22 @@ impl PartitionProducers {
                 aborted: !commit,
             });
         }
+    }
+
+    /// Forgets the producers idle for `expiration_ms` or more (Kafka's
+    /// `producer.id.expiration.ms`, judged by each one's last timestamp)
+    /// that have no open transaction here. Returns how many went.
+    pub fn expire(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
+        let before = self.producers.len();
+        self.producers.retain(|_, e| {
+            e.txn_first_offset.is_some() || now_ms.saturating_sub(e.last_timestamp) < expiration_ms
+        });
+        let gone = before - self.producers.len();
+        if gone > 0 {
+            let producers = &self.producers;
+            self.completions.retain(|(pid, _), _| producers.contains_key(pid));
+        }
+        gone
     }
 
     /// The last stable offset under high watermark `hw`: the first offset
@@ -404,13 +445,14 @@ impl Producers {
                 if h.is_control() {
                     if let Some(kind) = records::control_type(&b.data) {
                         let coordinator_epoch = 0;
-                        producers.record_marker(
-                            h.producer_id,
-                            h.producer_epoch,
-                            kind == 1,
+                        producers.record_marker(Marker {
+                            producer_id: h.producer_id,
+                            epoch: h.producer_epoch,
+                            commit: kind == 1,
                             coordinator_epoch,
-                            b.info.base_offset,
-                        );
+                            offset: b.info.base_offset,
+                            timestamp: h.max_timestamp,
+                        });
                     }
                     replayed += 1;
                     continue;
@@ -430,11 +472,15 @@ impl Producers {
                     base_offset: b.info.base_offset,
                     last_offset: b.info.end_offset() - 1,
                 };
-                producers.record(h.producer_id, h.producer_epoch, seq);
+                producers.record(h.producer_id, h.producer_epoch, seq, h.max_timestamp);
                 replayed += 1;
             }
         }
-        for (pid, entry) in &producers.producers {
+        let now = crate::broker::now_ms();
+        for (pid, entry) in producers.producers.iter_mut() {
+            if entry.last_timestamp < 0 {
+                entry.last_timestamp = now;
+            }
             self.observe(*pid, entry.epoch);
         }
         if replayed > 0 {
@@ -487,6 +533,7 @@ impl Producers {
                             batches,
                             txn_first_offset,
                             coordinator_epoch: e.coordinator_epoch,
+                            last_timestamp: e.last_timestamp,
                         };
                         keep.then_some((*pid, entry))
                     })
@@ -506,6 +553,25 @@ impl Producers {
             self.meta.txn(vec![], ops).await.map_err(strata_cluster::ClusterError::from)?;
         }
         Ok(n)
+    }
+
+    /// Expires idle producers in every loaded partition (Kafka's
+    /// `producer.id.expiration.ms`); the next snapshot leaves them out.
+    pub fn expire(&self, now_ms: i64, expiration_ms: i64) -> usize {
+        let states: Vec<Arc<PartitionState>> =
+            self.partitions.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        let mut gone_in_all = 0;
+        for state in states {
+            if state.loaded.get().is_none() {
+                continue;
+            }
+            let gone = state.lock().expire(now_ms, expiration_ms);
+            if gone > 0 {
+                state.mark_dirty();
+                gone_in_all += gone;
+            }
+        }
+        gone_in_all
     }
 
     /// Forgets a deleted partition.
@@ -528,17 +594,41 @@ mod tests {
         }
     }
 
+    fn m(pid: i64, epoch: i16, commit: bool, offset: i64) -> Marker {
+        Marker { producer_id: pid, epoch, commit, coordinator_epoch: 0, offset, timestamp: 0 }
+    }
+
+    #[test]
+    fn idle_producers_expire_unless_a_transaction_is_open() {
+        let mut p = PartitionProducers::default();
+        p.record(1, 0, b(0, 0, 0), 1_000);
+        p.record(2, 0, b(0, 0, 1), 1_000);
+        p.record_txn(2, 1);
+        p.record(3, 0, b(0, 0, 2), 5_000);
+        assert_eq!(p.expire(5_999, 5_000), 0, "1 has been idle for 4999 ms only");
+        assert_eq!(p.expire(6_000, 5_000), 1);
+        assert!(!p.producers.contains_key(&1), "1 expired");
+        assert!(p.producers.contains_key(&2), "2 has an open transaction");
+        p.record_marker(Marker { timestamp: 2_000, ..m(2, 0, true, 3) });
+        assert_eq!(p.expire(7_000, 5_000), 1, "2 goes once its transaction ended and it idled");
+        assert_eq!(p.producers.keys().copied().collect::<Vec<_>>(), vec![3]);
+        assert!(
+            matches!(p.check(1, 0, 1, 1, false), Err(BrokerError::UnknownProducerId(_))),
+            "an expired producer continuing its sequence is unknown, as on Kafka"
+        );
+    }
+
     #[test]
     fn sequence_rules() {
         let mut p = PartitionProducers::default();
         assert_eq!(p.check(7, 0, 0, 4, false).expect("first"), SeqCheck::Append);
         assert!(matches!(p.check(7, 0, 3, 4, false), Err(BrokerError::UnknownProducerId(_))));
-        p.record(7, 0, b(0, 4, 100));
+        p.record(7, 0, b(0, 4, 100), 0);
         assert_eq!(p.check(7, 0, 0, 4, false).expect("dup"), SeqCheck::Duplicate(b(0, 4, 100)));
         assert_eq!(p.check(7, 0, 5, 9, false).expect("next"), SeqCheck::Append);
         assert!(matches!(p.check(7, 0, 6, 9, false), Err(BrokerError::OutOfOrderSequence(_))));
         for i in 1..=6 {
-            p.record(7, 0, b(i * 5, i * 5 + 4, 100 + i64::from(i) * 5));
+            p.record(7, 0, b(i * 5, i * 5 + 4, 100 + i64::from(i) * 5), 0);
         }
         // Only the last five batches are remembered.
         assert!(matches!(p.check(7, 0, 0, 4, false), Err(BrokerError::OutOfOrderSequence(_))));
@@ -546,7 +636,7 @@ mod tests {
         assert!(matches!(p.check(7, -1, 35, 35, false).err(), Some(BrokerError::InvalidProducerEpoch(_))));
         assert!(matches!(p.check(7, 1, 35, 35, false), Err(BrokerError::OutOfOrderSequence(_))));
         assert_eq!(p.check(7, 1, 0, 0, false).expect("new epoch"), SeqCheck::Append);
-        p.record(7, 1, b(0, 0, 200));
+        p.record(7, 1, b(0, 0, 200), 0);
         assert!(matches!(p.check(7, 0, 35, 35, false), Err(BrokerError::InvalidProducerEpoch(_))));
         assert_eq!(last_seq(i32::MAX, 2), 0);
     }
@@ -555,9 +645,9 @@ mod tests {
     fn transactions_hold_the_last_stable_offset_and_aborts_are_listed() {
         let mut p = PartitionProducers::default();
         // Producer 7 opens a transaction at 10, producer 8 at 12.
-        p.record(7, 0, b(0, 1, 10));
+        p.record(7, 0, b(0, 1, 10), 0);
         p.record_txn(7, 10);
-        p.record(8, 0, b(0, 0, 12));
+        p.record(8, 0, b(0, 0, 12), 0);
         p.record_txn(8, 12);
         p.record_txn(7, 13);
         assert_eq!(p.last_stable_offset(14), 10, "the first open transaction");
@@ -567,10 +657,10 @@ mod tests {
         );
         // 7 aborts at 14; until the high watermark passes its marker, its
         // start still holds the LSO.
-        p.record_marker(7, 0, false, 0, 14);
+        p.record_marker(m(7, 0, false, 14));
         assert_eq!(p.last_stable_offset(14), 10);
         assert_eq!(p.last_stable_offset(15), 12, "then 8's open transaction");
-        p.record_marker(8, 0, true, 0, 15);
+        p.record_marker(m(8, 0, true, 15));
         assert_eq!(p.last_stable_offset(16), 16, "nothing open: the high watermark");
         assert_eq!(
             p.aborted_in(0, 16),
@@ -579,7 +669,7 @@ mod tests {
         assert_eq!(p.aborted_in(15, 20), vec![], "a fetch after the abort needs none");
         assert_eq!(p.aborted_in(11, 12).len(), 1, "one inside it does");
         // A marker at a newer epoch fences the producer's older batches.
-        p.record_marker(8, 3, false, 0, 16);
+        p.record_marker(m(8, 3, false, 16));
         assert!(matches!(p.check(8, 2, 1, 1, true), Err(BrokerError::InvalidProducerEpoch(_))));
         assert!(matches!(p.check_marker(8, 2), Err(BrokerError::InvalidProducerEpoch(_))));
         assert_eq!(p.check(8, 3, 0, 0, true).expect("new epoch"), SeqCheck::Append);

@@ -80,6 +80,18 @@ impl Broker {
                 b.abort_timed_out().await;
             }
         });
+        let weak = Arc::downgrade(self);
+        let every = self.txn.config.remove_expired_interval;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(b) = weak.upgrade() else { return };
+                let removed = b.txn.expire_ids(now_ms()).await;
+                if removed > 0 {
+                    tracing::info!(ids = removed, "expired transactional ids removed");
+                }
+            }
+        });
         if self.catalog.topic(TXN_TOPIC).is_some() {
             let weak = Arc::downgrade(self);
             tokio::spawn(async move {

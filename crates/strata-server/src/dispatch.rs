@@ -74,6 +74,9 @@ fn api_name(key: ApiKey) -> &'static str {
         ApiKey::AddOffsetsToTxn => "AddOffsetsToTxn",
         ApiKey::EndTxn => "EndTxn",
         ApiKey::TxnOffsetCommit => "TxnOffsetCommit",
+        ApiKey::DescribeProducers => "DescribeProducers",
+        ApiKey::DescribeTransactions => "DescribeTransactions",
+        ApiKey::ListTransactions => "ListTransactions",
         ApiKey::OffsetForLeaderEpoch => "OffsetForLeaderEpoch",
         ApiKey::DescribeTopicPartitions => "DescribeTopicPartitions",
         ApiKey::FindCoordinator => "FindCoordinator",
@@ -199,6 +202,11 @@ async fn handle_api(
         ApiKey::TxnOffsetCommit => {
             reply!(broker.txn_offset_commit(decode(&mut body, k, version)?, version).await)
         }
+        ApiKey::DescribeProducers => reply!(broker.describe_producers(decode(&mut body, k, version)?).await),
+        ApiKey::DescribeTransactions => {
+            reply!(broker.describe_transactions(decode(&mut body, k, version)?).await)
+        }
+        ApiKey::ListTransactions => reply!(broker.list_transactions(decode(&mut body, k, version)?).await),
         ApiKey::OffsetForLeaderEpoch => {
             reply!(broker.offset_for_leader_epoch(decode(&mut body, k, version)?))
         }

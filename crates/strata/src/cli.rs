@@ -67,6 +67,18 @@ pub struct ServeArgs {
     /// Kafka's transaction.abort.timed.out.transaction.cleanup.interval.ms [default: 10000].
     #[arg(long, env = "STRATA_TRANSACTION_ABORT_CHECK_INTERVAL_MS")]
     pub transaction_abort_check_interval_ms: Option<u64>,
+    /// Kafka's transactional.id.expiration.ms [default: 604800000, 7 days].
+    #[arg(long, env = "STRATA_TRANSACTIONAL_ID_EXPIRATION_MS")]
+    pub transactional_id_expiration_ms: Option<u64>,
+    /// Kafka's transaction.remove.expired.transaction.cleanup.interval.ms [default: 3600000].
+    #[arg(long, env = "STRATA_TRANSACTION_REMOVE_EXPIRED_INTERVAL_MS")]
+    pub transaction_remove_expired_interval_ms: Option<u64>,
+    /// Kafka's producer.id.expiration.ms [default: 86400000, 1 day].
+    #[arg(long, env = "STRATA_PRODUCER_ID_EXPIRATION_MS")]
+    pub producer_id_expiration_ms: Option<u64>,
+    /// Kafka's producer.id.expiration.check.interval.ms [default: 600000].
+    #[arg(long, env = "STRATA_PRODUCER_ID_EXPIRATION_CHECK_INTERVAL_MS")]
+    pub producer_id_expiration_check_interval_ms: Option<u64>,
     /// Kafka's offsets.retention.minutes, in ms [default: 604800000, 7 days].
     #[arg(long, env = "STRATA_OFFSETS_RETENTION_MS")]
     pub offsets_retention_ms: Option<u64>,

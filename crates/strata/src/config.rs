@@ -24,6 +24,10 @@ struct FileConfig {
     group_initial_rebalance_delay_ms: Option<u64>,
     transaction_max_timeout_ms: Option<i32>,
     transaction_abort_check_interval_ms: Option<u64>,
+    transactional_id_expiration_ms: Option<u64>,
+    transaction_remove_expired_interval_ms: Option<u64>,
+    producer_id_expiration_ms: Option<u64>,
+    producer_id_expiration_check_interval_ms: Option<u64>,
     offsets_retention_ms: Option<u64>,
     offsets_retention_check_interval_ms: Option<u64>,
     upload_interval_ms: Option<u64>,
@@ -63,6 +67,10 @@ pub struct Settings {
     pub group_initial_rebalance_delay_ms: u64,
     pub transaction_max_timeout_ms: i32,
     pub transaction_abort_check_interval_ms: u64,
+    pub transactional_id_expiration_ms: u64,
+    pub transaction_remove_expired_interval_ms: u64,
+    pub producer_id_expiration_ms: u64,
+    pub producer_id_expiration_check_interval_ms: u64,
     pub offsets_retention_ms: u64,
     pub offsets_retention_check_interval_ms: u64,
     pub upload_interval_ms: u64,
@@ -136,6 +144,22 @@ impl Settings {
                 .transaction_abort_check_interval_ms
                 .or(file.transaction_abort_check_interval_ms)
                 .unwrap_or(10_000),
+            transactional_id_expiration_ms: args
+                .transactional_id_expiration_ms
+                .or(file.transactional_id_expiration_ms)
+                .unwrap_or(604_800_000),
+            transaction_remove_expired_interval_ms: args
+                .transaction_remove_expired_interval_ms
+                .or(file.transaction_remove_expired_interval_ms)
+                .unwrap_or(3_600_000),
+            producer_id_expiration_ms: args
+                .producer_id_expiration_ms
+                .or(file.producer_id_expiration_ms)
+                .unwrap_or(86_400_000),
+            producer_id_expiration_check_interval_ms: args
+                .producer_id_expiration_check_interval_ms
+                .or(file.producer_id_expiration_check_interval_ms)
+                .unwrap_or(600_000),
             offsets_retention_ms: args
                 .offsets_retention_ms
                 .or(file.offsets_retention_ms)

@@ -187,6 +187,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     broker_config.transactions.max_timeout_ms = settings.transaction_max_timeout_ms;
     broker_config.transactions.abort_check_interval =
         Duration::from_millis(settings.transaction_abort_check_interval_ms.max(10));
+    broker_config.transactions.id_expiration = Duration::from_millis(settings.transactional_id_expiration_ms);
+    broker_config.transactions.remove_expired_interval =
+        Duration::from_millis(settings.transaction_remove_expired_interval_ms.max(10));
+    broker_config.producer_id_expiration = Duration::from_millis(settings.producer_id_expiration_ms);
+    broker_config.producer_id_expiration_check_interval =
+        Duration::from_millis(settings.producer_id_expiration_check_interval_ms.max(10));
     broker_config.offsets_retention = Duration::from_millis(settings.offsets_retention_ms);
     broker_config.offsets_retention_check_interval =
         Duration::from_millis(settings.offsets_retention_check_interval_ms.max(10));

@@ -30,11 +30,21 @@ pub struct TxnConfig {
     pub max_timeout_ms: i32,
     /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`.
     pub abort_check_interval: Duration,
+    /// `transactional.id.expiration.ms`: an id idle this long with no open
+    /// transaction is removed (a tombstone in its partition).
+    pub id_expiration: Duration,
+    /// `transaction.remove.expired.transaction.cleanup.interval.ms`.
+    pub remove_expired_interval: Duration,
 }
 
 impl Default for TxnConfig {
     fn default() -> Self {
-        TxnConfig { max_timeout_ms: 900_000, abort_check_interval: Duration::from_millis(10_000) }
+        TxnConfig {
+            max_timeout_ms: 900_000,
+            abort_check_interval: Duration::from_millis(10_000),
+            id_expiration: Duration::from_millis(604_800_000),
+            remove_expired_interval: Duration::from_millis(3_600_000),
+        }
     }
 }
 
@@ -191,6 +201,58 @@ impl TxnCoordinator {
                 Err(TxnError::CoordinatorNotAvailable)
             }
         }
+    }
+
+    /// Removes every id idle past `transactional.id.expiration.ms` with no
+    /// open transaction (Kafka's expiry): a tombstone is written to its
+    /// partition first, with the id pending (Dead) meanwhile, so that a
+    /// request for it waits (CONCURRENT_TRANSACTIONS) and a failed write
+    /// leaves it as it was. Returns how many were removed.
+    pub(crate) async fn expire_ids(&self, now_ms: i64) -> usize {
+        let Some(shards) = self.loaded() else { return 0 };
+        let expiration = i64::try_from(self.config.id_expiration.as_millis()).unwrap_or(i64::MAX);
+        let mut removed = 0;
+        for shard in shards.iter() {
+            let candidates: Vec<String> = shard
+                .lock()
+                .iter()
+                .filter(|(_, m)| m.expired(now_ms, expiration))
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in candidates {
+                let pending = {
+                    let mut ids = shard.lock();
+                    match ids.get_mut(&id) {
+                        Some(m) if m.expired(now_ms, expiration) => {
+                            m.pending = Some(TxnState::Dead);
+                            crate::internal_records::append(
+                                &shard.stream,
+                                vec![(records::encode_key(&id), None)],
+                            )
+                        }
+                        _ => continue,
+                    }
+                };
+                let outcome = match pending {
+                    Ok((_, mut completion)) => completion.wait().await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                let mut ids = shard.lock();
+                match outcome {
+                    Ok(()) => {
+                        ids.remove(&id);
+                        removed += 1;
+                    }
+                    Err(e) => {
+                        tracing::warn!(transactional_id = %id, error = %e, "expiring a transactional id failed");
+                        if let Some(m) = ids.get_mut(&id) {
+                            m.abandon();
+                        }
+                    }
+                }
+            }
+        }
+        removed
     }
 
     /// The ids whose open transaction is past its timeout.
