@@ -106,13 +106,15 @@ impl Broker {
     ) -> Result<Arc<Self>, BrokerError> {
         let ids: Vec<u64> = catalog.topics().iter().flat_map(|t| t.partition_streams.clone()).collect();
         streams.acquire(&ids).await?;
+        let producer_expiration =
+            i64::try_from(config.producer_id_expiration.as_millis()).unwrap_or(i64::MAX);
         let broker = Arc::new(Broker {
             coordinator: crate::groups::Coordinator::new(config.groups.clone()),
             txn: crate::txn::TxnCoordinator::new(config.transactions.clone()),
             config,
             catalog,
             streams: Arc::clone(&streams),
-            producers: Producers::new(meta),
+            producers: Producers::new(meta, producer_expiration),
             topic_metrics: Default::default(),
             cleaner: Default::default(),
         });
@@ -150,12 +152,11 @@ impl Broker {
         });
         let weak = Arc::downgrade(&broker);
         let every = broker.config.producer_id_expiration_check_interval;
-        let expiration = i64::try_from(broker.config.producer_id_expiration.as_millis()).unwrap_or(i64::MAX);
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
                 let Some(b) = weak.upgrade() else { return };
-                let gone = b.producers.expire(now_ms(), expiration);
+                let gone = b.producers.expire(now_ms());
                 if gone > 0 {
                     tracing::info!(producers = gone, "idle producers expired");
                 }

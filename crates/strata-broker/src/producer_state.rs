@@ -38,14 +38,14 @@ pub(crate) struct SeqBatch {
 }
 
 /// A producer's state in one partition.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct ProducerEntry {
     pub epoch: i16,
     pub batches: VecDeque<SeqBatch>,
     /// The first offset of its open transaction here.
     #[serde(default)]
     pub txn_first_offset: Option<i64>,
-    /// The coordinator epoch of the last marker.
+    /// The coordinator epoch of the last marker (-1: none yet).
     #[serde(default)]
     pub coordinator_epoch: i32,
     /// The timestamp of its last batch or marker here (Kafka's
@@ -57,6 +57,19 @@ pub(crate) struct ProducerEntry {
 
 fn no_timestamp() -> i64 {
     -1
+}
+
+impl Default for ProducerEntry {
+    /// A producer not seen before (Kafka's empty `ProducerStateEntry`).
+    fn default() -> Self {
+        ProducerEntry {
+            epoch: 0,
+            batches: VecDeque::new(),
+            txn_first_offset: None,
+            coordinator_epoch: -1,
+            last_timestamp: -1,
+        }
+    }
 }
 
 /// An aborted transaction of a partition (Kafka's `.txnindex` entry): a
@@ -316,12 +329,16 @@ pub(crate) struct Producers {
     /// The latest epoch handed out per producer id, for KIP-360 bumps.
     epochs: Mutex<HashMap<i64, i16>>,
     partitions: Mutex<HashMap<u64, Arc<PartitionState>>>,
+    /// `producer.id.expiration.ms`: a partition's load drops the producers
+    /// already expired, as Kafka's does.
+    expiration_ms: i64,
 }
 
 impl Producers {
-    pub fn new(meta: Arc<dyn MetaStore>) -> Self {
+    pub fn new(meta: Arc<dyn MetaStore>, expiration_ms: i64) -> Self {
         Producers {
             meta,
+            expiration_ms,
             ids: tokio::sync::Mutex::new((0, 0)),
             epochs: Mutex::new(HashMap::new()),
             partitions: Mutex::new(HashMap::new()),
@@ -483,6 +500,9 @@ impl Producers {
             }
             self.observe(*pid, entry.epoch);
         }
+        if producers.expire(now, self.expiration_ms) > 0 {
+            state.mark_dirty();
+        }
         if replayed > 0 {
             tracing::debug!(stream = stream.id(), replayed, "producer state rebuilt");
             state.mark_dirty();
@@ -557,7 +577,8 @@ impl Producers {
 
     /// Expires idle producers in every loaded partition (Kafka's
     /// `producer.id.expiration.ms`); the next snapshot leaves them out.
-    pub fn expire(&self, now_ms: i64, expiration_ms: i64) -> usize {
+    pub fn expire(&self, now_ms: i64) -> usize {
+        let expiration_ms = self.expiration_ms;
         let states: Vec<Arc<PartitionState>> =
             self.partitions.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
         let mut gone_in_all = 0;

@@ -1234,6 +1234,83 @@ fn transaction_apis(addr: &str, tag: &str) -> String {
     log("an abort of the committed transaction", &r.error_code);
     let r: EndTxnResponse = conn.call(ApiKey::EndTxn, 3, &end(pid, epoch, true, &id));
     log("a commit with no transaction open", &r.error_code);
+    // The admin APIs (KIP-664) on what the transaction left.
+    let list = |conn: &mut Conn, version: i16, states: &[&str], pattern: Option<&str>, duration: i64| {
+        let mut r = ListTransactionsRequest::default();
+        r.state_filters = states.iter().map(|s| text(s)).collect();
+        r.transactional_id_pattern = pattern.map(text);
+        r.duration_filter = duration;
+        let resp: ListTransactionsResponse = conn.call(ApiKey::ListTransactions, version, &r);
+        let mine: Vec<(String, String)> = resp
+            .transaction_states
+            .iter()
+            .filter(|t| t.transactional_id.contains(tag))
+            .map(|t| (t.transactional_id.to_string(), t.transaction_state.to_string()))
+            .collect();
+        (resp.error_code, resp.unknown_state_filters.iter().map(|s| s.to_string()).collect::<Vec<_>>(), mine)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while list(&mut conn, 0, &["CompleteCommit"], None, -1).2.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the commit never completed");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    log(
+        "list (v0) CompleteCommit and a bogus state",
+        &list(&mut conn, 0, &["CompleteCommit", "Bogus"], None, -1),
+    );
+    log("list (v0) Ongoing", &list(&mut conn, 0, &["Ongoing"], None, -1));
+    log("list (v1) open for more than an hour", &list(&mut conn, 1, &[], None, 3_600_000));
+    log("list (v2) by a whole-id pattern", &list(&mut conn, 2, &[], Some(&format!("{tag}-t.")), -1));
+    log("list (v2) by a part of the id", &list(&mut conn, 2, &[], Some("tx"), -1));
+    log("list (v2) by a bad pattern", &list(&mut conn, 2, &[], Some("(tx"), -1));
+    let mut dt = DescribeTransactionsRequest::default();
+    dt.transactional_ids =
+        [id.as_str(), "", nosuch.as_str()].iter().map(|s| TransactionalId(text(s))).collect();
+    let r: DescribeTransactionsResponse = conn.call(ApiKey::DescribeTransactions, 0, &dt);
+    let described: Vec<_> = r
+        .transaction_states
+        .iter()
+        .map(|s| {
+            let topics: Vec<_> =
+                s.topics.iter().map(|t| (t.topic.to_string(), t.partitions.clone())).collect();
+            (
+                s.error_code,
+                s.transaction_state.to_string(),
+                s.transaction_timeout_ms,
+                s.producer_epoch,
+                topics,
+            )
+        })
+        .collect();
+    log("describe transactions", &described);
+    let mut dp = DescribeProducersRequest::default();
+    dp.topics = [(t.as_str(), vec![0, 1]), (nosuch.as_str(), vec![0])]
+        .into_iter()
+        .map(|(n, ps)| {
+            let mut tr = kafka_protocol::messages::describe_producers_request::TopicRequest::default();
+            tr.name = name(n);
+            tr.partition_indexes = ps;
+            tr
+        })
+        .collect();
+    let r: DescribeProducersResponse = conn.call(ApiKey::DescribeProducers, 0, &dp);
+    let producers: Vec<_> = r
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(move |p| {
+                let states: Vec<_> = p
+                    .active_producers
+                    .iter()
+                    .map(|s| {
+                        (s.producer_epoch, s.last_sequence, s.coordinator_epoch, s.current_txn_start_offset)
+                    })
+                    .collect();
+                (t.name.to_string(), p.partition_index, p.error_code, states)
+            })
+        })
+        .collect();
+    log("describe producers", &producers);
     out.replace(tag, "<tag>")
 }
 

@@ -81,3 +81,45 @@ fn kcat() {
     let broker = BrokerProcess::start();
     run(std::path::Path::new("bash"), "kcat_client.sh", &broker, &[]);
 }
+
+/// confluent-kafka's transactions (commits and aborts, read_committed,
+/// consume-transform-produce across a restart) and kafka-python's
+/// transaction admin (list, describe, describe_producers, abort).
+#[test]
+fn confluent_kafka_transactions_and_kafka_python_admin() {
+    let broker = BrokerProcess::start();
+    run(&python(), "transactions_client.py", &broker, &[]);
+}
+
+/// Idle transactional ids and producers expire (`transactional.id.expiration.ms`,
+/// `producer.id.expiration.ms`) and stay gone across a kill -9 and restart.
+#[test]
+fn idle_transactional_ids_and_producers_expire_and_stay_gone() {
+    let expiry = "2000";
+    let mut broker = BrokerProcess::start_with(&[
+        "--transactional-id-expiration-ms",
+        expiry,
+        "--transaction-remove-expired-interval-ms",
+        "200",
+        "--producer-id-expiration-ms",
+        expiry,
+        "--producer-id-expiration-check-interval-ms",
+        "200",
+    ]);
+    let out = run(&python(), "transactions_client.py", &broker, &["--expiry-ms", expiry]);
+    let mut args: Vec<String> = Vec::new();
+    for line in out.lines() {
+        if let Some(id) = line.strip_prefix("GONE_ID ") {
+            args.extend(["--check-gone-id".to_string(), id.to_string()]);
+        }
+        if let Some(p) = line.strip_prefix("GONE_PRODUCER ") {
+            args.extend(["--check-gone-producer".to_string(), p.replace(' ', ":")]);
+        }
+    }
+    assert_eq!(args.len(), 6, "one id and two producers expired: {out}");
+    // Whether or not a producer-state snapshot was written after the
+    // expiry, the restart must not bring them back.
+    broker.restart();
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    run(&python(), "transactions_client.py", &broker, &refs);
+}

@@ -18,6 +18,9 @@ import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 import org.apache.kafka.clients.consumer.ConsumerConfig;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
+import org.apache.kafka.clients.producer.KafkaProducer;
+import org.apache.kafka.clients.producer.ProducerConfig;
+import org.apache.kafka.clients.producer.ProducerRecord;
 import org.junit.jupiter.api.Test;
 
 /**
@@ -394,6 +397,73 @@ class ToolsTest {
       }
     }
     assertEquals(List.of(), differ, "APIs Strata serves have Kafka's version ranges");
+  }
+
+  static final String TRANSACTIONS = "org.apache.kafka.tools.TransactionsCommand";
+
+  /** The whitespace-separated columns of the output line that names {@code id}, the id itself as ID. */
+  static List<String> row(String out, String id) {
+    for (String line : out.split("\n")) {
+      List<String> cols = new ArrayList<>(List.of(line.trim().split("\\s+")));
+      if (cols.contains(id)) {
+        cols.replaceAll(c -> c.equals(id) ? "ID" : c);
+        return cols;
+      }
+    }
+    return List.of();
+  }
+
+  /**
+   * kafka-transactions: list, describe and describe-producers of an open
+   * transaction, then abort of it by its start offset (as for a hanging
+   * transaction), after which the partition has no open transaction.
+   */
+  @Test
+  void kafkaTransactionsListsDescribesAndAborts() {
+    sameOnBoth(b -> {
+      String t = Brokers.topic("tool-txn");
+      String id = t + "-tx";
+      List<String> facts = new ArrayList<>();
+      try {
+        Brokers.createTopic(b, t, 1, Map.of());
+        Properties props = Brokers.producerProps(b);
+        props.put(ProducerConfig.TRANSACTIONAL_ID_CONFIG, id);
+        props.put(ProducerConfig.TRANSACTION_TIMEOUT_CONFIG, "600000");
+        try (KafkaProducer<byte[], byte[]> p = new KafkaProducer<>(props)) {
+          p.initTransactions();
+          p.beginTransaction();
+          for (int i = 0; i < 3; i++) {
+            p.send(new ProducerRecord<>(t, 0, null, ("v" + i).getBytes()));
+          }
+          p.flush();
+          String bs = b.bootstrap();
+          List<String> listed = row(ok(TRANSACTIONS, "--bootstrap-server", bs, "list").out(), id);
+          // TransactionalId Coordinator ProducerId TransactionState
+          facts.add("list: " + listed.get(0) + " " + listed.get(3));
+          String described = ok(TRANSACTIONS, "--bootstrap-server", bs, "describe", "--transactional-id", id).out();
+          // CoordinatorId TransactionalId ProducerId ProducerEpoch TransactionState TransactionTimeoutMs
+          // CurrentTransactionStartTimeMs TransactionDurationMs TopicPartitions
+          List<String> d = row(described, id);
+          facts.add("describe: " + d.get(4) + " timeout " + d.get(5) + " partitions " + d.get(8).replace(t, "T"));
+          String producers = ok(TRANSACTIONS, "--bootstrap-server", bs, "describe-producers", "--topic", t,
+              "--partition", "0").out();
+          // ProducerId ProducerEpoch LatestCoordinatorEpoch LastSequence LastTimestamp CurrentTransactionStartOffset
+          List<String> prod = row(producers, d.get(2));
+          facts.add("describe-producers: epoch " + prod.get(1).equals(d.get(3)) + " last sequence " + prod.get(3)
+              + " start offset " + prod.get(5));
+          Tool.Result abort = Tool.run(TRANSACTIONS, "--bootstrap-server", bs, "abort", "--topic", t,
+              "--partition", "0", "--start-offset", "0");
+          facts.add("abort exit " + abort.exit());
+          String after = ok(TRANSACTIONS, "--bootstrap-server", bs, "describe-producers", "--topic", t,
+              "--partition", "0").out();
+          facts.add("after abort: start offset " + row(after, d.get(2)).get(5));
+          p.abortTransaction();
+        }
+      } catch (Exception e) {
+        throw new IllegalStateException(e);
+      }
+      return facts;
+    });
   }
 
   @Test

@@ -14,9 +14,16 @@ import java.util.List;
 import java.util.Map;
 import java.util.Properties;
 import java.util.Set;
+import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
 import java.util.stream.Stream;
+import org.apache.kafka.clients.admin.AbortTransactionSpec;
 import org.apache.kafka.clients.admin.Admin;
+import org.apache.kafka.clients.admin.ListTransactionsOptions;
+import org.apache.kafka.clients.admin.ProducerState;
+import org.apache.kafka.clients.admin.TransactionDescription;
+import org.apache.kafka.clients.admin.TransactionListing;
+import org.apache.kafka.clients.admin.TransactionState;
 import org.apache.kafka.clients.consumer.ConsumerConfig;
 import org.apache.kafka.clients.consumer.ConsumerRecords;
 import org.apache.kafka.clients.consumer.OffsetAndMetadata;
@@ -27,6 +34,7 @@ import org.apache.kafka.clients.producer.ProducerConfig;
 import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.common.KafkaException;
 import org.apache.kafka.common.TopicPartition;
+import org.apache.kafka.common.errors.TransactionalIdNotFoundException;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.MethodSource;
 
@@ -249,6 +257,112 @@ class TransactionTest {
       long committed = admin.listConsumerGroupOffsets(group).partitionsToOffsetAndMetadata().get(30, TimeUnit.SECONDS)
           .values().stream().mapToLong(OffsetAndMetadata::offset).sum();
       assertEquals(total, committed, "the group's offsets are at the input's end");
+    }
+  }
+
+  static List<String> listed(Admin admin, ListTransactionsOptions options, String prefix) throws Exception {
+    List<String> ids = new ArrayList<>();
+    for (TransactionListing l : admin.listTransactions(options).all().get(30, TimeUnit.SECONDS)) {
+      if (l.transactionalId().startsWith(prefix)) {
+        ids.add(l.transactionalId() + " " + l.state());
+      }
+    }
+    ids.sort(String::compareTo);
+    return ids;
+  }
+
+  static List<ProducerState> producersOf(Admin admin, TopicPartition tp) throws Exception {
+    return admin.describeProducers(List.of(tp)).all().get(30, TimeUnit.SECONDS).get(tp).activeProducers();
+  }
+
+  static long stableEnd(Broker b, TopicPartition tp) {
+    Properties extra = new Properties();
+    extra.put(ConsumerConfig.ISOLATION_LEVEL_CONFIG, "read_committed");
+    try (KafkaConsumer<byte[], byte[]> c = Brokers.consumer(b, extra)) {
+      return c.endOffsets(List.of(tp)).get(tp);
+    }
+  }
+
+  /**
+   * The transaction admin (KIP-664) as kafka-transactions uses it: an open
+   * transaction as listTransactions, describeTransactions and
+   * describeProducers show it, then committed; a hanging one aborted with
+   * abortTransaction (WriteTxnMarkers to the partition), after which the
+   * last stable offset moves on.
+   */
+  @ParameterizedTest(name = "on {0}")
+  @MethodSource("brokers")
+  void theAdminListsDescribesAndAbortsTransactions(Broker b) throws Exception {
+    String topic = Brokers.topic("txn-admin");
+    Brokers.createTopic(b, topic, PARTITIONS, Map.of());
+    String id = topic + "-tx";
+    TopicPartition p0 = new TopicPartition(topic, 0);
+    TopicPartition p1 = new TopicPartition(topic, 1);
+    try (Admin admin = Brokers.admin(b); KafkaProducer<byte[], byte[]> p = transactional(b, id)) {
+      p.beginTransaction();
+      p.send(new ProducerRecord<>(topic, 0, null, "a".getBytes(StandardCharsets.UTF_8)));
+      p.send(new ProducerRecord<>(topic, 1, null, "b".getBytes(StandardCharsets.UTF_8)));
+      p.send(new ProducerRecord<>(topic, 1, null, "c".getBytes(StandardCharsets.UTF_8)));
+      p.flush();
+      assertEquals(List.of(id + " Ongoing"), listed(admin, new ListTransactionsOptions(), topic));
+      assertEquals(List.of(id + " Ongoing"),
+          listed(admin, new ListTransactionsOptions().filterStates(List.of(TransactionState.ONGOING)), topic));
+      assertEquals(List.of(),
+          listed(admin, new ListTransactionsOptions().filterStates(List.of(TransactionState.COMPLETE_ABORT)), topic));
+      TransactionDescription d = admin.describeTransactions(List.of(id)).all().get(30, TimeUnit.SECONDS).get(id);
+      assertEquals(TransactionState.ONGOING, d.state());
+      assertEquals(Set.of(p0, p1), d.topicPartitions());
+      assertEquals(60000, d.transactionTimeoutMs());
+      assertTrue(d.transactionStartTimeMs().isPresent(), "a start time");
+      assertEquals(List.of(id + " Ongoing"),
+          listed(admin, new ListTransactionsOptions().filterProducerIds(Set.of(d.producerId())), topic));
+      ExecutionException unknown = assertThrows(ExecutionException.class,
+          () -> admin.describeTransactions(List.of(id + "-never")).all().get(30, TimeUnit.SECONDS));
+      assertTrue(unknown.getCause() instanceof TransactionalIdNotFoundException, unknown.toString());
+
+      List<ProducerState> on1 = producersOf(admin, p1);
+      assertEquals(1, on1.size(), on1.toString());
+      assertEquals(d.producerId(), on1.get(0).producerId());
+      assertEquals(d.producerEpoch(), on1.get(0).producerEpoch());
+      assertEquals(1, on1.get(0).lastSequence(), "two records: sequences 0 and 1");
+      assertEquals(0L, on1.get(0).currentTransactionStartOffset().orElse(-1), "the open transaction starts at 0");
+      assertEquals(List.of(), producersOf(admin, new TopicPartition(topic, 2)));
+      assertEquals(0L, stableEnd(b, p1), "the open transaction holds the last stable offset");
+
+      p.commitTransaction();
+      long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+      while (!listed(admin, new ListTransactionsOptions(), topic).equals(List.of(id + " CompleteCommit"))) {
+        assertTrue(System.nanoTime() < deadline, listed(admin, new ListTransactionsOptions(), topic).toString());
+        Thread.sleep(50);
+      }
+      assertTrue(producersOf(admin, p1).get(0).currentTransactionStartOffset().isEmpty(), "committed");
+    }
+
+    // A hanging transaction: its producer never ends it.
+    String hangingId = topic + "-hanging";
+    Properties props = Brokers.producerProps(b);
+    props.put(ProducerConfig.TRANSACTIONAL_ID_CONFIG, hangingId);
+    props.put(ProducerConfig.TRANSACTION_TIMEOUT_CONFIG, "600000");
+    TopicPartition p2 = new TopicPartition(topic, 2);
+    try (Admin admin = Brokers.admin(b); KafkaProducer<byte[], byte[]> hanging = new KafkaProducer<>(props)) {
+      hanging.initTransactions();
+      hanging.beginTransaction();
+      for (int i = 0; i < 3; i++) {
+        hanging.send(new ProducerRecord<>(topic, 2, null, ("h" + i).getBytes(StandardCharsets.UTF_8)));
+      }
+      hanging.flush();
+      assertEquals(0L, stableEnd(b, p2));
+      ProducerState s = producersOf(admin, p2).get(0);
+      assertEquals(0L, s.currentTransactionStartOffset().orElse(-1));
+      admin.abortTransaction(new AbortTransactionSpec(p2, s.producerId(), (short) s.producerEpoch(),
+          s.coordinatorEpoch().orElse(0))).all().get(30, TimeUnit.SECONDS);
+      long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+      while (stableEnd(b, p2) != 4L) {
+        assertTrue(System.nanoTime() < deadline, "the last stable offset is " + stableEnd(b, p2));
+        Thread.sleep(50);
+      }
+      assertTrue(producersOf(admin, p2).get(0).currentTransactionStartOffset().isEmpty(), "aborted on the partition");
+      hanging.abortTransaction();
     }
   }
 }
