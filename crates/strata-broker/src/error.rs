@@ -92,6 +92,10 @@ pub enum BrokerError {
     /// The producer's transaction cannot go on: abort it (KIP-890).
     #[error("transaction abortable: {0}")]
     TransactionAbortable(String),
+    /// The producer's last transaction is still completing (Produce v12's
+    /// implicit add): retry.
+    #[error("concurrent transactions: {0}")]
+    ConcurrentTransactions(String),
     /// A dependency (the transaction coordinator) cannot answer now: retry.
     #[error("not enough replicas: {0}")]
     NotEnoughReplicas(String),

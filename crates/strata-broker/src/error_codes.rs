@@ -34,6 +34,7 @@ pub fn response_error(err: &BrokerError) -> ResponseError {
         BrokerError::InvalidTxnState(_) => ResponseError::InvalidTxnState,
         BrokerError::TransactionAbortable(_) => ResponseError::TransactionAbortable,
         BrokerError::NotEnoughReplicas(_) => ResponseError::NotEnoughReplicas,
+        BrokerError::ConcurrentTransactions(_) => ResponseError::ConcurrentTransactions,
         BrokerError::TimedOut(_) => ResponseError::RequestTimedOut,
         BrokerError::Group(e) => group_error(*e),
         BrokerError::Storage(e) => match (e, e.kind()) {

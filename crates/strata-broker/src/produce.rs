@@ -208,7 +208,12 @@ impl Broker {
             // KIP-890 part 1: a transaction opens here only if the
             // coordinator has this partition in it (docs/transactions.md, rule 1).
             let partition = (topic.name.clone(), partition);
-            self.verify_in_txn(transactional_id, pid, epoch, partition, version >= 11).await?;
+            if version >= 12 {
+                // KIP-890 part 2: the partition joins the transaction here.
+                self.add_implicitly(transactional_id, pid, epoch, partition).await?;
+            } else {
+                self.verify_in_txn(transactional_id, pid, epoch, partition, version >= 11).await?;
+            }
         }
         let mut producers = state.lock();
         match producers.check(pid, epoch, first, last, transactional)? {

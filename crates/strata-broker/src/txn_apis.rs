@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::add_partitions_to_txn_response::{
-    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
 };
 use kafka_protocol::messages::txn_offset_commit_response::{
     TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
@@ -23,6 +23,8 @@ use kafka_protocol::messages::{
     EndTxnRequest, EndTxnResponse, InitProducerIdRequest, InitProducerIdResponse, ProducerId,
     TxnOffsetCommitRequest, TxnOffsetCommitResponse, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
 };
+
+use kafka_protocol::protocol::StrBytes;
 
 use crate::broker::now_ms;
 use crate::error_codes::{code, count, txn_error};
@@ -294,15 +296,63 @@ impl Broker {
         producer_id: i64,
         epoch: i16,
         partitions: &[(String, i32)],
+        client_tv: i16,
     ) -> Result<(), TxnError> {
         self.txn_ready().await?;
         let now = now_ms();
         self.txn
             .transition(id, |m| {
                 let m = m.ok_or(TxnError::InvalidProducerIdMapping)?;
-                Ok((m.add_partitions(producer_id, epoch, partitions, 0, now)?, ()))
+                Ok((m.add_partitions(producer_id, epoch, partitions, client_tv, now)?, ()))
             })
             .await
+    }
+
+    /// KIP-890 part 2: a transactional batch of Produce v12+ (or a
+    /// TxnOffsetCommit v5) adds its partition to the producer's transaction
+    /// itself. While the producer's last transaction completes, the add is
+    /// retried every 20 ms for up to 100 ms (Kafka's
+    /// `add.partitions.to.txn.retry.backoff.*`), then CONCURRENT_TRANSACTIONS.
+    pub(crate) async fn add_implicitly(
+        self: &Arc<Self>,
+        transactional_id: Option<&str>,
+        producer_id: i64,
+        epoch: i16,
+        partition: (String, i32),
+    ) -> Result<(), BrokerError> {
+        let Some(id) = transactional_id else {
+            return Err(BrokerError::InvalidTxnState(
+                "a transactional batch needs its transactional id".into(),
+            ));
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(100);
+        loop {
+            match self.add_to_txn(id, producer_id, epoch, std::slice::from_ref(&partition), 2).await {
+                Ok(()) => return Ok(()),
+                Err(TxnError::ConcurrentTransactions) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(TxnError::ConcurrentTransactions) => {
+                    return Err(BrokerError::ConcurrentTransactions(format!(
+                        "the last transaction of {id} is still completing"
+                    )));
+                }
+                Err(TxnError::ProducerFenced | TxnError::InvalidProducerIdMapping) => {
+                    return Err(BrokerError::InvalidProducerEpoch(format!(
+                        "producer {producer_id} epoch {epoch} is fenced"
+                    )));
+                }
+                Err(TxnError::InvalidTxnState) => {
+                    return Err(BrokerError::InvalidTxnState(format!(
+                        "{id} cannot add {}-{}",
+                        partition.0, partition.1
+                    )));
+                }
+                Err(e) => {
+                    return Err(BrokerError::NotEnoughReplicas(format!("transaction coordinator: {e}")));
+                }
+            }
+        }
     }
 
     /// AddPartitionsToTxn, v0-3 (the clients' form): one error for every
@@ -313,6 +363,9 @@ impl Broker {
         req: AddPartitionsToTxnRequest,
         version: i16,
     ) -> AddPartitionsToTxnResponse {
+        if version >= 4 {
+            return self.add_partitions_to_txns(req, version).await;
+        }
         let mut resp = AddPartitionsToTxnResponse::default();
         let mut partitions = Vec::new();
         let mut unknown = Vec::new();
@@ -335,7 +388,13 @@ impl Broker {
         } else {
             let id = req.v3_and_below_transactional_id.as_str();
             match self
-                .add_to_txn(id, req.v3_and_below_producer_id.0, req.v3_and_below_producer_epoch, &partitions)
+                .add_to_txn(
+                    id,
+                    req.v3_and_below_producer_id.0,
+                    req.v3_and_below_producer_epoch,
+                    &partitions,
+                    0,
+                )
                 .await
             {
                 Ok(()) => 0,
@@ -353,6 +412,87 @@ impl Broker {
                 tr.results_by_partition.push(pr);
             }
             resp.results_by_topic_v3_and_below.push(tr);
+        }
+        resp
+    }
+
+    /// AddPartitionsToTxn v4-5 (the brokers' batched form, KIP-890): per
+    /// transaction, a verification (`verify_only`: NONE for each partition
+    /// in the ongoing transaction, else TRANSACTION_ABORTABLE, which v4
+    /// answers INVALID_TXN_STATE) or an add as v3 does it.
+    async fn add_partitions_to_txns(
+        self: &Arc<Self>,
+        req: AddPartitionsToTxnRequest,
+        version: i16,
+    ) -> AddPartitionsToTxnResponse {
+        let mut resp = AddPartitionsToTxnResponse::default();
+        let ready = self.txn_ready().await;
+        for txn in &req.transactions {
+            let id = txn.transactional_id.as_str();
+            let (pid, epoch) = (txn.producer_id.0, txn.producer_epoch);
+            let mut codes: Vec<((String, i32), i16)> = Vec::new();
+            let mut partitions = Vec::new();
+            let mut unknown = false;
+            for t in &txn.topics {
+                let topic = self.catalog.topic(t.name.as_str());
+                for p in &t.partitions {
+                    let known = topic.as_ref().is_some_and(|topic| (0..topic.partitions()).contains(p));
+                    unknown |= !known;
+                    let tp = (t.name.to_string(), *p);
+                    codes.push((
+                        tp.clone(),
+                        if known { 0 } else { ResponseError::UnknownTopicOrPartition.code() },
+                    ));
+                    partitions.push(tp);
+                }
+            }
+            let result: Result<Vec<bool>, TxnError> = match &ready {
+                Err(e) => Err(*e),
+                Ok(()) if unknown => Ok(Vec::new()),
+                Ok(()) if txn.verify_only => match self.txn.get(id) {
+                    Err(e) => Err(e),
+                    Ok(None) => Err(TxnError::InvalidProducerIdMapping),
+                    Ok(Some(m)) => partitions.iter().map(|tp| m.verify(pid, epoch, tp)).collect(),
+                },
+                Ok(()) => self
+                    .add_to_txn(id, pid, epoch, &partitions, 2)
+                    .await
+                    .map(|()| vec![true; partitions.len()]),
+            };
+            let abortable = if version >= 5 {
+                ResponseError::TransactionAbortable
+            } else {
+                ResponseError::InvalidTxnState
+            };
+            for (i, (_, c)) in codes.iter_mut().enumerate() {
+                *c = match &result {
+                    _ if *c != 0 => *c,
+                    Ok(_) if unknown => ResponseError::OperationNotAttempted.code(),
+                    Ok(in_txn) if in_txn.get(i).copied().unwrap_or(false) => 0,
+                    Ok(_) => abortable.code(),
+                    Err(e) => txn_error(*e, false).code(),
+                };
+                count("AddPartitionsToTxn", *c);
+            }
+            let mut by_topic: BTreeMap<String, Vec<AddPartitionsToTxnPartitionResult>> = BTreeMap::new();
+            for ((topic, p), c) in codes {
+                let mut pr = AddPartitionsToTxnPartitionResult::default();
+                pr.partition_index = p;
+                pr.partition_error_code = c;
+                by_topic.entry(topic).or_default().push(pr);
+            }
+            let mut r = AddPartitionsToTxnResult::default();
+            r.transactional_id = txn.transactional_id.clone();
+            r.topic_results = by_topic
+                .into_iter()
+                .map(|(name, results)| {
+                    let mut tr = AddPartitionsToTxnTopicResult::default();
+                    tr.name = StrBytes::from_string(name).into();
+                    tr.results_by_partition = results;
+                    tr
+                })
+                .collect();
+            resp.results_by_transaction.push(r);
         }
         resp
     }
@@ -376,6 +516,7 @@ impl Broker {
                     req.producer_id.0,
                     req.producer_epoch,
                     &offsets,
+                    0,
                 )
                 .await
             }
@@ -387,36 +528,76 @@ impl Broker {
         resp
     }
 
-    /// EndTxn, v0-4: answered once the decision (PrepareCommit or
-    /// PrepareAbort) is durable; the markers follow.
+    /// EndTxn: answered once the decision (PrepareCommit or PrepareAbort) is
+    /// durable; the markers follow. v5 is transaction version 2: the epoch
+    /// is bumped at every end, and the answer carries the producer id and
+    /// epoch to continue with.
     pub async fn end_txn(self: &Arc<Self>, req: EndTxnRequest, version: i16) -> EndTxnResponse {
+        enum Step {
+            Decided(TxnMeta),
+            Done(i64, i16),
+            NeedProducerId,
+        }
         let mut resp = EndTxnResponse::default();
         resp.producer_id = ProducerId(-1);
         resp.producer_epoch = -1;
         let id = req.transactional_id.to_string();
-        let outcome = match self.txn_ready().await {
-            Err(e) => Err(e),
-            Ok(()) => {
-                let now = now_ms();
-                self.txn
-                    .transition(&id, |m| {
-                        let m = m.ok_or(TxnError::InvalidProducerIdMapping)?;
-                        Ok(match m.end(req.producer_id.0, req.producer_epoch, req.committed, now)? {
-                            EndOutcome::Prepare(next) => (Some(next.clone()), Some(next)),
-                            EndOutcome::Done => (None, None),
-                        })
-                    })
-                    .await
+        let v2 = version >= 5;
+        let mut fresh = None;
+        let mut outcome = Err(TxnError::ConcurrentTransactions);
+        for _ in 0..3 {
+            if let Err(e) = self.txn_ready().await {
+                outcome = Err(e);
+                break;
             }
-        };
-        match outcome {
-            Ok(Some(decided)) => self.spawn_completion(id, decided),
-            Ok(None) => {}
-            Err(e) => {
-                resp.error_code = txn_error(e, version < 2).code();
-                count("EndTxn", resp.error_code);
+            let now = now_ms();
+            outcome = self
+                .txn
+                .transition(&id, |m| {
+                    let m = m.ok_or(TxnError::InvalidProducerIdMapping)?;
+                    let (pid, epoch) = (req.producer_id.0, req.producer_epoch);
+                    let decision = if v2 {
+                        m.end_v2(pid, epoch, req.committed, now, fresh)?
+                    } else {
+                        m.end(pid, epoch, req.committed, now)?
+                    };
+                    Ok(match decision {
+                        EndOutcome::Prepare(next) => (Some(next.clone()), Step::Decided(next)),
+                        EndOutcome::Done => (None, Step::Done(m.producer_id, m.producer_epoch)),
+                        EndOutcome::NeedsProducerId => (None, Step::NeedProducerId),
+                    })
+                })
+                .await;
+            match &outcome {
+                Ok(Step::NeedProducerId) => match self.producers.allocate().await {
+                    Ok(pid) => fresh = Some(pid),
+                    Err(e) => {
+                        resp.error_code = code(&e);
+                        return resp;
+                    }
+                },
+                _ => break,
             }
         }
+        match outcome {
+            Ok(Step::Decided(decided)) => {
+                if v2 {
+                    let (pid, epoch) = decided.after_completion();
+                    resp.producer_id = ProducerId(pid);
+                    resp.producer_epoch = epoch;
+                }
+                self.spawn_completion(id, decided);
+            }
+            Ok(Step::Done(pid, epoch)) => {
+                if v2 {
+                    resp.producer_id = ProducerId(pid);
+                    resp.producer_epoch = epoch;
+                }
+            }
+            Ok(Step::NeedProducerId) => resp.error_code = ResponseError::ConcurrentTransactions.code(),
+            Err(e) => resp.error_code = txn_error(e, version < 2).code(),
+        }
+        count("EndTxn", resp.error_code);
         resp
     }
 
@@ -507,9 +688,13 @@ impl Broker {
         let outcome: Result<(), i16> = async {
             self.coordinator_ready().await.map_err(crate::error_codes::group_code)?;
             let offsets = (crate::groups::OFFSETS_TOPIC.to_string(), offsets_partition);
-            self.verify_in_txn(Some(req.transactional_id.as_str()), pid, epoch, offsets, version >= 4)
-                .await
-                .map_err(|e| code(&e))?;
+            let transactional_id = Some(req.transactional_id.as_str());
+            if version >= 5 {
+                self.add_implicitly(transactional_id, pid, epoch, offsets).await
+            } else {
+                self.verify_in_txn(transactional_id, pid, epoch, offsets, version >= 4).await
+            }
+            .map_err(|e| code(&e))?;
             if entries.is_empty() {
                 return Ok(());
             }

@@ -18,12 +18,14 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::WriteTxnMarkers, 1, 1),
-    // The first transaction protocol (docs/transactions.md): the versions
-    // after these are KIP-890's second part, not built yet.
-    (ApiKey::AddPartitionsToTxn, 0, 3),
+    // Both transaction protocols (docs/transactions.md): AddPartitionsToTxn
+    // v4+, EndTxn v5 and TxnOffsetCommit v5 are KIP-890's second part, which
+    // clients use only when transaction.version 2 is finalized. Kafka
+    // advertises them whatever the level, and so does Strata.
+    (ApiKey::AddPartitionsToTxn, 0, 5),
     (ApiKey::AddOffsetsToTxn, 0, 4),
-    (ApiKey::EndTxn, 0, 4),
-    (ApiKey::TxnOffsetCommit, 0, 4),
+    (ApiKey::EndTxn, 0, 5),
+    (ApiKey::TxnOffsetCommit, 0, 5),
     (ApiKey::InitProducerId, 0, 5),
     (ApiKey::DescribeProducers, 0, 0),
     (ApiKey::DescribeTransactions, 0, 0),
@@ -55,11 +57,12 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
 /// The features advertised, `(name, supported min, supported max, finalized
 /// level)`: `metadata.version` as Kafka 4.1 (3.3-IV3 = 7 up to 4.1-IV1 = 27).
 /// `group.version` 1 as Kafka 4.1: the consumer protocol (KIP-848) is served.
-/// `transaction.version` 1: the first transaction protocol; level 2
-/// (KIP-890's second part) comes once it is served, and Kafka 4.x Java
-/// clients use it only when it is finalized (docs/transactions.md).
+/// `transaction.version` up to 2 (KIP-890's second part), finalized at the
+/// broker's `--transaction-version` (the level given here is Kafka 4.1's
+/// default, 2): Kafka 4.x Java clients use the second protocol only when 2
+/// is finalized (docs/transactions.md).
 pub const FEATURES: &[(&str, i16, i16, i16)] =
-    &[("metadata.version", 7, 27, 27), ("group.version", 0, 1, 1), ("transaction.version", 0, 1, 1)];
+    &[("metadata.version", 7, 27, 27), ("group.version", 0, 1, 1), ("transaction.version", 0, 2, 2)];
 
 /// The served version range of an API key, if served.
 pub fn served(key: i16) -> Option<(ApiKey, i16, i16)> {
@@ -79,9 +82,10 @@ pub fn valid_client_software(req: &kafka_protocol::messages::ApiVersionsRequest)
     ok(req.client_software_name.as_str()) && ok(req.client_software_version.as_str())
 }
 
-/// The ApiVersions response body; `unsupported` makes it the KIP-511 answer to
-/// a version we do not know.
-pub fn response(unsupported: bool) -> ApiVersionsResponse {
+/// The ApiVersions response body, with `transaction.version` finalized at
+/// `transaction_version`; `unsupported` makes it the KIP-511 answer to a
+/// version we do not know.
+pub fn response(unsupported: bool, transaction_version: i16) -> ApiVersionsResponse {
     let mut resp = ApiVersionsResponse::default();
     if unsupported {
         resp.error_code = ResponseError::UnsupportedVersion.code();
@@ -109,10 +113,11 @@ pub fn response(unsupported: bool) -> ApiVersionsResponse {
     resp.finalized_features = FEATURES
         .iter()
         .map(|(name, _, _, level)| {
+            let level = if *name == "transaction.version" { transaction_version } else { *level };
             let mut f = FinalizedFeatureKey::default();
             f.name = StrBytes::from_static_str(name);
-            f.min_version_level = *level;
-            f.max_version_level = *level;
+            f.min_version_level = level;
+            f.max_version_level = level;
             f
         })
         .collect();

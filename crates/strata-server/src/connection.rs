@@ -101,7 +101,12 @@ async fn handle_frame(broker: &Arc<Broker>, frame: Bytes, peer: SocketAddr) -> R
         if api == ApiKey::ApiVersions && version > max {
             // KIP-511: answer a newer ApiVersions with a v0 response carrying
             // UNSUPPORTED_VERSION and what we serve, so the client can retry.
-            let frame = dispatch::encode(api, 0, correlation_id, &api_versions::response(true))?;
+            let frame = dispatch::encode(
+                api,
+                0,
+                correlation_id,
+                &api_versions::response(true, broker.config().transactions.version),
+            )?;
             return Ok(Reply::Now(frame));
         }
         return Err(ServerError::Unsupported { key, version });

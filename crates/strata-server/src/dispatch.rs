@@ -158,7 +158,7 @@ async fn handle_api(
                 resp.error_code = kafka_protocol::ResponseError::InvalidRequest.code();
                 return reply!(resp);
             }
-            reply!(api_versions::response(false))
+            reply!(api_versions::response(false, broker.config().transactions.version))
         }
         ApiKey::Produce => {
             let req: ProduceRequest = decode(&mut body, k, version)?;

@@ -67,6 +67,11 @@ pub struct ServeArgs {
     /// Kafka's transaction.abort.timed.out.transaction.cleanup.interval.ms [default: 10000].
     #[arg(long, env = "STRATA_TRANSACTION_ABORT_CHECK_INTERVAL_MS")]
     pub transaction_abort_check_interval_ms: Option<u64>,
+    /// The transaction.version finalized in ApiVersions, 1 or 2 (Kafka 4.1's
+    /// default): with 2, Kafka 4.x Java clients use KIP-890's second
+    /// transaction protocol [default: 2].
+    #[arg(long, env = "STRATA_TRANSACTION_VERSION", value_parser = clap::value_parser!(i16).range(1..=2))]
+    pub transaction_version: Option<i16>,
     /// Kafka's transactional.id.expiration.ms [default: 604800000, 7 days].
     #[arg(long, env = "STRATA_TRANSACTIONAL_ID_EXPIRATION_MS")]
     pub transactional_id_expiration_ms: Option<u64>,

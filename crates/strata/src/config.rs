@@ -24,6 +24,7 @@ struct FileConfig {
     group_initial_rebalance_delay_ms: Option<u64>,
     transaction_max_timeout_ms: Option<i32>,
     transaction_abort_check_interval_ms: Option<u64>,
+    transaction_version: Option<i16>,
     transactional_id_expiration_ms: Option<u64>,
     transaction_remove_expired_interval_ms: Option<u64>,
     producer_id_expiration_ms: Option<u64>,
@@ -67,6 +68,7 @@ pub struct Settings {
     pub group_initial_rebalance_delay_ms: u64,
     pub transaction_max_timeout_ms: i32,
     pub transaction_abort_check_interval_ms: u64,
+    pub transaction_version: i16,
     pub transactional_id_expiration_ms: u64,
     pub transaction_remove_expired_interval_ms: u64,
     pub producer_id_expiration_ms: u64,
@@ -111,6 +113,10 @@ impl Settings {
         if num_partitions < 1 {
             anyhow::bail!("num_partitions must be at least 1");
         }
+        let transaction_version = args.transaction_version.or(file.transaction_version).unwrap_or(2);
+        if !(1..=2).contains(&transaction_version) {
+            anyhow::bail!("transaction_version must be 1 or 2, not {transaction_version}");
+        }
         Ok(Settings {
             listen: args.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:9092".into()),
             advertise: args.advertise.or(file.advertise),
@@ -144,6 +150,7 @@ impl Settings {
                 .transaction_abort_check_interval_ms
                 .or(file.transaction_abort_check_interval_ms)
                 .unwrap_or(10_000),
+            transaction_version,
             transactional_id_expiration_ms: args
                 .transactional_id_expiration_ms
                 .or(file.transactional_id_expiration_ms)

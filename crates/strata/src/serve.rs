@@ -187,6 +187,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     broker_config.transactions.max_timeout_ms = settings.transaction_max_timeout_ms;
     broker_config.transactions.abort_check_interval =
         Duration::from_millis(settings.transaction_abort_check_interval_ms.max(10));
+    broker_config.transactions.version = settings.transaction_version;
     broker_config.transactions.id_expiration = Duration::from_millis(settings.transactional_id_expiration_ms);
     broker_config.transactions.remove_expired_interval =
         Duration::from_millis(settings.transaction_remove_expired_interval_ms.max(10));

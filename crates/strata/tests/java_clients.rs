@@ -20,11 +20,14 @@ fn tools() -> PathBuf {
 /// Runs one suite class against a fresh Strata broker and the reference
 /// broker; panics with Maven's output when any of its tests fails.
 fn run_suite(class: &str) {
-    let strata = BrokerProcess::start();
-    let kafka = RefBroker::get();
+    run_suite_on(class, class, &BrokerProcess::start(), &RefBroker::get());
+}
+
+/// Runs one suite class against the given brokers, building in `build_name`.
+fn run_suite_on(class: &str, build_name: &str, strata: &BrokerProcess, kafka: &RefBroker) {
     let pom = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/java/pom.xml");
     // Each suite compiles into its own directory: suites run in parallel.
-    let build = tools().join("java-build").join(class);
+    let build = tools().join("java-build").join(build_name);
     let out = Command::new("mvn")
         .args(["-B", "-q", "-f"])
         .arg(&pom)
@@ -71,9 +74,33 @@ fn java_tools_suite() {
     run_suite("ToolsTest");
 }
 
+/// With `transaction.version` 2 finalized on both brokers (their default):
+/// the Java client uses KIP-890's second protocol.
 #[test]
 fn java_transaction_suite() {
-    run_suite("TransactionTest");
+    let strata = BrokerProcess::start();
+    run_suite_on("TransactionTest", "TransactionTest", &strata, &RefBroker::get());
+    // The client took the second protocol's path on Strata: partitions were
+    // added by Produce v12 and TxnOffsetCommit v5, never AddPartitionsToTxn.
+    let count =
+        |api: &str| strata.metric(&format!(r#"strata_request_duration_seconds_count{{api="{api}"}}"#));
+    assert_eq!(count("AddPartitionsToTxn"), None, "the second protocol sends no AddPartitionsToTxn");
+    assert_eq!(count("AddOffsetsToTxn"), None, "nor AddOffsetsToTxn");
+    assert!(count("EndTxn").is_some_and(|n| n > 0.0), "transactions ended");
+}
+
+/// With `transaction.version` 1 finalized on both brokers: the Java client
+/// keeps the first protocol (AddPartitionsToTxn, EndTxn v4), as it does with
+/// any broker that does not finalize 2.
+#[test]
+fn java_transaction_suite_on_the_first_protocol() {
+    let strata = BrokerProcess::start_with(&["--transaction-version", "1"]);
+    let kafka = RefBroker::start_own(&["--feature", "transaction.version=1"]);
+    run_suite_on("TransactionTest", "TransactionTest-tv1", &strata, &kafka);
+    // The client took the first protocol's path on Strata: partitions were
+    // added by AddPartitionsToTxn, which the second protocol never sends.
+    let adds = strata.metric(r#"strata_request_duration_seconds_count{api="AddPartitionsToTxn"}"#);
+    assert!(adds.is_some_and(|n| n > 0.0), "no AddPartitionsToTxn on the first protocol: {adds:?}");
 }
 
 #[test]

@@ -35,6 +35,10 @@ pub struct TxnConfig {
     pub id_expiration: Duration,
     /// `transaction.remove.expired.transaction.cleanup.interval.ms`.
     pub remove_expired_interval: Duration,
+    /// The `transaction.version` finalized in ApiVersions (1 or 2): with 2,
+    /// Kafka 4.x Java clients use KIP-890's second protocol. Both are
+    /// served whatever the level.
+    pub version: i16,
 }
 
 impl Default for TxnConfig {
@@ -44,6 +48,7 @@ impl Default for TxnConfig {
             abort_check_interval: Duration::from_millis(10_000),
             id_expiration: Duration::from_millis(604_800_000),
             remove_expired_interval: Duration::from_millis(3_600_000),
+            version: 2,
         }
     }
 }

@@ -57,6 +57,9 @@ pub struct TxnMeta {
     pub producer_id: i64,
     /// The id before an epoch overflow rotated it (-1: none).
     pub previous_producer_id: i64,
+    /// The id a transaction ending at an exhausted epoch rotates to once
+    /// complete (transaction version 2; -1: none).
+    pub next_producer_id: i64,
     pub producer_epoch: i16,
     /// The epoch before the last bump, for retried bumps (-1: none).
     pub last_producer_epoch: i16,
@@ -94,6 +97,9 @@ pub enum EndOutcome {
     Prepare(TxnMeta),
     /// A retry of an EndTxn already done: answer at once.
     Done,
+    /// Transaction version 2 at an exhausted epoch: call again with a fresh
+    /// producer id, which the transaction rotates to once complete.
+    NeedsProducerId,
 }
 
 fn bump(epoch: i16) -> i16 {
@@ -106,6 +112,7 @@ impl TxnMeta {
         TxnMeta {
             producer_id,
             previous_producer_id: -1,
+            next_producer_id: -1,
             producer_epoch: -1,
             last_producer_epoch: -1,
             timeout_ms,
@@ -123,6 +130,7 @@ impl TxnMeta {
         TxnMeta {
             producer_id: v.producer_id,
             previous_producer_id: v.previous_producer_id,
+            next_producer_id: v.next_producer_id,
             producer_epoch: v.producer_epoch,
             last_producer_epoch: -1,
             timeout_ms: v.timeout_ms,
@@ -148,7 +156,7 @@ impl TxnMeta {
         TxnValue {
             producer_id: self.producer_id,
             previous_producer_id: self.previous_producer_id,
-            next_producer_id: -1,
+            next_producer_id: self.next_producer_id,
             producer_epoch: self.producer_epoch,
             next_producer_epoch: -1,
             timeout_ms: self.timeout_ms,
@@ -333,6 +341,72 @@ impl TxnMeta {
         }
     }
 
+    /// EndTxn of transaction version 2 (EndTxn v5, KIP-890 part 2;
+    /// `docs/transactions-kafka.md` §3): every end bumps the epoch (the
+    /// markers carry the bumped one), a retry is a request at the epoch
+    /// before the current one, and an abort is accepted with nothing open.
+    /// `fresh` is a new producer id when the caller had to get one.
+    pub fn end_v2(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+        now_ms: i64,
+        fresh: Option<i64>,
+    ) -> Result<EndOutcome, TxnError> {
+        use TxnState::*;
+        if self.pending.is_some_and(|p| p != PrepareEpochFence) {
+            return Err(TxnError::ConcurrentTransactions);
+        }
+        let overflow_retry =
+            producer_id == self.previous_producer_id && epoch == EPOCH_EXHAUSTED && self.producer_epoch == 0;
+        if (producer_id != self.producer_id && !overflow_retry) || self.state == Dead {
+            return Err(TxnError::InvalidProducerIdMapping);
+        }
+        let retry = overflow_retry || (producer_id == self.producer_id && epoch == self.producer_epoch - 1);
+        if !retry && epoch != self.producer_epoch {
+            return Err(TxnError::ProducerFenced);
+        }
+        let prepare = |state: TxnState| {
+            let mut next = self.next(state, now_ms);
+            if self.producer_epoch >= EPOCH_EXHAUSTED {
+                let Some(pid) = fresh else { return Ok(EndOutcome::NeedsProducerId) };
+                next.next_producer_id = pid;
+            }
+            next.last_producer_epoch = self.producer_epoch;
+            next.producer_epoch = bump(self.producer_epoch);
+            if self.state != Ongoing {
+                // An abort with nothing open: no partitions, started now.
+                next.partitions.clear();
+                next.start_ms = now_ms;
+            }
+            next.client_tv = 2;
+            Ok(EndOutcome::Prepare(next))
+        };
+        let target = if commit { PrepareCommit } else { PrepareAbort };
+        match (self.state, retry, commit) {
+            (Ongoing, false, _) => prepare(target),
+            (Empty | CompleteAbort | CompleteCommit, false, false) => prepare(PrepareAbort),
+            (CompleteAbort, true, false) | (CompleteCommit, true, true) => Ok(EndOutcome::Done),
+            (Ongoing | Empty, true, _) => Err(TxnError::ProducerFenced),
+            (PrepareCommit | PrepareAbort, true, _) if self.state == target => {
+                Err(TxnError::ConcurrentTransactions)
+            }
+            (PrepareCommit | PrepareAbort, false, _) => Err(TxnError::ProducerFenced),
+            _ => Err(TxnError::InvalidTxnState),
+        }
+    }
+
+    /// The producer id and epoch a transaction version 2 client continues
+    /// with once this (Prepare) state is complete.
+    pub fn after_completion(&self) -> (i64, i16) {
+        if self.next_producer_id >= 0 {
+            (self.next_producer_id, 0)
+        } else {
+            (self.producer_id, self.producer_epoch)
+        }
+    }
+
     /// The abort of a transaction past its timeout: its producer is fenced
     /// (the next epoch) and the transaction aborted.
     pub fn fence_and_abort(&self, now_ms: i64) -> TxnMeta {
@@ -351,6 +425,13 @@ impl TxnMeta {
         };
         let mut next = self.next(state, now_ms);
         next.partitions.clear();
+        if self.next_producer_id >= 0 {
+            // An exhausted epoch's transaction rotates the producer id.
+            next.previous_producer_id = self.producer_id;
+            next.producer_id = self.next_producer_id;
+            next.producer_epoch = 0;
+            next.next_producer_id = -1;
+        }
         next
     }
 
@@ -417,6 +498,86 @@ mod tests {
         // The next transaction starts from Complete.
         let next = m.add_partitions(7, 0, &parts[..1], 0, 30).expect("add").expect("a write");
         assert_eq!((next.state, next.start_ms, next.partitions.len()), (TxnState::Ongoing, 30, 1));
+    }
+
+    /// Transaction version 2 (EndTxn v5): every end bumps the epoch, a
+    /// retry is a request at the epoch before, Kafka's table of answers.
+    #[test]
+    fn version_2_ends_bump_the_epoch_and_answer_retries_as_kafka() {
+        let mut m = first_init(7);
+        let parts = vec![("t".to_string(), 0)];
+        assert_eq!(m.end_v2(7, 0, true, 5, None), Err(TxnError::InvalidTxnState), "a commit of nothing");
+        let next = m.add_partitions(7, 0, &parts, 2, 10).expect("add").expect("a write");
+        committed(&mut m, next);
+        assert_eq!(m.end_v2(8, 0, true, 20, None), Err(TxnError::InvalidProducerIdMapping));
+        assert_eq!(m.end_v2(7, 1, true, 20, None), Err(TxnError::ProducerFenced));
+        assert_eq!(m.end_v2(7, -1, true, 20, None), Err(TxnError::ProducerFenced), "a retry while Ongoing");
+        let EndOutcome::Prepare(prepare) = m.end_v2(7, 0, true, 20, None).expect("end") else {
+            panic!("prepare")
+        };
+        assert_eq!(
+            (prepare.state, prepare.producer_epoch, prepare.last_producer_epoch, prepare.client_tv),
+            (TxnState::PrepareCommit, 1, 0, 2),
+            "the markers carry the bumped epoch"
+        );
+        assert_eq!(prepare.after_completion(), (7, 1));
+        committed(&mut m, prepare);
+        assert_eq!(m.end_v2(7, 0, true, 21, None), Err(TxnError::ConcurrentTransactions), "a retry");
+        assert_eq!(m.end_v2(7, 0, false, 21, None), Err(TxnError::InvalidTxnState), "the other result");
+        assert_eq!(m.end_v2(7, 1, true, 21, None), Err(TxnError::ProducerFenced), "the new epoch, too early");
+        let done = m.complete(22);
+        committed(&mut m, done);
+        assert_eq!((m.state, m.producer_epoch), (TxnState::CompleteCommit, 1));
+        assert_eq!(m.end_v2(7, 0, true, 23, None), Ok(EndOutcome::Done), "a retried commit");
+        assert_eq!(m.end_v2(7, 0, false, 23, None), Err(TxnError::InvalidTxnState));
+        assert_eq!(m.end_v2(7, 1, true, 23, None), Err(TxnError::InvalidTxnState));
+        // An abort with nothing open is accepted, and bumps.
+        let EndOutcome::Prepare(abort) = m.end_v2(7, 1, false, 30, None).expect("end") else {
+            panic!("prepare")
+        };
+        assert_eq!(
+            (abort.state, abort.producer_epoch, abort.partitions.len(), abort.start_ms),
+            (TxnState::PrepareAbort, 2, 0, 30)
+        );
+        committed(&mut m, abort);
+        let done = m.complete(31);
+        committed(&mut m, done);
+        assert_eq!(m.end_v2(7, 1, false, 32, None), Ok(EndOutcome::Done), "a retried abort");
+        assert_eq!(m.end_v2(7, 1, true, 32, None), Err(TxnError::InvalidTxnState));
+        // The old epoch is fenced from the partitions' side too: adds need the current one.
+        assert_eq!(m.add_partitions(7, 1, &parts, 2, 33), Err(TxnError::ProducerFenced));
+    }
+
+    /// At an exhausted epoch a version 2 end rotates the producer id once
+    /// complete, and a retry with the old id and epoch is still a retry.
+    #[test]
+    fn version_2_rotates_the_producer_id_at_an_exhausted_epoch() {
+        let mut m = first_init(7);
+        m.producer_epoch = EPOCH_EXHAUSTED;
+        let parts = vec![("t".to_string(), 0)];
+        let next = m.add_partitions(7, EPOCH_EXHAUSTED, &parts, 2, 10).expect("add").expect("a write");
+        committed(&mut m, next);
+        assert_eq!(m.end_v2(7, EPOCH_EXHAUSTED, true, 20, None), Ok(EndOutcome::NeedsProducerId));
+        let EndOutcome::Prepare(prepare) = m.end_v2(7, EPOCH_EXHAUSTED, true, 20, Some(42)).expect("end")
+        else {
+            panic!("prepare")
+        };
+        assert_eq!(
+            (prepare.producer_id, prepare.producer_epoch, prepare.next_producer_id),
+            (7, i16::MAX, 42)
+        );
+        assert_eq!(prepare.after_completion(), (42, 0));
+        let v = prepare.to_value();
+        assert_eq!(TxnMeta::from_value(v).next_producer_id, 42, "the rotation is in the record");
+        committed(&mut m, prepare);
+        let done = m.complete(21);
+        assert_eq!(
+            (done.producer_id, done.producer_epoch, done.previous_producer_id, done.next_producer_id),
+            (42, 0, 7, -1)
+        );
+        committed(&mut m, done);
+        assert_eq!(m.end_v2(7, EPOCH_EXHAUSTED, true, 22, None), Ok(EndOutcome::Done), "the old id's retry");
+        assert_eq!(m.end_v2(7, 5, true, 22, None), Err(TxnError::InvalidProducerIdMapping));
     }
 
     #[test]

@@ -26,8 +26,17 @@ impl RefBroker {
         {
             return RefBroker { bootstrap: addr, owned: None };
         }
-        let out =
-            Command::new(script()).args(["start", "--durable"]).output().expect("run scripts/kafka-ref.sh");
+        Self::start_own(&[])
+    }
+
+    /// A broker of this test's own, formatted with extra `kafka-ref.sh start`
+    /// arguments (`--feature name=level`, `--config key=value`).
+    pub fn start_own(extra: &[&str]) -> Self {
+        let out = Command::new(script())
+            .args(["start", "--durable"])
+            .args(extra)
+            .output()
+            .expect("run scripts/kafka-ref.sh");
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),

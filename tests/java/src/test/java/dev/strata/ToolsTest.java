@@ -378,12 +378,6 @@ class ToolsTest {
     return ranges;
   }
 
-  /**
-   * The documented differences (docs/compatibility.md): the versions of
-   * KIP-890's second transaction protocol are not served yet (issue 12).
-   */
-  static final Map<String, String> NOT_YET = Map.of("AddPartitionsToTxn(24)", "0 to 3", "EndTxn(26)", "0 to 4", "TxnOffsetCommit(28)", "0 to 4");
-
   @Test
   void brokerApiVersionsOfEveryServedApiMatchKafka() {
     List<Broker> all = Brokers.all();
@@ -391,7 +385,7 @@ class ToolsTest {
     Map<String, String> kafka = apiVersions(all.get(1));
     List<String> differ = new ArrayList<>();
     for (Map.Entry<String, String> e : strata.entrySet()) {
-      String want = NOT_YET.getOrDefault(e.getKey(), kafka.get(e.getKey()));
+      String want = kafka.get(e.getKey());
       if (!e.getValue().equals("UNSUPPORTED") && !e.getValue().equals(want)) {
         differ.add(e.getKey() + ": strata " + e.getValue() + ", kafka " + kafka.get(e.getKey()));
       }

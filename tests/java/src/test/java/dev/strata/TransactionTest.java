@@ -41,8 +41,10 @@ import org.junit.jupiter.params.provider.MethodSource;
 /**
  * Transactions with the Java client on both brokers: commits and aborts
  * interleaved across partitions as each isolation level sees them, and a
- * second instance fencing the first. Strata finalizes transaction.version 1
- * (the client's first transaction protocol); the reference broker finalizes 2.
+ * second instance fencing the first. Both brokers finalize transaction.version 2
+ * by default, so the client uses KIP-890's second protocol (an epoch bump at
+ * every end, partitions added by Produce v12); the suite runs again with
+ * both at version 1, the first protocol (java_clients.rs).
  */
 class TransactionTest {
   static final int PARTITIONS = 3;
