@@ -364,7 +364,7 @@ impl Broker {
         version: i16,
     ) -> AddPartitionsToTxnResponse {
         if version >= 4 {
-            return self.add_partitions_to_txns(req, version).await;
+            return self.add_partitions_to_txns(req).await;
         }
         let mut resp = AddPartitionsToTxnResponse::default();
         let mut partitions = Vec::new();
@@ -418,12 +418,12 @@ impl Broker {
 
     /// AddPartitionsToTxn v4-5 (the brokers' batched form, KIP-890): per
     /// transaction, a verification (`verify_only`: NONE for each partition
-    /// in the ongoing transaction, else TRANSACTION_ABORTABLE, which v4
-    /// answers INVALID_TXN_STATE) or an add as v3 does it.
+    /// in the ongoing transaction, else TRANSACTION_ABORTABLE, in v4 too as
+    /// Kafka answers; the sending broker maps it for its client) or an add
+    /// as v3 does it.
     async fn add_partitions_to_txns(
         self: &Arc<Self>,
         req: AddPartitionsToTxnRequest,
-        version: i16,
     ) -> AddPartitionsToTxnResponse {
         let mut resp = AddPartitionsToTxnResponse::default();
         let ready = self.txn_ready().await;
@@ -459,17 +459,12 @@ impl Broker {
                     .await
                     .map(|()| vec![true; partitions.len()]),
             };
-            let abortable = if version >= 5 {
-                ResponseError::TransactionAbortable
-            } else {
-                ResponseError::InvalidTxnState
-            };
             for (i, (_, c)) in codes.iter_mut().enumerate() {
                 *c = match &result {
                     _ if *c != 0 => *c,
                     Ok(_) if unknown => ResponseError::OperationNotAttempted.code(),
                     Ok(in_txn) if in_txn.get(i).copied().unwrap_or(false) => 0,
-                    Ok(_) => abortable.code(),
+                    Ok(_) => ResponseError::TransactionAbortable.code(),
                     Err(e) => txn_error(*e, false).code(),
                 };
                 count("AddPartitionsToTxn", *c);

@@ -1071,6 +1071,181 @@ fn group_migration(addr: &str, tag: &str) -> String {
 /// (InitProducerId, AddPartitionsToTxn v1/v3, EndTxn v3, a transactional
 /// Produce v9): bad input, fencing, retries and the state checks. Producer
 /// ids are left out.
+/// InitProducerId (v4) for a transactional id.
+fn txn_init_request(id: &str, timeout: i32) -> kafka_protocol::messages::InitProducerIdRequest {
+    use kafka_protocol::messages::*;
+    let mut r = InitProducerIdRequest::default();
+    r.transactional_id = Some(TransactionalId(text(id)));
+    r.transaction_timeout_ms = timeout;
+    r.producer_id = ProducerId(-1);
+    r.producer_epoch = -1;
+    r
+}
+
+/// Sends InitProducerId, retried while the coordinator is loading (Kafka
+/// creates `__transaction_state` on first use) as clients retry it.
+fn txn_init(
+    conn: &mut Conn,
+    req: &kafka_protocol::messages::InitProducerIdRequest,
+) -> kafka_protocol::messages::InitProducerIdResponse {
+    use kafka_protocol::messages::*;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let r: InitProducerIdResponse = conn.call(ApiKey::InitProducerId, 4, req);
+        if ![14, 15, 16, 51].contains(&r.error_code) {
+            break r;
+        }
+        assert!(std::time::Instant::now() < deadline, "InitProducerId still answers {r:?}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Waits until FindCoordinator names a transaction coordinator for `id`:
+/// Kafka creates `__transaction_state` on the first FindCoordinator of a
+/// transactional id and answers NOT_COORDINATOR until it leads it.
+fn wait_txn_coordinator(conn: &mut Conn, id: &str) {
+    use kafka_protocol::messages::*;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let mut fc = FindCoordinatorRequest::default();
+        fc.key_type = 1;
+        fc.coordinator_keys = vec![text(id)];
+        let r: FindCoordinatorResponse = conn.call(ApiKey::FindCoordinator, 4, &fc);
+        if r.coordinators.iter().all(|c| c.error_code == 0) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no transaction coordinator after 60 s: {r:?}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// KIP-890 part 2 as the brokers answer it: AddPartitionsToTxn v4-5 (the
+/// brokers' form, verify-only and add), Produce v12's implicit add, EndTxn
+/// v5's epoch bump, its retries and an abort with nothing open, and the old
+/// epoch fenced in the partition after the bump.
+fn transaction_v2_apis(addr: &str, tag: &str) -> String {
+    use kafka_protocol::messages::add_partitions_to_txn_request::{
+        AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction,
+    };
+    use kafka_protocol::messages::*;
+    let mut conn = Conn::open(addr);
+    let t = format!("{tag}-tv2");
+    create(&mut conn, &t, 3, &[]);
+    let id = format!("{tag}-tv2-tx");
+    let mut out = String::new();
+    let mut log = |what: &str, answer: &dyn std::fmt::Debug| out += &format!("== {what}\n{answer:#?}\n");
+    wait_txn_coordinator(&mut conn, &id);
+    let first = txn_init(&mut conn, &txn_init_request(&id, 60_000));
+    let (pid, e0) = (first.producer_id, first.producer_epoch);
+    log("init", &first.error_code);
+    let txns = |verify: bool, epoch: i16, partitions: Vec<i32>| {
+        let mut topic = AddPartitionsToTxnTopic::default();
+        topic.name = name(&t);
+        topic.partitions = partitions;
+        let mut txn = AddPartitionsToTxnTransaction::default();
+        txn.transactional_id = TransactionalId(text(&id));
+        txn.producer_id = pid;
+        txn.producer_epoch = epoch;
+        txn.verify_only = verify;
+        txn.topics = vec![topic];
+        let mut r = AddPartitionsToTxnRequest::default();
+        r.transactions = vec![txn];
+        r
+    };
+    let codes = |r: &AddPartitionsToTxnResponse| {
+        let mut per: Vec<(i32, i16)> = r
+            .results_by_transaction
+            .iter()
+            .flat_map(|x| x.topic_results.iter())
+            .flat_map(|t| t.results_by_partition.iter().map(|p| (p.partition_index, p.partition_error_code)))
+            .collect();
+        // Kafka's order of partitions is its hash map's.
+        per.sort();
+        (r.error_code, per)
+    };
+    for (what, version, req) in [
+        ("verify (v5) outside the transaction", 5, txns(true, e0, vec![0])),
+        ("verify (v4) outside the transaction", 4, txns(true, e0, vec![0])),
+        ("verify (v5) at another epoch", 5, txns(true, e0 + 1, vec![0])),
+        ("add (v5)", 5, txns(false, e0, vec![0])),
+        ("verify (v5) in and outside it", 5, txns(true, e0, vec![0, 1])),
+    ] {
+        let r: AddPartitionsToTxnResponse = conn.call(ApiKey::AddPartitionsToTxn, version, &req);
+        log(what, &codes(&r));
+    }
+    let produce = |partition: i32, epoch: i16, seq: i32| {
+        let mut rec = batches::record(0, now_ms(), None, Some(Bytes::from_static(b"v")));
+        rec.transactional = true;
+        rec.producer_id = pid.0;
+        rec.producer_epoch = epoch;
+        rec.sequence = seq;
+        let mut pd = kafka_protocol::messages::produce_request::PartitionProduceData::default();
+        pd.index = partition;
+        pd.records = Some(batches::encode(&[rec]));
+        let mut td = kafka_protocol::messages::produce_request::TopicProduceData::default();
+        td.name = name(&t);
+        td.partition_data = vec![pd];
+        let mut req = ProduceRequest::default();
+        req.acks = -1;
+        req.timeout_ms = 10_000;
+        req.transactional_id = Some(TransactionalId(text(&id)));
+        req.topic_data = vec![td];
+        req
+    };
+    let produced = |conn: &mut Conn, req: &ProduceRequest| {
+        let r: ProduceResponse = conn.call(ApiKey::Produce, 12, req);
+        r.responses
+            .iter()
+            .flat_map(|t| t.partition_responses.iter().map(|p| (p.error_code, p.base_offset)))
+            .collect::<Vec<_>>()
+    };
+    log("produce (v12) to the added partition", &produced(&mut conn, &produce(0, e0, 0)));
+    log("produce (v12) to a partition not added: added by it", &produced(&mut conn, &produce(2, e0, 0)));
+    let r: AddPartitionsToTxnResponse =
+        conn.call(ApiKey::AddPartitionsToTxn, 5, &txns(true, e0, vec![0, 1, 2]));
+    log("verify (v5) after the implicit add", &codes(&r));
+    let end = |epoch: i16, commit: bool| {
+        let mut r = EndTxnRequest::default();
+        r.transactional_id = TransactionalId(text(&id));
+        r.producer_id = pid;
+        r.producer_epoch = epoch;
+        r.committed = commit;
+        r
+    };
+    let ended = |conn: &mut Conn, req: &EndTxnRequest| {
+        let r: EndTxnResponse = conn.call(ApiKey::EndTxn, 5, req);
+        (r.error_code, r.producer_id == pid, r.producer_epoch - e0)
+    };
+    log("end (v5) at the next epoch", &ended(&mut conn, &end(e0 + 1, true)));
+    log("commit (v5): the answer's epoch is bumped", &ended(&mut conn, &end(e0, true)));
+    // A retry: CONCURRENT_TRANSACTIONS while the markers are written, then NONE.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let retried = loop {
+        let r = ended(&mut conn, &end(e0, true));
+        if r.0 != 51 || std::time::Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    log("the commit retried at the old epoch", &retried);
+    log("an abort at the old epoch", &ended(&mut conn, &end(e0, false)));
+    log("a commit at the new epoch with nothing open", &ended(&mut conn, &end(e0 + 1, true)));
+    log("produce (v12) at the old epoch", &produced(&mut conn, &produce(0, e0, 1)));
+    log("an abort at the new epoch with nothing open", &ended(&mut conn, &end(e0 + 1, false)));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let retried = loop {
+        let r = ended(&mut conn, &end(e0 + 1, false));
+        if r.0 != 51 || std::time::Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    log("the abort retried", &retried);
+    log("produce (v12) at the newest epoch", &produced(&mut conn, &produce(1, e0 + 2, 0)));
+    log("commit it (v5)", &ended(&mut conn, &end(e0 + 2, true)));
+    out.replace(tag, "<tag>")
+}
+
 fn transaction_apis(addr: &str, tag: &str) -> String {
     use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
     use kafka_protocol::messages::*;
@@ -1080,41 +1255,9 @@ fn transaction_apis(addr: &str, tag: &str) -> String {
     let id = format!("{tag}-tx");
     let mut out = String::new();
     let mut log = |what: &str, answer: &dyn std::fmt::Debug| out += &format!("== {what}\n{answer:#?}\n");
-    let init = |id: &str, timeout: i32| {
-        let mut r = InitProducerIdRequest::default();
-        r.transactional_id = Some(TransactionalId(text(id)));
-        r.transaction_timeout_ms = timeout;
-        r.producer_id = ProducerId(-1);
-        r.producer_epoch = -1;
-        r
-    };
-    // The coordinator may be loading (Kafka creates __transaction_state on
-    // first use): retried as clients retry.
-    let call_init = |conn: &mut Conn, req: &InitProducerIdRequest| {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        loop {
-            let r: InitProducerIdResponse = conn.call(ApiKey::InitProducerId, 4, req);
-            if ![14, 15, 16, 51].contains(&r.error_code) {
-                break r;
-            }
-            assert!(std::time::Instant::now() < deadline, "InitProducerId still answers {r:?}");
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-    };
-    // Kafka creates __transaction_state on the first FindCoordinator of a
-    // transactional id and answers NOT_COORDINATOR until it leads it.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let mut fc = FindCoordinatorRequest::default();
-        fc.key_type = 1;
-        fc.coordinator_keys = vec![text(&id)];
-        let r: FindCoordinatorResponse = conn.call(ApiKey::FindCoordinator, 4, &fc);
-        if r.coordinators.iter().all(|c| c.error_code == 0) {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "no transaction coordinator after 60 s: {r:?}");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    let init = txn_init_request;
+    let call_init = txn_init;
+    wait_txn_coordinator(&mut conn, &id);
     let r = call_init(&mut conn, &init(&id, 0));
     log("init with a zero timeout", &(r.error_code, r.producer_epoch));
     let r = call_init(&mut conn, &init(&id, 900_001));
@@ -1399,6 +1542,11 @@ fn unknown_versions_match_kafka() {
 #[test]
 fn transaction_apis_match_kafka() {
     same_on_both("transaction APIs", transaction_apis);
+}
+
+#[test]
+fn transaction_version_2_apis_match_kafka() {
+    same_on_both("transaction version 2 APIs", transaction_v2_apis);
 }
 
 #[test]
