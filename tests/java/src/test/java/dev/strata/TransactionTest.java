@@ -367,4 +367,40 @@ class TransactionTest {
       hanging.abortTransaction();
     }
   }
+
+  /**
+   * A transaction left open past its transaction.timeout.ms is aborted by the
+   * coordinator (which checks every 10 s, Kafka's default): read_committed
+   * consumers move past it and never see its records, and its producer is
+   * fenced.
+   */
+  @ParameterizedTest(name = "on {0}")
+  @MethodSource("brokers")
+  void aTimedOutTransactionIsAbortedAndReadCommittedMovesOn(Broker b) throws Exception {
+    String topic = Brokers.topic("txn-timeout");
+    Brokers.createTopic(b, topic, PARTITIONS, Map.of());
+    Properties props = Brokers.producerProps(b);
+    props.put(ProducerConfig.TRANSACTIONAL_ID_CONFIG, topic + "-tx");
+    props.put(ProducerConfig.TRANSACTION_TIMEOUT_CONFIG, "2000");
+    TopicPartition p0 = new TopicPartition(topic, 0);
+    try (KafkaProducer<byte[], byte[]> stuck = new KafkaProducer<>(props)) {
+      stuck.initTransactions();
+      stuck.beginTransaction();
+      List<String> lost = send(stuck, topic, "timed-out", 6);
+      assertEquals(0L, stableEnd(b, p0), "the open transaction holds the last stable offset");
+      long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
+      while (stableEnd(b, p0) == 0L) {
+        assertTrue(System.nanoTime() < deadline, "the timed-out transaction was never aborted");
+        Thread.sleep(100);
+      }
+      try (KafkaProducer<byte[], byte[]> next = transactional(b, topic + "-next")) {
+        next.beginTransaction();
+        List<String> good = send(next, topic, "after", 6);
+        next.commitTransaction();
+        assertSees(b, topic, "read_committed", new HashSet<>(good), "only the later commit, never " + lost);
+      }
+      // Its producer was fenced by the abort.
+      assertThrows(KafkaException.class, stuck::commitTransaction);
+    }
+  }
 }
