@@ -1,0 +1,227 @@
+//! Kafka's own exactly-once tools against Strata: `kafka-verifiable-producer`
+//! feeds an input topic, Kafka's `TransactionalMessageCopier` (the tool of
+//! Kafka's exactly-once system tests) copies it transactionally, with random
+//! aborts, across a kill -9 of the broker, and a `read_committed` reader
+//! checks that every input message is in the output exactly once.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::kafka::create_topic;
+use common::{BrokerProcess, topic};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+/// `java -cp <Kafka's classpath> <main> args...` (scripts/setup.sh writes
+/// the classpath), quiet logging.
+fn kafka_tool(main: &str, args: &[&str]) -> Command {
+    let home = PathBuf::from(std::env::var_os("HOME").expect("HOME"));
+    let tools =
+        std::env::var_os("STRATA_TOOLS").map(PathBuf::from).unwrap_or(home.join(".cache/strata-tools"));
+    let cp = std::fs::read_to_string(tools.join("kafka.classpath"))
+        .expect("kafka.classpath: run scripts/setup.sh");
+    let log4j = std::env::temp_dir().join("strata-tests-log4j2.properties");
+    std::fs::write(&log4j, "status = warn\nrootLogger.level = warn\n").expect("log4j config");
+    let mut cmd = Command::new("java");
+    cmd.arg(format!("-Dlog4j2.configurationFile={}", log4j.display()))
+        .arg("-cp")
+        .arg(cp.trim())
+        .arg(main)
+        .args(args);
+    cmd
+}
+
+/// A tool running with its stdout's lines collected.
+struct Running {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Running {
+    fn start(mut cmd: Command) -> Self {
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("start java");
+        let out = child.stdout.take().expect("stdout");
+        let lines: Arc<Mutex<Vec<String>>> = Default::default();
+        let sink = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                sink.lock().expect("lines").push(line);
+            }
+        });
+        Running { child, lines }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().expect("lines").clone()
+    }
+
+    /// Waits for the exit, up to `limit`; kills it past that.
+    fn wait(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        None
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A field of the tools' one-line JSON output (`"name":value`).
+fn json_field(line: &str, name: &str) -> Option<String> {
+    let start = line.find(&format!("\"{name}\":"))? + name.len() + 3;
+    let rest = &line[start..];
+    let value = rest.trim_start_matches('"');
+    let end = value.find(['"', ',', '}']).unwrap_or(value.len());
+    Some(value[..end].to_string())
+}
+
+/// Every value of the partition up to its end, read at `isolation`.
+fn read_values(addr: &str, topic: &str, isolation: &str) -> Vec<String> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .set("group.id", "strata-copier-check")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", isolation)
+        .create()
+        .expect("consumer");
+    let (_, end) = c.fetch_watermarks(topic, 0, Duration::from_secs(30)).expect("watermarks");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning).expect("tpl");
+    c.assign(&tpl).expect("assign");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut out = Vec::new();
+    loop {
+        assert!(Instant::now() < deadline, "read {} of {topic} to {end}", out.len());
+        if let Some(m) = c.poll(Duration::from_millis(200)) {
+            let m = m.expect("consume");
+            out.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string());
+        }
+        let position = c.position().ok().and_then(|tpl| tpl.elements().first().map(|e| e.offset()));
+        if let Some(Offset::Offset(p)) = position
+            && p >= end
+        {
+            return out;
+        }
+    }
+}
+
+#[test]
+fn the_transactional_message_copier_copies_exactly_once_across_a_kill_9() {
+    let mut broker = BrokerProcess::start_with(&["--transaction-abort-check-interval-ms", "1000"]);
+    let (input, output) = (topic("copier-in"), topic("copier-out"));
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(create_topic(&broker.addr, &input, 1));
+    rt.block_on(create_topic(&broker.addr, &output, 1));
+    let messages = 20_000;
+    let mut feeder = Running::start(kafka_tool(
+        "org.apache.kafka.tools.VerifiableProducer",
+        &[
+            "--bootstrap-server",
+            &broker.addr,
+            "--topic",
+            &input,
+            "--max-messages",
+            &messages.to_string(),
+            "--acks",
+            "-1",
+        ],
+    ));
+    let status = feeder.wait(Duration::from_secs(180)).expect("the verifiable producer finished");
+    assert!(status.success(), "kafka-verifiable-producer failed: {status}");
+    let acked: BTreeSet<String> = feeder
+        .lines()
+        .iter()
+        .filter(|l| json_field(l, "name").as_deref() == Some("producer_send_success"))
+        .filter_map(|l| json_field(l, "value"))
+        .collect();
+    assert_eq!(acked.len(), messages, "every input message acknowledged");
+
+    let copier = |addr: &str| {
+        Running::start(kafka_tool(
+            "org.apache.kafka.tools.TransactionalMessageCopier",
+            &[
+                "--broker-list",
+                addr,
+                "--input-topic",
+                &input,
+                "--input-partition",
+                "0",
+                "--output-topic",
+                &output,
+                "--transactional-id",
+                "strata-copier",
+                "--consumer-group",
+                "strata-copier",
+                "--transaction-size",
+                "100",
+                "--transaction-timeout",
+                "10000",
+                "--enable-random-aborts",
+                "--use-group-metadata",
+            ],
+        ))
+    };
+    let remaining = |run: &Running| {
+        run.lines().iter().rev().find_map(|l| json_field(l, "remaining")).and_then(|r| r.parse::<i64>().ok())
+    };
+    let mut run = copier(&broker.addr);
+    // Kill the broker once the copier is a quarter through, with its
+    // transactions in flight.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while remaining(&run).is_none_or(|r| r > (messages as i64) * 3 / 4) {
+        assert!(Instant::now() < deadline, "the copier made no progress: {:?}", run.lines().last());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let before_kill = remaining(&run);
+    broker.restart_same_port(); // kill -9, then the same data and port
+    // The copier rides through the restart or dies of it (a fatal error of
+    // its producer); a new instance with the same transactional id fences
+    // the old one and resumes from the committed offsets.
+    let mut restarts = 0;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let status = run.wait(deadline.saturating_duration_since(Instant::now()));
+        assert!(status.is_some(), "the copier did not finish: {:?}", run.lines().last());
+        if status.is_some_and(|s| s.success()) && remaining(&run) == Some(0) {
+            break;
+        }
+        restarts += 1;
+        assert!(restarts <= 5, "the copier failed {restarts} times: {:?}", run.lines().last());
+        run = copier(&broker.addr);
+    }
+    println!("copier: {before_kill:?} remaining at the kill, {restarts} restarts after it");
+
+    let copied = read_values(&broker.addr, &output, "read_committed");
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for v in &copied {
+        *counts.entry(v.as_str()).or_default() += 1;
+    }
+    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    assert!(twice.is_empty(), "copied more than once: {twice:?}");
+    let input_values: BTreeSet<String> =
+        read_values(&broker.addr, &input, "read_uncommitted").into_iter().collect();
+    let copied: BTreeSet<String> = copied.into_iter().collect();
+    assert_eq!(copied, input_values, "the output is the input, each message once");
+    assert!(acked.is_subset(&copied), "every acknowledged input message was copied");
+    // The random aborts left aborted data that read_uncommitted sees.
+    let all = read_values(&broker.addr, &output, "read_uncommitted");
+    println!("output: {} committed, {} in all", copied.len(), all.len());
+}
