@@ -7,82 +7,14 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::java::{Running, kafka_tool};
 use common::kafka::create_topic;
 use common::{BrokerProcess, topic};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
-
-/// `java -cp <Kafka's classpath> <main> args...` (scripts/setup.sh writes
-/// the classpath), quiet logging.
-fn kafka_tool(main: &str, args: &[&str]) -> Command {
-    let home = PathBuf::from(std::env::var_os("HOME").expect("HOME"));
-    let tools =
-        std::env::var_os("STRATA_TOOLS").map(PathBuf::from).unwrap_or(home.join(".cache/strata-tools"));
-    let cp = std::fs::read_to_string(tools.join("kafka.classpath"))
-        .expect("kafka.classpath: run scripts/setup.sh");
-    let log4j = std::env::temp_dir().join("strata-tests-log4j2.properties");
-    std::fs::write(&log4j, "status = warn\nrootLogger.level = warn\n").expect("log4j config");
-    let mut cmd = Command::new("java");
-    cmd.arg(format!("-Dlog4j2.configurationFile={}", log4j.display()))
-        .arg("-cp")
-        .arg(cp.trim())
-        .arg(main)
-        .args(args);
-    cmd
-}
-
-/// A tool running with its stdout's lines collected.
-struct Running {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Running {
-    fn start(mut cmd: Command) -> Self {
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("start java");
-        let out = child.stdout.take().expect("stdout");
-        let lines: Arc<Mutex<Vec<String>>> = Default::default();
-        let sink = Arc::clone(&lines);
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                sink.lock().expect("lines").push(line);
-            }
-        });
-        Running { child, lines }
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.lines.lock().expect("lines").clone()
-    }
-
-    /// Waits for the exit, up to `limit`; kills it past that.
-    fn wait(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        None
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A field of the tools' one-line JSON output (`"name":value`).
 fn json_field(line: &str, name: &str) -> Option<String> {

@@ -5,6 +5,7 @@
 
 pub mod batches;
 pub mod conn;
+pub mod java;
 pub mod kafka;
 pub mod kafka_ref;
 pub mod proxy;
