@@ -114,6 +114,18 @@ fn strata_value(config: &BrokerConfig, def: &BrokerConfigDef) -> Option<String> 
         "offsets.retention.check.interval.ms" => {
             config.offsets_retention_check_interval.as_millis().to_string()
         }
+        "transaction.max.timeout.ms" => config.transactions.max_timeout_ms.to_string(),
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms" => {
+            config.transactions.abort_check_interval.as_millis().to_string()
+        }
+        "transactional.id.expiration.ms" => config.transactions.id_expiration.as_millis().to_string(),
+        "transaction.remove.expired.transaction.cleanup.interval.ms" => {
+            config.transactions.remove_expired_interval.as_millis().to_string()
+        }
+        "producer.id.expiration.ms" => config.producer_id_expiration.as_millis().to_string(),
+        "producer.id.expiration.check.interval.ms" => {
+            config.producer_id_expiration_check_interval.as_millis().to_string()
+        }
         _ => return None,
     };
     (def.default != Some(tunable.as_str())).then_some(tunable)

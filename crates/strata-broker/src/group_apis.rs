@@ -68,6 +68,33 @@ type Fetched = (i32, i64, i32, String);
 /// Kafka's `offset.metadata.max.bytes`.
 pub(crate) const OFFSET_METADATA_MAX_BYTES: usize = 4096;
 
+/// One partition of an offset commit (OffsetCommit or TxnOffsetCommit),
+/// checked as Kafka checks it: its entry, or the partition's error code
+/// (an unknown topic or partition, metadata over the limit).
+pub(crate) fn commit_entry(
+    topic: Option<&strata_cluster::TopicRecord>,
+    name: &str,
+    partition: i32,
+    offset: i64,
+    leader_epoch: i32,
+    metadata: Option<&str>,
+) -> Result<OffsetCommitEntry, i16> {
+    if !topic.is_some_and(|t| partition >= 0 && partition < t.partitions()) {
+        return Err(group_code(GroupError::UnknownTopicOrPartition));
+    }
+    let metadata = metadata.unwrap_or_default();
+    if metadata.len() > OFFSET_METADATA_MAX_BYTES {
+        return Err(group_code(GroupError::OffsetMetadataTooLarge));
+    }
+    Ok(OffsetCommitEntry {
+        topic: name.to_string(),
+        partition,
+        offset,
+        leader_epoch,
+        metadata: metadata.to_string(),
+    })
+}
+
 /// Kafka's configs of `__consumer_offsets`.
 fn offsets_topic_configs() -> BTreeMap<String, String> {
     [("cleanup.policy", "compact"), ("compression.type", "producer"), ("segment.bytes", "104857600")]
@@ -541,24 +568,15 @@ impl Broker {
             let topic = self.catalog.topic(t.name.as_str());
             let mut parts = Vec::new();
             for p in &t.partitions {
-                let known = topic
-                    .as_ref()
-                    .is_some_and(|tp| p.partition_index >= 0 && p.partition_index < tp.partitions());
-                let metadata = p.committed_metadata.as_ref().map(|m| m.to_string()).unwrap_or_default();
-                let err = if !known {
-                    Some(group_code(GroupError::UnknownTopicOrPartition))
-                } else if metadata.len() > OFFSET_METADATA_MAX_BYTES {
-                    Some(group_code(GroupError::OffsetMetadataTooLarge))
-                } else {
-                    entries.push(OffsetCommitEntry {
-                        topic: t.name.to_string(),
-                        partition: p.partition_index,
-                        offset: p.committed_offset,
-                        leader_epoch: p.committed_leader_epoch,
-                        metadata,
-                    });
-                    None
-                };
+                let entry = commit_entry(
+                    topic.as_deref(),
+                    t.name.as_str(),
+                    p.partition_index,
+                    p.committed_offset,
+                    p.committed_leader_epoch,
+                    p.committed_metadata.as_deref(),
+                );
+                let err = entry.map(|e| entries.push(e)).err();
                 parts.push((p.partition_index, err));
             }
             shape.push((t.name.clone(), parts));

@@ -200,7 +200,8 @@ impl Broker {
         let (pid, epoch, first) = (header.producer_id, header.producer_epoch, header.base_sequence);
         let last = last_seq(first, header.record_count);
         let transactional = header.is_transactional();
-        let open_here = {
+        // Only a transactional batch peeks first (one lock for the others).
+        let open_here = transactional && {
             let producers = state.lock();
             producers.producers.get(&pid).is_some_and(|e| e.txn_first_offset.is_some() && e.epoch == epoch)
         };

@@ -135,6 +135,10 @@ pub(crate) struct PartitionProducers {
     pub aborted: Vec<AbortedTxn>,
     /// Transactions ended by a marker the high watermark has not passed.
     pub completing: Vec<Completing>,
+    /// The open transactions, by first offset (each producer's
+    /// `txn_first_offset`): the last stable offset without a scan of every
+    /// producer.
+    open: std::collections::BTreeMap<i64, i64>,
 }
 
 impl PartitionProducers {
@@ -211,7 +215,20 @@ impl PartitionProducers {
     /// transaction is open here from its first batch.
     pub fn record_txn(&mut self, pid: i64, offset: i64) {
         let entry = self.producers.entry(pid).or_default();
-        entry.txn_first_offset.get_or_insert(offset);
+        if entry.txn_first_offset.is_none() {
+            entry.txn_first_offset = Some(offset);
+            self.open.insert(offset, pid);
+        }
+    }
+
+    /// Rebuilds the index of open transactions from the producers (after
+    /// they were loaded from a snapshot).
+    fn index_open(&mut self) {
+        self.open = self
+            .producers
+            .iter()
+            .filter_map(|(pid, e)| e.txn_first_offset.map(|first| (first, *pid)))
+            .collect();
     }
 
     /// Checks a transaction marker of `pid` at `epoch` (Kafka's
@@ -239,6 +256,7 @@ impl PartitionProducers {
         }
         entry.coordinator_epoch = coordinator_epoch;
         if let Some(first) = entry.txn_first_offset.take() {
+            self.open.remove(&first);
             if !commit {
                 self.aborted.push(AbortedTxn { producer_id: pid, first_offset: first, last_offset: offset });
             }
@@ -270,16 +288,20 @@ impl PartitionProducers {
     /// The last stable offset under high watermark `hw`: the first offset
     /// of a transaction still open, or ended by a marker not yet below `hw`.
     pub fn last_stable_offset(&mut self, hw: i64) -> i64 {
-        self.completing.retain(|c| c.marker_offset >= hw);
-        let open = self.producers.values().filter_map(|e| e.txn_first_offset);
+        if !self.completing.is_empty() {
+            self.completing.retain(|c| c.marker_offset >= hw);
+        }
+        let open = self.open.keys().next().copied();
         let ending = self.completing.iter().map(|c| c.first_offset);
-        open.chain(ending).min().map_or(hw, |first| first.min(hw))
+        open.into_iter().chain(ending).min().map_or(hw, |first| first.min(hw))
     }
 
     /// The aborted transactions a `read_committed` fetch of `[from, to)`
     /// needs: every one whose range overlaps it.
     pub fn aborted_in(&self, from: i64, to: i64) -> Vec<AbortedTxn> {
-        self.aborted.iter().filter(|a| a.last_offset >= from && a.first_offset < to).copied().collect()
+        // In marker order: those ending before `from` are skipped by a search.
+        let start = self.aborted.partition_point(|a| a.last_offset < from);
+        self.aborted[start..].iter().filter(|a| a.first_offset < to).copied().collect()
     }
 
     /// Remembers the completion of a batch just appended (after [`record`]).
@@ -446,6 +468,7 @@ impl Producers {
             aborted: snapshot.aborted,
             ..Default::default()
         };
+        producers.index_open();
         let mut at = snapshot.offset.max(start);
         let mut replayed = 0usize;
         while at < end {
@@ -637,6 +660,28 @@ mod tests {
             matches!(p.check(1, 0, 1, 1, false), Err(BrokerError::UnknownProducerId(_))),
             "an expired producer continuing its sequence is unknown, as on Kafka"
         );
+    }
+
+    #[test]
+    fn the_open_transactions_index_follows_the_producers_and_a_snapshot() {
+        let mut p = PartitionProducers::default();
+        p.record(1, 0, b(0, 0, 5), 0);
+        p.record_txn(1, 5);
+        p.record_txn(1, 9);
+        p.record(2, 0, b(0, 0, 7), 0);
+        p.record_txn(2, 7);
+        assert_eq!(p.last_stable_offset(20), 5);
+        // As loaded from a snapshot: the producers only.
+        let mut loaded = PartitionProducers { producers: p.producers.clone(), ..Default::default() };
+        loaded.index_open();
+        assert_eq!(loaded.last_stable_offset(20), 5, "the index is rebuilt from the producers");
+        loaded.record_marker(m(1, 0, true, 21));
+        assert_eq!(loaded.last_stable_offset(21), 5, "until the high watermark passes 1's marker");
+        assert_eq!(loaded.last_stable_offset(22), 7, "then 2's transaction");
+        loaded.record_marker(m(2, 0, false, 22));
+        assert_eq!(loaded.last_stable_offset(23), 23);
+        assert_eq!(loaded.aborted_in(0, 23).len(), 1);
+        assert_eq!(loaded.aborted_in(23, 30).len(), 0, "the abort ended before 23");
     }
 
     #[test]

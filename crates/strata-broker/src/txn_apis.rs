@@ -658,23 +658,15 @@ impl Broker {
             let topic = self.catalog.topic(t.name.as_str());
             let mut parts = Vec::new();
             for p in &t.partitions {
-                let known =
-                    topic.as_ref().is_some_and(|tp| (0..tp.partitions()).contains(&p.partition_index));
-                let metadata = p.committed_metadata.as_ref().map(|m| m.to_string()).unwrap_or_default();
-                let err = if !known {
-                    Some(ResponseError::UnknownTopicOrPartition.code())
-                } else if metadata.len() > crate::group_apis::OFFSET_METADATA_MAX_BYTES {
-                    Some(ResponseError::OffsetMetadataTooLarge.code())
-                } else {
-                    entries.push(crate::groups::OffsetCommitEntry {
-                        topic: t.name.to_string(),
-                        partition: p.partition_index,
-                        offset: p.committed_offset,
-                        leader_epoch: p.committed_leader_epoch,
-                        metadata,
-                    });
-                    None
-                };
+                let entry = crate::group_apis::commit_entry(
+                    topic.as_deref(),
+                    t.name.as_str(),
+                    p.partition_index,
+                    p.committed_offset,
+                    p.committed_leader_epoch,
+                    p.committed_metadata.as_deref(),
+                );
+                let err = entry.map(|e| entries.push(e)).err();
                 parts.push((p.partition_index, err));
             }
             shape.push((t.name.clone(), parts));
