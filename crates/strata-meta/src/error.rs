@@ -24,6 +24,10 @@ pub enum MetaError {
     /// The backing object store failed (nothing was applied).
     #[error("object store: {0}")]
     ObjectStore(#[from] object_store::Error),
+    /// The store cannot be reached or refused the request for now (nothing
+    /// was applied).
+    #[error("metadata store unavailable: {0}")]
+    Unavailable(String),
     /// A commit was sent but its outcome could not be learnt in time.
     #[error("outcome of a metadata commit unknown: {0}")]
     OutcomeUnknown(String),
@@ -73,7 +77,7 @@ impl MetaError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             MetaError::Fenced(_) => ErrorKind::Fenced,
-            MetaError::ObjectStore(_) => ErrorKind::Transient,
+            MetaError::ObjectStore(_) | MetaError::Unavailable(_) => ErrorKind::Transient,
             MetaError::OutcomeUnknown(_) => ErrorKind::Unknown,
             // The caller re-reads and starts again (a new lease, a new watch).
             MetaError::LeaseNotFound(_) | MetaError::Compacted { .. } => ErrorKind::Transient,

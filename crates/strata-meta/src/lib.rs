@@ -1,5 +1,7 @@
 //! The metadata-store interface: versioned keys, compare-and-set transactions,
-//! leases and watches from a revision, plus its embedded implementation that persists in the object store.
+//! leases and watches from a revision, with its two implementations: the
+//! embedded store that persists in the object store (one node) and etcd (a
+//! cluster).
 //!
 //! This is the lowest crate of Strata: the stream layer commits its object index
 //! through it and the cluster layer keeps topics and ids in it. It never depends
@@ -8,10 +10,12 @@
 pub mod conformance;
 mod embedded;
 mod error;
+mod etcd;
 pub mod faulty;
 mod manifest;
 mod store;
 
 pub use embedded::{EmbeddedConfig, EmbeddedStore};
 pub use error::{ErrorKind, MetaError};
+pub use etcd::EtcdStore;
 pub use store::{Condition, Entry, Event, LeaseId, MAX_TXN_OPS, MetaStore, Op, Revision, TxnOutcome, Watch};

@@ -1,0 +1,228 @@
+//! The metadata store of a cluster: etcd (`etcd-client`), under a key prefix
+//! so that several clusters share one etcd. Consensus is etcd's: every
+//! method is one etcd request (a transaction for [`MetaStore::txn`]), keys
+//! are the prefix plus Strata's key, revisions are etcd's (store-wide, so
+//! another cluster's writes advance them too), and leases are etcd leases.
+//!
+//! A transaction whose answer is lost (a transport error once sent) has an
+//! unknown outcome: it is reported as [`MetaError::OutcomeUnknown`] and the
+//! store refuses further commits, as the embedded store does, so that the
+//! process reloads rather than build on a state it cannot know.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
+};
+use tokio::sync::mpsc;
+
+use crate::{Condition, Entry, Event, LeaseId, MetaError, MetaStore, Op, Revision, TxnOutcome, Watch};
+
+/// How long one etcd request may take before it counts as failed.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A [`MetaStore`] on etcd, every key under one prefix.
+pub struct EtcdStore {
+    client: Client,
+    prefix: String,
+    /// Set once a commit's outcome could not be learnt.
+    unknown: AtomicBool,
+}
+
+fn transient(e: etcd_client::Error) -> MetaError {
+    MetaError::Unavailable(e.to_string())
+}
+
+/// etcd's answer to a use of a lease that no longer exists ("requested
+/// lease not found" from the server, "lease not found" from the client's
+/// keep-alive).
+fn is_lease_not_found(e: &etcd_client::Error) -> bool {
+    e.to_string().contains("lease not found")
+}
+
+impl EtcdStore {
+    /// Connects to etcd at `endpoints` (`host:port`), keeping every key under
+    /// `prefix` (a path such as `/strata/prod`; a trailing `/` is added).
+    pub async fn connect(endpoints: &[String], prefix: &str) -> Result<Self, MetaError> {
+        Self::connect_with_timeout(endpoints, prefix, REQUEST_TIMEOUT).await
+    }
+
+    /// Like [`EtcdStore::connect`], with `timeout` for each request.
+    pub async fn connect_with_timeout(
+        endpoints: &[String],
+        prefix: &str,
+        timeout: Duration,
+    ) -> Result<Self, MetaError> {
+        let options = ConnectOptions::new()
+            .with_connect_timeout(timeout)
+            .with_timeout(timeout)
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
+        let client = Client::connect(endpoints, Some(options)).await.map_err(transient)?;
+        let mut prefix = prefix.trim_end_matches('/').to_string();
+        prefix.push('/');
+        Ok(EtcdStore { client, prefix, unknown: AtomicBool::new(false) })
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    fn entry(&self, kv: &etcd_client::KeyValue) -> Option<Entry> {
+        let key = std::str::from_utf8(kv.key()).ok()?.strip_prefix(&self.prefix)?.to_string();
+        Some(Entry {
+            key,
+            value: Bytes::copy_from_slice(kv.value()),
+            mod_revision: kv.mod_revision() as Revision,
+        })
+    }
+}
+
+#[async_trait]
+impl MetaStore for EtcdStore {
+    async fn get(&self, key: &str) -> Result<Option<Entry>, MetaError> {
+        let resp = self.client.kv_client().get(self.key(key), None).await.map_err(transient)?;
+        Ok(resp.kvs().first().and_then(|kv| self.entry(kv)))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<Entry>, MetaError> {
+        let options = GetOptions::new()
+            .with_prefix()
+            .with_sort(etcd_client::SortTarget::Key, etcd_client::SortOrder::Ascend);
+        let resp = self.client.kv_client().get(self.key(prefix), Some(options)).await.map_err(transient)?;
+        Ok(resp.kvs().iter().filter_map(|kv| self.entry(kv)).collect())
+    }
+
+    async fn txn(&self, conditions: Vec<Condition>, ops: Vec<Op>) -> Result<TxnOutcome, MetaError> {
+        if self.unknown.load(Ordering::Acquire) {
+            return Err(MetaError::OutcomeUnknown("an earlier commit's outcome is unknown".into()));
+        }
+        let max = self.max_txn_ops();
+        if ops.len() > max {
+            return Err(MetaError::TooLarge { ops: ops.len(), max });
+        }
+        let compares: Vec<Compare> = conditions
+            .iter()
+            .map(|c| match c {
+                Condition::Absent(k) => Compare::version(self.key(k), CompareOp::Equal, 0),
+                Condition::Version(k, rev) => {
+                    Compare::mod_revision(self.key(k), CompareOp::Equal, *rev as i64)
+                }
+            })
+            .collect();
+        let leases: Vec<LeaseId> = ops
+            .iter()
+            .filter_map(|op| if let Op::PutWithLease(_, _, l) = op { Some(*l) } else { None })
+            .collect();
+        let txn_ops: Vec<TxnOp> = ops
+            .into_iter()
+            .map(|op| match op {
+                Op::Put(k, v) => TxnOp::put(self.key(&k), v.to_vec(), None),
+                Op::PutWithLease(k, v, lease) => {
+                    TxnOp::put(self.key(&k), v.to_vec(), Some(PutOptions::new().with_lease(lease)))
+                }
+                Op::Delete(k) => TxnOp::delete(self.key(&k), None),
+            })
+            .collect();
+        let txn = Txn::new().when(compares).and_then(txn_ops);
+        match self.client.kv_client().txn(txn).await {
+            Ok(resp) => {
+                let revision = resp.header().map_or(0, |h| h.revision()) as Revision;
+                Ok(if resp.succeeded() { TxnOutcome::Committed(revision) } else { TxnOutcome::Conflict })
+            }
+            // etcd checks leases before applying: nothing was applied.
+            Err(e) if is_lease_not_found(&e) => {
+                Err(MetaError::LeaseNotFound(leases.first().copied().unwrap_or(0)))
+            }
+            Err(e) => {
+                self.unknown.store(true, Ordering::Release);
+                Err(MetaError::OutcomeUnknown(e.to_string()))
+            }
+        }
+    }
+
+    async fn current_revision(&self) -> Result<Revision, MetaError> {
+        let options = GetOptions::new().with_count_only();
+        let resp =
+            self.client.kv_client().get(self.prefix.clone(), Some(options)).await.map_err(transient)?;
+        Ok(resp.header().map_or(0, |h| h.revision()) as Revision)
+    }
+
+    async fn watch_from(&self, prefix: &str, from: Revision) -> Result<Watch, MetaError> {
+        let options = WatchOptions::new().with_prefix().with_start_revision(from as i64);
+        let mut stream =
+            self.client.watch_client().watch(self.key(prefix), Some(options)).await.map_err(transient)?;
+        let (tx, rx) = mpsc::channel(1024);
+        let strip = self.prefix.clone();
+        tokio::spawn(async move {
+            // The stream lives as long as the task: dropping it ends the watch.
+            loop {
+                let resp = match stream.message().await {
+                    Ok(Some(resp)) => resp,
+                    Ok(None) => return,
+                    Err(e) => {
+                        let _ = tx.send(Err(transient(e))).await;
+                        return;
+                    }
+                };
+                if resp.compact_revision() > 0 {
+                    let compacted = resp.compact_revision() as u64;
+                    let _ = tx.send(Err(MetaError::Compacted { requested: from, compacted })).await;
+                    return;
+                }
+                if resp.canceled() {
+                    let reason = resp.cancel_reason().to_string();
+                    let _ = tx.send(Err(MetaError::Unavailable(format!("watch canceled: {reason}")))).await;
+                    return;
+                }
+                for event in resp.events() {
+                    let Some(kv) = event.kv() else { continue };
+                    let Some(key) = std::str::from_utf8(kv.key()).ok().and_then(|k| k.strip_prefix(&strip))
+                    else {
+                        continue;
+                    };
+                    let value = match event.event_type() {
+                        EventType::Put => Some(Bytes::copy_from_slice(kv.value())),
+                        EventType::Delete => None,
+                    };
+                    let event =
+                        Event { key: key.to_string(), value, revision: kv.mod_revision() as Revision };
+                    if tx.send(Ok(event)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Watch::new(rx))
+    }
+
+    async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId, MetaError> {
+        let secs = ttl.as_millis().div_ceil(1000).max(1) as i64;
+        let resp = self.client.lease_client().grant(secs, None).await.map_err(transient)?;
+        Ok(resp.id())
+    }
+
+    async fn keep_alive(&self, lease: LeaseId) -> Result<(), MetaError> {
+        let lost = |e: etcd_client::Error| {
+            if is_lease_not_found(&e) { MetaError::LeaseNotFound(lease) } else { transient(e) }
+        };
+        let (mut keeper, mut stream) = self.client.lease_client().keep_alive(lease).await.map_err(lost)?;
+        keeper.keep_alive().await.map_err(lost)?;
+        match stream.message().await.map_err(lost)? {
+            Some(resp) if resp.ttl() > 0 => Ok(()),
+            // etcd answers an expired or unknown lease with a TTL of 0.
+            Some(_) => Err(MetaError::LeaseNotFound(lease)),
+            None => Err(MetaError::Unavailable(format!("the keep-alive stream of lease {lease} ended"))),
+        }
+    }
+
+    async fn revoke_lease(&self, lease: LeaseId) -> Result<(), MetaError> {
+        match self.client.lease_client().revoke(lease).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_lease_not_found(&e) => Ok(()),
+            Err(e) => Err(transient(e)),
+        }
+    }
+}
