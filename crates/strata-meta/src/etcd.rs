@@ -8,6 +8,14 @@
 //! unknown outcome: it is reported as [`MetaError::OutcomeUnknown`] and the
 //! store refuses further commits, as the embedded store does, so that the
 //! process reloads rather than build on a state it cannot know.
+//!
+//! [`EtcdStore::open_owner`] makes the store the one owner of its prefix, as
+//! the embedded store is (docs/ownership.md, rules 1-2, on etcd): opening
+//! claims the next owner epoch in the `<prefix>.owner` key, and every commit carries
+//! the condition that the key still holds this epoch, so once another
+//! process has taken the prefix over, this one commits nothing more and is
+//! told [`MetaError::Fenced`] (by its next commit, or by
+//! [`MetaStore::check_fenced`], one read of the key).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -30,6 +38,10 @@ pub struct EtcdStore {
     prefix: String,
     /// Set once a commit's outcome could not be learnt.
     unknown: AtomicBool,
+    /// The owner epoch this process holds, when it owns the prefix.
+    epoch: Option<u64>,
+    /// Set once another owner was seen.
+    fenced: AtomicBool,
 }
 
 fn transient(e: etcd_client::Error) -> MetaError {
@@ -63,7 +75,69 @@ impl EtcdStore {
         let client = Client::connect(endpoints, Some(options)).await.map_err(transient)?;
         let mut prefix = prefix.trim_end_matches('/').to_string();
         prefix.push('/');
-        Ok(EtcdStore { client, prefix, unknown: AtomicBool::new(false) })
+        Ok(EtcdStore {
+            client,
+            prefix,
+            unknown: AtomicBool::new(false),
+            epoch: None,
+            fenced: AtomicBool::new(false),
+        })
+    }
+
+    /// Connects and takes the prefix over: the next owner epoch, claimed
+    /// with a compare-and-set of the `owner` key (a racing taker loses and
+    /// this one retries above it). From then on a previous owner commits
+    /// nothing.
+    pub async fn open_owner(
+        endpoints: &[String],
+        prefix: &str,
+        timeout: Duration,
+    ) -> Result<Self, MetaError> {
+        let mut store = Self::connect_with_timeout(endpoints, prefix, timeout).await?;
+        let key = store.owner_key();
+        for _ in 0..16 {
+            let resp = store.client.kv_client().get(key.clone(), None).await.map_err(transient)?;
+            let (current, condition) = match resp.kvs().first() {
+                None => (0, Compare::version(key.clone(), CompareOp::Equal, 0)),
+                Some(kv) => {
+                    let epoch = std::str::from_utf8(kv.value())
+                        .ok()
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .ok_or_else(|| MetaError::Corrupt {
+                            path: key.clone(),
+                            reason: "the owner epoch is not a number".into(),
+                        })?;
+                    (epoch, Compare::mod_revision(key.clone(), CompareOp::Equal, kv.mod_revision()))
+                }
+            };
+            let next = current + 1;
+            let txn =
+                Txn::new().when([condition]).and_then([TxnOp::put(key.clone(), next.to_string(), None)]);
+            if store.client.kv_client().txn(txn).await.map_err(transient)?.succeeded() {
+                tracing::info!(prefix, epoch = next, "took the metadata prefix over");
+                store.epoch = Some(next);
+                return Ok(store);
+            }
+        }
+        Err(MetaError::Unavailable(format!(
+            "could not claim an owner epoch of {prefix}: too many racing takers"
+        )))
+    }
+
+    /// The key of the owner epoch: beside the prefix, not under it, so that
+    /// no listing of the prefix sees it (`/strata/prod` owns with
+    /// `/strata/prod.owner`).
+    fn owner_key(&self) -> String {
+        format!("{}.owner", self.prefix.trim_end_matches('/'))
+    }
+
+    fn owner_value(&self) -> Option<String> {
+        self.epoch.map(|e| e.to_string())
+    }
+
+    fn fence(&self) -> MetaError {
+        self.fenced.store(true, Ordering::Release);
+        MetaError::Fenced(self.prefix.clone())
     }
 
     fn key(&self, key: &str) -> String {
@@ -96,6 +170,9 @@ impl MetaStore for EtcdStore {
     }
 
     async fn txn(&self, conditions: Vec<Condition>, ops: Vec<Op>) -> Result<TxnOutcome, MetaError> {
+        if self.fenced.load(Ordering::Acquire) {
+            return Err(MetaError::Fenced(self.prefix.clone()));
+        }
         if self.unknown.load(Ordering::Acquire) {
             return Err(MetaError::OutcomeUnknown("an earlier commit's outcome is unknown".into()));
         }
@@ -126,11 +203,30 @@ impl MetaStore for EtcdStore {
                 Op::Delete(k) => TxnOp::delete(self.key(&k), None),
             })
             .collect();
-        let txn = Txn::new().when(compares).and_then(txn_ops);
+        let mut compares = compares;
+        let owner = self.owner_value();
+        if let Some(epoch) = &owner {
+            compares.push(Compare::value(self.owner_key(), CompareOp::Equal, epoch.as_str()));
+        }
+        // On a failed condition, the owner key tells a conflict from a fence.
+        let txn = Txn::new().when(compares).and_then(txn_ops).or_else([TxnOp::get(self.owner_key(), None)]);
         match self.client.kv_client().txn(txn).await {
+            Ok(resp) if resp.succeeded() => {
+                Ok(TxnOutcome::Committed(resp.header().map_or(0, |h| h.revision()) as Revision))
+            }
             Ok(resp) => {
-                let revision = resp.header().map_or(0, |h| h.revision()) as Revision;
-                Ok(if resp.succeeded() { TxnOutcome::Committed(revision) } else { TxnOutcome::Conflict })
+                if let Some(ours) = &owner {
+                    let current = resp.op_responses().into_iter().find_map(|r| match r {
+                        etcd_client::TxnOpResponse::Get(g) => {
+                            Some(g.kvs().first().map(|kv| kv.value().to_vec()))
+                        }
+                        _ => None,
+                    });
+                    if current.flatten().as_deref() != Some(ours.as_bytes()) {
+                        return Err(self.fence());
+                    }
+                }
+                Ok(TxnOutcome::Conflict)
             }
             // etcd checks leases before applying: nothing was applied.
             Err(e) if is_lease_not_found(&e) => {
@@ -216,6 +312,26 @@ impl MetaStore for EtcdStore {
             Some(_) => Err(MetaError::LeaseNotFound(lease)),
             None => Err(MetaError::Unavailable(format!("the keep-alive stream of lease {lease} ended"))),
         }
+    }
+
+    async fn check_fenced(&self) -> Result<(), MetaError> {
+        let Some(ours) = self.owner_value() else { return Ok(()) };
+        if self.fenced.load(Ordering::Acquire) {
+            return Err(MetaError::Fenced(self.prefix.clone()));
+        }
+        let resp = self.client.kv_client().get(self.owner_key(), None).await.map_err(transient)?;
+        match resp.kvs().first() {
+            Some(kv) if kv.value() == ours.as_bytes() => Ok(()),
+            _ => Err(self.fence()),
+        }
+    }
+
+    fn is_fenced(&self) -> bool {
+        self.fenced.load(Ordering::Acquire)
+    }
+
+    fn owner_epoch(&self) -> Option<u64> {
+        self.epoch
     }
 
     async fn revoke_lease(&self, lease: LeaseId) -> Result<(), MetaError> {

@@ -14,6 +14,7 @@ mod etcd;
 pub mod faulty;
 mod manifest;
 mod store;
+pub mod testing;
 
 pub use embedded::{EmbeddedConfig, EmbeddedStore};
 pub use error::{ErrorKind, MetaError};

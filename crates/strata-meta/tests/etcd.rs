@@ -4,79 +4,29 @@
 //! and the isolation of clusters that share one etcd under different
 //! prefixes.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use strata_meta::testing::EtcdServer;
 use strata_meta::{EtcdStore, MetaError, MetaStore, conformance};
 
-/// An etcd server of this test.
-struct Etcd {
-    child: Child,
-    endpoint: String,
-    _dir: tempfile::TempDir,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
-impl Etcd {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (client, peer) = (free_port(), free_port());
-        let client_url = format!("http://127.0.0.1:{client}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
-        let child = Command::new("etcd")
-            .args(["--name", "strata-test", "--data-dir"])
-            .arg(dir.path())
-            .args(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])
-            .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("strata-test={peer_url}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start etcd (scripts/setup.sh installs etcd-server)");
-        let etcd = Etcd { child, endpoint: format!("127.0.0.1:{client}"), _dir: dir };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(&etcd.endpoint).is_err() {
-            assert!(Instant::now() < deadline, "etcd did not listen on {}", etcd.endpoint);
-            std::thread::sleep(Duration::from_millis(50));
+/// A store on `etcd` under `prefix`, once etcd answers.
+async fn ready_store(etcd: &EtcdServer, prefix: &str) -> EtcdStore {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let store = EtcdStore::connect(std::slice::from_ref(&etcd.endpoint), prefix).await;
+        match store {
+            Ok(s) if s.current_revision().await.is_ok() => return s,
+            _ => assert!(Instant::now() < deadline, "etcd at {} does not answer", etcd.endpoint),
         }
-        etcd
-    }
-
-    fn signal(&self, signal: &str) {
-        let status =
-            Command::new("kill").args([signal, &self.child.id().to_string()]).status().expect("kill");
-        assert!(status.success());
-    }
-
-    async fn store(&self, prefix: &str) -> EtcdStore {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let store = EtcdStore::connect(std::slice::from_ref(&self.endpoint), prefix).await;
-            match store {
-                Ok(s) if s.current_revision().await.is_ok() => return s,
-                _ => assert!(Instant::now() < deadline, "etcd at {} does not answer", self.endpoint),
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_keeps_the_metadata_store_contract() {
-    let etcd = Etcd::start();
-    let store = etcd.store("/strata-test/conformance").await;
+    let etcd = EtcdServer::start();
+    let store = ready_store(&etcd, "/strata-test/conformance").await;
     conformance::compare_and_set(&store).await;
     conformance::oversize_transaction_refused(&store).await;
     conformance::watch_from_revision(&store).await;
@@ -86,9 +36,9 @@ async fn etcd_keeps_the_metadata_store_contract() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clusters_under_different_prefixes_do_not_see_each_other() {
-    let etcd = Etcd::start();
-    let a = etcd.store("/strata-test/a").await;
-    let b = etcd.store("/strata-test/ab").await;
+    let etcd = EtcdServer::start();
+    let a = ready_store(&etcd, "/strata-test/a").await;
+    let b = ready_store(&etcd, "/strata-test/ab").await;
     a.put("topics/t", Bytes::from_static(b"a")).await.expect("put");
     b.put("topics/t", Bytes::from_static(b"b")).await.expect("put");
     assert_eq!(a.get("topics/t").await.expect("get").map(|e| e.value), Some(Bytes::from_static(b"a")));
@@ -106,7 +56,7 @@ async fn clusters_under_different_prefixes_do_not_see_each_other() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_whose_answer_is_lost_is_unknown_and_the_store_stops() {
-    let etcd = Etcd::start();
+    let etcd = EtcdServer::start();
     let store = EtcdStore::connect_with_timeout(
         std::slice::from_ref(&etcd.endpoint),
         "/strata-test/unknown",
@@ -114,7 +64,7 @@ async fn a_commit_whose_answer_is_lost_is_unknown_and_the_store_stops() {
     )
     .await
     .expect("connect");
-    let ready = etcd.store("/strata-test/unknown").await;
+    let ready = ready_store(&etcd, "/strata-test/unknown").await;
     ready.put("warm", Bytes::new()).await.expect("put");
     // A paused etcd: the request is sent and never answered.
     conformance::outcome_unknown(&store, || etcd.signal("-STOP")).await;
@@ -124,4 +74,26 @@ async fn a_commit_whose_answer_is_lost_is_unknown_and_the_store_stops() {
         "it stays stopped"
     );
     assert!(ready.get("after").await.expect("get").is_none());
+}
+
+/// One owner per prefix, as the embedded store (docs/ownership.md): a second
+/// process that takes the prefix over fences the first, which commits
+/// nothing more; a store of another prefix is not fenced by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_owner_of_a_prefix_fences_the_old() {
+    let etcd = EtcdServer::start();
+    let endpoints = vec![etcd.endpoint.clone()];
+    ready_store(&etcd, "/strata-test/warm").await;
+    let timeout = Duration::from_secs(10);
+    let first = EtcdStore::open_owner(&endpoints, "/strata-test/owned", timeout).await.expect("first owner");
+    assert_eq!(first.owner_epoch(), Some(1));
+    let other = EtcdStore::open_owner(&endpoints, "/strata-test/owned-other", timeout).await.expect("other");
+    let second = async {
+        let s = EtcdStore::open_owner(&endpoints, "/strata-test/owned", timeout).await.expect("second owner");
+        assert_eq!(s.owner_epoch(), Some(2), "the next epoch");
+        Box::new(s) as Box<dyn MetaStore>
+    };
+    conformance::a_new_owner_fences_the_old(&first, second).await;
+    other.put("k", Bytes::new()).await.expect("another prefix's owner is not fenced");
+    assert!(other.list("").await.expect("list").iter().all(|e| e.key == "k"), "the owner key is not listed");
 }

@@ -37,6 +37,11 @@ pub struct ServeArgs {
     /// Object store URL: file:///path or s3://bucket/prefix [default: file://<data-dir>/objects].
     #[arg(long, env = "STRATA_OBJECT_STORE")]
     pub object_store: Option<String>,
+    /// Where the cluster metadata lives: `embedded` (a manifest in the object
+    /// store) or `etcd://host:port[,host:port]/prefix` (etcd, every key under
+    /// the prefix; one broker owns a prefix at a time for now) [default: embedded].
+    #[arg(long, env = "STRATA_METADATA")]
+    pub metadata: Option<String>,
     /// This broker's node id [default: 0].
     #[arg(long, env = "STRATA_NODE_ID")]
     pub node_id: Option<i32>,

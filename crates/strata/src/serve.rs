@@ -12,7 +12,7 @@ use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
 use strata_broker::{Broker, BrokerConfig};
 use strata_cluster::Catalog;
-use strata_meta::{EmbeddedStore, MetaStore};
+use strata_meta::{EmbeddedStore, EtcdStore, MetaStore};
 use strata_server::{AdminState, Server, ServerConfig, serve_admin};
 use strata_stream::object_stores::{DurableLocalStore, InstrumentedStore, RetryConfig, RetryingStore};
 use strata_stream::{CompactionConfig, ObjectWalConfig, StreamStore, StreamStoreConfig, WalKind};
@@ -47,6 +47,24 @@ fn open_object_store(url: &str, retry_for: Duration) -> anyhow::Result<Arc<dyn O
         return Ok(Arc::new(object_store::prefix::PrefixStore::new(s3, prefix)));
     }
     anyhow::bail!("unsupported object store url {url}: use file:///path or s3://bucket/prefix")
+}
+
+/// Splits `etcd://host:port[,host:port]/prefix` into its endpoints and key
+/// prefix (`/strata` when none is given).
+fn parse_etcd_url(url: &str) -> anyhow::Result<(Vec<String>, String)> {
+    let rest = url.strip_prefix("etcd://").with_context(|| {
+        format!("unsupported metadata store {url}: use embedded or etcd://host:port/prefix")
+    })?;
+    let (hosts, prefix) = match rest.split_once('/') {
+        Some((hosts, prefix)) => (hosts, format!("/{}", prefix.trim_matches('/'))),
+        None => (rest, String::new()),
+    };
+    let endpoints: Vec<String> = hosts.split(',').filter(|h| !h.is_empty()).map(str::to_string).collect();
+    if endpoints.is_empty() {
+        anyhow::bail!("{url} names no etcd endpoint");
+    }
+    let prefix = if prefix.len() <= 1 { "/strata".to_string() } else { prefix };
+    Ok((endpoints, prefix))
 }
 
 fn absolute(path: &Path) -> anyhow::Result<std::path::PathBuf> {
@@ -117,9 +135,20 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let meta: Arc<dyn MetaStore> = Arc::new(
-        EmbeddedStore::open(Arc::clone(&objects), "meta").await.context("opening the metadata store")?,
-    );
+    let meta: Arc<dyn MetaStore> = match settings.metadata.as_deref() {
+        None | Some("embedded") => Arc::new(
+            EmbeddedStore::open(Arc::clone(&objects), "meta").await.context("opening the metadata store")?,
+        ),
+        Some(url) => {
+            let (endpoints, prefix) = parse_etcd_url(url)?;
+            let timeout = Duration::from_millis(settings.object_store_retry_ms.clamp(1000, 10_000));
+            Arc::new(
+                EtcdStore::open_owner(&endpoints, &prefix, timeout)
+                    .await
+                    .with_context(|| format!("opening the metadata store {url}"))?,
+            )
+        }
+    };
     let proposed_id = settings.cluster_id.clone().unwrap_or_else(|| {
         // Kafka's form: URL-safe base64 of a random UUID, without padding.
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes())
@@ -285,5 +314,20 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etcd_urls_name_endpoints_and_a_prefix() {
+        let (e, p) = parse_etcd_url("etcd://a:2379,b:2379/strata/prod/").expect("url");
+        assert_eq!((e, p.as_str()), (vec!["a:2379".to_string(), "b:2379".to_string()], "/strata/prod"));
+        let (e, p) = parse_etcd_url("etcd://a:2379").expect("url");
+        assert_eq!((e, p.as_str()), (vec!["a:2379".to_string()], "/strata"));
+        assert!(parse_etcd_url("etcd:///x").is_err(), "no endpoint");
+        assert!(parse_etcd_url("zk://a:2181/x").is_err());
     }
 }
