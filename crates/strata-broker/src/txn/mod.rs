@@ -53,6 +53,14 @@ impl Default for TxnConfig {
     }
 }
 
+/// Waits until a record appended to a shard's partition is durable.
+async fn durable(pending: Result<(i64, strata_stream::Completion), BrokerError>) -> Result<(), String> {
+    match pending {
+        Ok((_, mut completion)) => completion.wait().await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// One shard: the transactional ids of one `__transaction_state` partition.
 struct Shard {
     stream: Arc<Stream>,
@@ -184,10 +192,7 @@ impl TxnCoordinator {
             let pending = crate::internal_records::append(&shard.stream, vec![record]);
             (next, pending, answer, was_new)
         };
-        let outcome = match pending {
-            Ok((_, mut completion)) => completion.wait().await.map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
+        let outcome = durable(pending).await;
         let mut ids = shard.lock();
         match outcome {
             Ok(()) => {
@@ -238,10 +243,7 @@ impl TxnCoordinator {
                         _ => continue,
                     }
                 };
-                let outcome = match pending {
-                    Ok((_, mut completion)) => completion.wait().await.map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                };
+                let outcome = durable(pending).await;
                 let mut ids = shard.lock();
                 match outcome {
                     Ok(()) => {
