@@ -55,7 +55,7 @@ pub fn response_error(err: &BrokerError) -> ResponseError {
             ClusterError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
             ClusterError::InvalidPartitions { .. } => ResponseError::InvalidPartitions,
             ClusterError::Contended => ResponseError::RequestTimedOut,
-            ClusterError::Corrupt { .. } => ResponseError::UnknownServerError,
+            ClusterError::Corrupt { .. } | ClusterError::NodeIdInUse(_) => ResponseError::UnknownServerError,
             ClusterError::Meta(MetaError::Fenced(_)) => ResponseError::NotLeaderOrFollower,
             ClusterError::Meta(_) => ResponseError::KafkaStorageError,
         },

@@ -19,6 +19,9 @@ pub enum ClusterError {
         /// The requested count.
         requested: i32,
     },
+    /// A live broker holds this node id.
+    #[error("node id {0} is held by a live broker (its registration has not expired)")]
+    NodeIdInUse(i32),
     /// Concurrent changes kept conflicting.
     #[error("metadata changed concurrently; retry")]
     Contended,

@@ -1,8 +1,10 @@
 //! The cluster metadata model: topics, their partitions' streams and configs,
-//! and id allocation, all kept through a [`strata_meta::MetaStore`].
+//! id allocation and broker membership, all kept through a
+//! [`strata_meta::MetaStore`].
 
 mod catalog;
 mod error;
+pub mod membership;
 mod model;
 
 pub use catalog::Catalog;

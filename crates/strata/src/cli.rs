@@ -42,7 +42,7 @@ pub struct ServeArgs {
     /// the prefix; one broker owns a prefix at a time for now) [default: embedded].
     #[arg(long, env = "STRATA_METADATA")]
     pub metadata: Option<String>,
-    /// This broker's node id [default: 0].
+    /// This broker's node id [default: 0; with etcd metadata, a fresh id from 1001].
     #[arg(long, env = "STRATA_NODE_ID")]
     pub node_id: Option<i32>,
     /// Cluster id recorded on first start [default: generated].
@@ -77,6 +77,10 @@ pub struct ServeArgs {
     /// transaction protocol [default: 2].
     #[arg(long, env = "STRATA_TRANSACTION_VERSION", value_parser = clap::value_parser!(i16).range(1..=2))]
     pub transaction_version: Option<i16>,
+    /// Kafka's broker.session.timeout.ms: with etcd metadata, the life of this
+    /// broker's registration lease, renewed every quarter of it [default: 9000].
+    #[arg(long, env = "STRATA_BROKER_SESSION_TIMEOUT_MS")]
+    pub broker_session_timeout_ms: Option<u64>,
     /// Kafka's transactional.id.expiration.ms [default: 604800000, 7 days].
     #[arg(long, env = "STRATA_TRANSACTIONAL_ID_EXPIRATION_MS")]
     pub transactional_id_expiration_ms: Option<u64>,

@@ -26,6 +26,7 @@ struct FileConfig {
     transaction_max_timeout_ms: Option<i32>,
     transaction_abort_check_interval_ms: Option<u64>,
     transaction_version: Option<i16>,
+    broker_session_timeout_ms: Option<u64>,
     transactional_id_expiration_ms: Option<u64>,
     transaction_remove_expired_interval_ms: Option<u64>,
     producer_id_expiration_ms: Option<u64>,
@@ -60,7 +61,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     pub object_store: Option<String>,
     pub metadata: Option<String>,
-    pub node_id: i32,
+    /// None: 0 on the embedded store, a generated id on etcd.
+    pub node_id: Option<i32>,
     pub cluster_id: Option<String>,
     pub auto_create_topics: bool,
     pub num_partitions: i32,
@@ -71,6 +73,7 @@ pub struct Settings {
     pub transaction_max_timeout_ms: i32,
     pub transaction_abort_check_interval_ms: u64,
     pub transaction_version: i16,
+    pub broker_session_timeout_ms: u64,
     pub transactional_id_expiration_ms: u64,
     pub transaction_remove_expired_interval_ms: u64,
     pub producer_id_expiration_ms: u64,
@@ -125,7 +128,7 @@ impl Settings {
             data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./data")),
             object_store: args.object_store.or(file.object_store),
             metadata: args.metadata.or(file.metadata),
-            node_id: args.node_id.or(file.node_id).unwrap_or(0),
+            node_id: args.node_id.or(file.node_id),
             cluster_id: args.cluster_id.or(file.cluster_id),
             auto_create_topics: args.auto_create_topics.or(file.auto_create_topics).unwrap_or(true),
             num_partitions,
@@ -154,6 +157,10 @@ impl Settings {
                 .or(file.transaction_abort_check_interval_ms)
                 .unwrap_or(10_000),
             transaction_version,
+            broker_session_timeout_ms: args
+                .broker_session_timeout_ms
+                .or(file.broker_session_timeout_ms)
+                .unwrap_or(9000),
             transactional_id_expiration_ms: args
                 .transactional_id_expiration_ms
                 .or(file.transactional_id_expiration_ms)
@@ -224,7 +231,7 @@ mod tests {
         std::fs::write(&path, "listen = \"127.0.0.1:1\"\nnode_id = 7\n").expect("write");
         let args = ServeArgs { config: Some(path.clone()), node_id: Some(3), ..Default::default() };
         let s = Settings::resolve(args).expect("resolve");
-        assert_eq!((s.listen.as_str(), s.node_id, s.num_partitions), ("127.0.0.1:1", 3, 1));
+        assert_eq!((s.listen.as_str(), s.node_id, s.num_partitions), ("127.0.0.1:1", Some(3), 1));
         std::fs::write(&path, "bogus = 1\n").expect("write");
         assert!(Settings::resolve(ServeArgs { config: Some(path), ..Default::default() }).is_err());
     }

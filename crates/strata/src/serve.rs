@@ -11,7 +11,7 @@ use base64::Engine;
 use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
 use strata_broker::{Broker, BrokerConfig};
-use strata_cluster::Catalog;
+use strata_cluster::{Catalog, membership};
 use strata_meta::{EmbeddedStore, EtcdStore, MetaStore};
 use strata_server::{AdminState, Server, ServerConfig, serve_admin};
 use strata_stream::object_stores::{DurableLocalStore, InstrumentedStore, RetryConfig, RetryingStore};
@@ -135,6 +135,19 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         }
         None => None,
     };
+    // Bind first so that port 0 resolves before we advertise.
+    let listener = tokio::net::TcpListener::bind(&settings.listen)
+        .await
+        .with_context(|| format!("binding {}", settings.listen))?;
+    let bound: SocketAddr = listener.local_addr()?;
+    drop(listener);
+    let advertise = match &settings.advertise {
+        Some(a) => a.clone(),
+        None if bound.ip().is_unspecified() => format!("127.0.0.1:{}", bound.port()),
+        None => bound.to_string(),
+    };
+    let (host, port) = split_host_port(&advertise)?;
+    let mut registration = None;
     let meta: Arc<dyn MetaStore> = match settings.metadata.as_deref() {
         None | Some("embedded") => Arc::new(
             EmbeddedStore::open(Arc::clone(&objects), "meta").await.context("opening the metadata store")?,
@@ -142,6 +155,19 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         Some(url) => {
             let (endpoints, prefix) = parse_etcd_url(url)?;
             let timeout = Duration::from_millis(settings.object_store_retry_ms.clamp(1000, 10_000));
+            // Membership first: a broker whose id a live broker holds stops
+            // here, before it takes the prefix over.
+            let members: Arc<dyn MetaStore> = Arc::new(
+                EtcdStore::connect_with_timeout(&endpoints, &prefix, timeout)
+                    .await
+                    .with_context(|| format!("connecting to {url}"))?,
+            );
+            let ttl = Duration::from_millis(settings.broker_session_timeout_ms.max(2000));
+            let reg = membership::register(members.as_ref(), settings.node_id, &host, port, ttl)
+                .await
+                .with_context(|| format!("registering this broker in {url}"))?;
+            tracing::info!(node_id = reg.node_id, lease = reg.lease, "broker registered");
+            registration = Some((members, reg, ttl));
             Arc::new(
                 EtcdStore::open_owner(&endpoints, &prefix, timeout)
                     .await
@@ -149,6 +175,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             )
         }
     };
+    let node_id = registration.as_ref().map_or(settings.node_id.unwrap_or(0), |(_, r, _)| r.node_id);
     let proposed_id = settings.cluster_id.clone().unwrap_or_else(|| {
         // Kafka's form: URL-safe base64 of a random UUID, without padding.
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes())
@@ -195,19 +222,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let _ = opened.set(Arc::clone(&streams));
 
     let server_config = ServerConfig { max_request_bytes: settings.socket_request_max_bytes };
-    // Bind first so that port 0 resolves before we advertise.
-    let listener = tokio::net::TcpListener::bind(&settings.listen)
-        .await
-        .with_context(|| format!("binding {}", settings.listen))?;
-    let bound: SocketAddr = listener.local_addr()?;
-    drop(listener);
-    let advertise = match &settings.advertise {
-        Some(a) => a.clone(),
-        None if bound.ip().is_unspecified() => format!("127.0.0.1:{}", bound.port()),
-        None => bound.to_string(),
-    };
-    let (host, port) = split_host_port(&advertise)?;
-    let mut broker_config = BrokerConfig::new(settings.node_id, host, port);
+    let mut broker_config = BrokerConfig::new(node_id, host, port);
     broker_config.auto_create_topics = settings.auto_create_topics;
     broker_config.num_partitions = settings.num_partitions;
     broker_config.listen = bound.to_string();
@@ -245,7 +260,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         objects = %object_url,
         wal = wal_name,
         cluster_id = %catalog.cluster_id(),
-        node_id = settings.node_id,
+        node_id,
         http = %http_addr.as_deref().unwrap_or("none"),
         "strata listening"
     );
@@ -254,8 +269,22 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         let streams = Arc::clone(&streams);
         async move { streams.wait_stopped().await }
     };
+    // With etcd, the registration's lease is kept alive; once it is lost
+    // (this process paused or cut off past the session timeout) another
+    // broker may hold the id, so this one stops (issue 14 builds on it).
+    let revoke = registration.as_ref().map(|(members, reg, _)| (Arc::clone(members), reg.lease));
+    let lease_lost = async move {
+        match registration {
+            Some((members, reg, ttl)) => membership::keep_registered(members, reg, ttl / 4).await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         () = server.run(shutdown_signal()) => {}
+        e = lease_lost => {
+            tracing::error!(error = %e, "this broker's registration lease is lost: exiting");
+            std::process::exit(FENCED_EXIT_CODE);
+        }
         why = stopped => {
             // docs/ownership.md, rule 8: acknowledge nothing more and exit, so
             // that an orchestrator restarts the process from the bucket.
@@ -272,6 +301,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         }
     }
     tracing::info!("shutting down");
+    if let Some((members, lease)) = revoke {
+        // A clean stop frees the node id at once.
+        let _ = members.revoke_lease(lease).await;
+    }
     Ok(())
 }
 

@@ -15,6 +15,7 @@ use common::{BrokerProcess, topic};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use strata_meta::testing::EtcdServer;
+use strata_meta::{EtcdStore, MetaStore};
 
 fn producer(addr: &str) -> ThreadedProducer<DefaultProducerContext> {
     ClientConfig::new()
@@ -77,4 +78,57 @@ async fn a_broker_on_etcd_serves_survives_kill_9_and_is_fenced_by_a_new_owner() 
         .map(|t| t.name().to_string())
         .collect::<Vec<_>>();
     assert!(!topics.contains(&name), "cluster b sees cluster a's topic: {topics:?}");
+}
+
+/// `strata serve` with `extra` flags that must fail to start: its exit
+/// status and what it wrote to stderr.
+fn refused_start(extra: &[&str]) -> (std::process::ExitStatus, String) {
+    let dir = tempfile::tempdir().expect("data dir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--http", "none", "--data-dir"])
+        .arg(dir.path())
+        .args(extra)
+        .output()
+        .expect("run strata");
+    (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// The node id a broker reports for itself in Metadata.
+fn reported_node_id(addr: &str) -> i32 {
+    let admin = common::kafka::admin(addr);
+    let md = admin.inner().fetch_metadata(None, Duration::from_secs(10)).expect("metadata");
+    let ids: Vec<i32> = md.brokers().iter().map(|b| b.id()).collect();
+    assert_eq!(ids.len(), 1, "one broker listed: {ids:?}");
+    ids[0]
+}
+
+#[test]
+fn brokers_on_etcd_get_fresh_node_ids_and_a_live_id_is_refused() {
+    let etcd = EtcdServer::start();
+    let metadata = format!("etcd://{}/strata-test/ids", etcd.endpoint);
+    let objects = tempfile::tempdir().expect("object dir");
+    let object_store = format!("file://{}", objects.path().display());
+    let base = ["--metadata", metadata.as_str(), "--object-store", object_store.as_str()];
+    let session = ["--broker-session-timeout-ms", "2000"];
+    let mut a = BrokerProcess::start_with(&[&base[..], &session[..]].concat());
+    assert_eq!(reported_node_id(&a.addr), 1001, "the first generated id, as Kafka's");
+    // A second broker asking for the id a live broker holds does not start
+    // (and so does not take the prefix over).
+    let (status, stderr) = refused_start(&[&base[..], &["--node-id", "1001"]].concat());
+    assert!(!status.success(), "a second broker with a live id started");
+    assert!(stderr.contains("node id 1001 is held by a live broker"), "{stderr}");
+    assert_eq!(reported_node_id(&a.addr), 1001, "the first broker still serves");
+    // Once the holder is gone and its lease expired, the id is free.
+    a.kill9();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let members = rt
+        .block_on(EtcdStore::connect(std::slice::from_ref(&etcd.endpoint), "/strata-test/ids"))
+        .expect("connect");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while rt.block_on(members.get("brokers/1001")).expect("get").is_some() {
+        assert!(std::time::Instant::now() < deadline, "the killed broker's registration never expired");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let b = BrokerProcess::start_with(&[&base[..], &["--node-id", "1001"]].concat());
+    assert_eq!(reported_node_id(&b.addr), 1001);
 }
