@@ -88,6 +88,15 @@ fn synonym(name: &str, value: Option<&str>, source: i8) -> DescribeConfigsSynony
 
 /// Why an alter of broker configs `names` is refused: Strata's broker
 /// settings are static, whether or not Kafka could change them at run time.
+/// The replication throttles `kafka-reassign-partitions` sets on brokers
+/// (Kafka's dynamic broker configs): there is no replication traffic to
+/// throttle, so they are accepted and have no effect.
+const THROTTLES: [&str; 3] = [
+    "leader.replication.throttled.rate",
+    "follower.replication.throttled.rate",
+    "replica.alter.log.dirs.io.max.bytes.per.second",
+];
+
 fn broker_alter_refused(names: &[&str]) -> BrokerError {
     let mut unknown = Vec::new();
     let mut kafka_static = Vec::new();
@@ -306,6 +315,23 @@ impl Broker {
             let mut r = IncrementalResult::default();
             r.resource_type = res.resource_type;
             r.resource_name = res.resource_name.clone();
+            let names: Vec<&str> = res.configs.iter().map(|c| c.name.as_str()).collect();
+            if res.resource_type == BROKER && !names.is_empty() && names.iter().all(|n| THROTTLES.contains(n))
+            {
+                // kafka-reassign-partitions sets and clears these around a
+                // move: accepted, checked, and without effect (docs/cluster.md).
+                let bad = res.configs.iter().find_map(|c| {
+                    let v = c.value.as_deref().unwrap_or_default();
+                    (c.config_operation == 0 && v.parse::<u64>().is_err())
+                        .then(|| format!("invalid value {v} for {}: a non-negative long", c.name.as_str()))
+                });
+                if let Some(e) = bad.map(BrokerError::InvalidConfig) {
+                    r.error_code = code(&e);
+                    r.error_message = Some(message(&e));
+                }
+                resp.responses.push(r);
+                continue;
+            }
             let change = |current: &BTreeMap<String, String>| {
                 let mut next = current.clone();
                 for c in &res.configs {

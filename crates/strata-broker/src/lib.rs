@@ -18,6 +18,7 @@ pub mod log_cleaner;
 mod offsets_admin;
 mod produce;
 mod producer_state;
+mod reassignments;
 pub mod records;
 mod retention;
 pub mod topic_config;

@@ -75,6 +75,8 @@ fn api_name(key: ApiKey) -> &'static str {
         ApiKey::EndTxn => "EndTxn",
         ApiKey::TxnOffsetCommit => "TxnOffsetCommit",
         ApiKey::DescribeProducers => "DescribeProducers",
+        ApiKey::AlterPartitionReassignments => "AlterPartitionReassignments",
+        ApiKey::ListPartitionReassignments => "ListPartitionReassignments",
         ApiKey::DescribeTransactions => "DescribeTransactions",
         ApiKey::ListTransactions => "ListTransactions",
         ApiKey::OffsetForLeaderEpoch => "OffsetForLeaderEpoch",
@@ -203,6 +205,12 @@ async fn handle_api(
             reply!(broker.txn_offset_commit(decode(&mut body, k, version)?, version).await)
         }
         ApiKey::DescribeProducers => reply!(broker.describe_producers(decode(&mut body, k, version)?).await),
+        ApiKey::AlterPartitionReassignments => {
+            reply!(broker.alter_partition_reassignments(decode(&mut body, k, version)?, version))
+        }
+        ApiKey::ListPartitionReassignments => {
+            reply!(broker.list_partition_reassignments(decode(&mut body, k, version)?))
+        }
         ApiKey::DescribeTransactions => {
             reply!(broker.describe_transactions(decode(&mut body, k, version)?).await)
         }

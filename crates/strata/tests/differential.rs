@@ -1246,6 +1246,92 @@ fn transaction_v2_apis(addr: &str, tag: &str) -> String {
     out.replace(tag, "<tag>")
 }
 
+/// AlterPartitionReassignments and ListPartitionReassignments on a
+/// one-broker cluster: a reassignment to the broker itself completes at once,
+/// and Kafka's checks (unknown partition, empty list, a broker twice, an
+/// unknown broker, a replication factor change, a cancel with nothing in
+/// progress) answer alike.
+fn partition_reassignments(addr: &str, tag: &str) -> String {
+    use kafka_protocol::messages::alter_partition_reassignments_request::{
+        ReassignablePartition, ReassignableTopic,
+    };
+    use kafka_protocol::messages::*;
+    let mut conn = Conn::open(addr);
+    let t = format!("{tag}-moves");
+    create(&mut conn, &t, 2, &[]);
+    let me = node_id(&mut conn);
+    let mut out = String::new();
+    let mut log = |what: &str, answer: &dyn std::fmt::Debug| out += &format!("== {what}\n{answer:#?}\n");
+    let alter = |conn: &mut Conn, version: i16, allow: bool, parts: Vec<(&str, i32, Option<Vec<i32>>)>| {
+        let mut r = AlterPartitionReassignmentsRequest::default();
+        r.timeout_ms = 30_000;
+        r.allow_replication_factor_change = allow;
+        let mut by_topic: Vec<ReassignableTopic> = Vec::new();
+        for (topic, p, replicas) in parts {
+            let mut rp = ReassignablePartition::default();
+            rp.partition_index = p;
+            rp.replicas = replicas.map(|rs| rs.into_iter().map(BrokerId).collect());
+            match by_topic.iter_mut().find(|x| x.name.as_str() == topic) {
+                Some(x) => x.partitions.push(rp),
+                None => {
+                    let mut x = ReassignableTopic::default();
+                    x.name = name(topic);
+                    x.partitions = vec![rp];
+                    by_topic.push(x);
+                }
+            }
+        }
+        r.topics = by_topic;
+        let resp: AlterPartitionReassignmentsResponse =
+            conn.call(ApiKey::AlterPartitionReassignments, version, &r);
+        let parts: Vec<_> = resp
+            .responses
+            .iter()
+            .flat_map(|t| {
+                t.partitions.iter().map(move |p| {
+                    (
+                        t.name.to_string(),
+                        p.partition_index,
+                        p.error_code,
+                        p.error_message.as_ref().map(|m| m.to_string()),
+                    )
+                })
+            })
+            .collect();
+        (resp.error_code, parts)
+    };
+    let nosuch = format!("{tag}-nosuch");
+    // (what, version, allow a factor change, [(topic, partition, replicas)])
+    type Case<'a> = (&'a str, i16, bool, Vec<(&'a str, i32, Option<Vec<i32>>)>);
+    let cases: Vec<Case> = vec![
+        ("to the broker itself (v0)", 0, true, vec![(&t, 0, Some(vec![me]))]),
+        ("to the broker itself (v1)", 1, false, vec![(&t, 1, Some(vec![me]))]),
+        (
+            "an unknown topic and partition",
+            1,
+            false,
+            vec![(&nosuch, 0, Some(vec![me])), (&t, 7, Some(vec![me]))],
+        ),
+        ("an empty replica list", 1, false, vec![(&t, 0, Some(vec![]))]),
+        ("a broker twice", 1, true, vec![(&t, 0, Some(vec![me, me]))]),
+        ("an unknown broker", 1, true, vec![(&t, 0, Some(vec![me, me + 100]))]),
+        ("a replication factor change, not allowed", 1, false, vec![(&t, 0, Some(vec![me, me + 100]))]),
+        ("a cancel with nothing in progress", 1, false, vec![(&t, 0, None)]),
+    ];
+    for (what, version, allow, parts) in cases {
+        log(what, &alter(&mut conn, version, allow, parts));
+    }
+    let mut list = ListPartitionReassignmentsRequest::default();
+    list.timeout_ms = 30_000;
+    let r: ListPartitionReassignmentsResponse = conn.call(ApiKey::ListPartitionReassignments, 0, &list);
+    let ongoing: Vec<_> =
+        r.topics.iter().filter(|x| x.name.contains(tag)).map(|x| x.name.to_string()).collect();
+    log("list: nothing in progress", &(r.error_code, ongoing));
+    out.replace(tag, "<tag>")
+        .replace(&format!("broker {}", me + 100), "broker <other>")
+        .replace(&format!("broker {me} "), "broker <me> ")
+}
+
 fn transaction_apis(addr: &str, tag: &str) -> String {
     use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
     use kafka_protocol::messages::*;
@@ -1542,6 +1628,11 @@ fn unknown_versions_match_kafka() {
 #[test]
 fn transaction_apis_match_kafka() {
     same_on_both("transaction APIs", transaction_apis);
+}
+
+#[test]
+fn partition_reassignments_match_kafka() {
+    same_on_both("partition reassignments", partition_reassignments);
 }
 
 #[test]

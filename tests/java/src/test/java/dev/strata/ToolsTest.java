@@ -460,6 +460,46 @@ class ToolsTest {
     });
   }
 
+  /**
+   * kafka-reassign-partitions on a one-broker cluster: --execute with a
+   * throttle (set on the broker and the topic), then --verify (completed, the
+   * throttles cleared), and a plan naming a broker that does not exist.
+   */
+  @Test
+  void kafkaReassignPartitionsExecutesAndVerifies() {
+    sameOnBoth(b -> {
+      String t = Brokers.topic("tool-move");
+      List<String> facts = new ArrayList<>();
+      try {
+        Brokers.createTopic(b, t, 2, Map.of());
+        String id = brokerId(b);
+        Path plan = Files.createTempFile("reassign", ".json");
+        Files.writeString(plan, "{\"version\":1,\"partitions\":[{\"topic\":\"" + t + "\",\"partition\":0,\"replicas\":["
+            + id + "]},{\"topic\":\"" + t + "\",\"partition\":1,\"replicas\":[" + id + "]}]}");
+        String tool = "org.apache.kafka.tools.reassign.ReassignPartitionsCommand";
+        String execute = ok(tool, "--bootstrap-server", b.bootstrap(), "--reassignment-json-file", plan.toString(),
+            "--execute", "--throttle", "1000000").out();
+        facts.addAll(matches(execute.replace(t, "T"), "^(Successfully started partition reassignments? for .*)$"));
+        facts.addAll(matches(execute, "^(The inter-broker throttle limit was set to \\d+ B/s)$"));
+        String verify = ok(tool, "--bootstrap-server", b.bootstrap(), "--reassignment-json-file", plan.toString(),
+            "--verify").out().replace(t, "T").replace("broker " + id, "broker B");
+        facts.addAll(matches(verify, "^(Reassignment of partition .* is completed\\.)$"));
+        facts.addAll(matches(verify, "^(Clearing .* throttles on .*)$"));
+        Path bad = Files.createTempFile("reassign-bad", ".json");
+        Files.writeString(bad, "{\"version\":1,\"partitions\":[{\"topic\":\"" + t + "\",\"partition\":0,\"replicas\":[4242]}]}");
+        Tool.Result refused = Tool.run(tool, "--bootstrap-server", b.bootstrap(), "--reassignment-json-file",
+            bad.toString(), "--execute");
+        facts.add("unknown broker exit " + refused.exit());
+        facts.addAll(matches(refused.out() + refused.err(), "(Unknown broker id.*|no such broker.*)"));
+        // Started, throttled, two partitions completed, two throttles cleared, the refusal.
+        assertTrue(facts.size() >= 7, facts.toString());
+      } catch (Exception e) {
+        throw new IllegalStateException(e);
+      }
+      return facts;
+    });
+  }
+
   @Test
   void logDirsAndFeatures() {
     sameOnBoth(b -> {
