@@ -15,7 +15,30 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a broker.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Move a partition to other brokers (AlterPartitionReassignments; the
+    /// first listed becomes the leader) and wait until it is done.
+    Move(MoveArgs),
+}
+
+/// Flags of `strata move`.
+#[derive(Debug, Args)]
+pub struct MoveArgs {
+    /// Any broker of the cluster, host:port.
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    pub bootstrap: String,
+    /// The topic.
+    #[arg(long)]
+    pub topic: String,
+    /// The partition.
+    #[arg(long)]
+    pub partition: i32,
+    /// The brokers to move it to, comma-separated (the first leads).
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub to: Vec<i32>,
+    /// How long to wait for the move to complete, in ms.
+    #[arg(long, default_value_t = 60_000)]
+    pub wait_ms: u64,
 }
 
 /// Flags of `strata serve`. Unset flags fall back to the environment, then the

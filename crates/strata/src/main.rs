@@ -3,6 +3,7 @@
 mod cli;
 mod config;
 mod metrics;
+mod move_cmd;
 mod serve;
 
 use clap::Parser;
@@ -19,9 +20,10 @@ fn main() -> anyhow::Result<()> {
         .init();
     match cli.command {
         cli::Command::Serve(args) => {
-            let settings = config::Settings::resolve(args)?;
+            let settings = config::Settings::resolve(*args)?;
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(serve::run(settings))
         }
+        cli::Command::Move(args) => move_cmd::run(args),
     }
 }

@@ -1,10 +1,11 @@
-//! A broker with its metadata in etcd (`--metadata etcd://host:port/prefix`,
-//! a real etcd started by the test): it serves and keeps what it
-//! acknowledged across a kill -9; a second broker taking the prefix over
-//! (the same object store, the object WAL) fences the first, which then
-//! acknowledges nothing and exits, and serves everything the first
-//! acknowledged; a broker under another prefix of the same etcd and bucket
-//! sees none of it.
+//! The cluster's first parts (docs/cluster.md). A broker with its metadata in
+//! etcd (`--metadata etcd://host:port/prefix`, a real etcd started by the
+//! test) serves and keeps what it acknowledged across a kill -9. A second
+//! broker taking the prefix over (the same object store, the object WAL)
+//! fences the first, which then acknowledges nothing and exits, and serves
+//! everything the first acknowledged. A broker under another prefix of the
+//! same etcd and bucket sees none of it. Brokers get node ids from etcd, and
+//! a live id is refused. `strata move` reassigns through the Kafka API.
 
 mod common;
 
@@ -131,4 +132,32 @@ fn brokers_on_etcd_get_fresh_node_ids_and_a_live_id_is_refused() {
     }
     let b = BrokerProcess::start_with(&[&base[..], &["--node-id", "1001"]].concat());
     assert_eq!(reported_node_id(&b.addr), 1001);
+}
+
+/// `strata move` (the CLI of AlterPartitionReassignments): a move to the
+/// broker itself completes; one to a broker that does not exist fails with
+/// Kafka's error and message, and the exit status says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strata_move_reassigns_through_the_kafka_api() {
+    let broker = BrokerProcess::start();
+    let name = topic("cli-move");
+    create_topic(&broker.addr, &name, 2).await;
+    let strata_move = |to: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
+            .args(["move", "--bootstrap", &broker.addr, "--topic", &name, "--partition", "1", "--to", to])
+            .output()
+            .expect("run strata move")
+    };
+    let me = reported_node_id(&broker.addr).to_string();
+    let ok = strata_move(&me);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert_eq!(String::from_utf8_lossy(&ok.stdout).trim(), format!("moved {name}-1 to {me}"));
+    let bad = strata_move("4242");
+    assert!(!bad.status.success(), "a move to an unknown broker succeeded");
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("InvalidReplicaAssignment")
+            && stderr.contains("includes broker 4242, but no such broker is registered"),
+        "{stderr}"
+    );
 }
