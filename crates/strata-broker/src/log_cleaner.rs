@@ -125,6 +125,20 @@ pub(crate) fn plan(ranges: &[RangeFacts], first_dirty: i64, cfg: &CleanerConfig,
     })
 }
 
+/// Whether a batch at `base` is data of an aborted transaction (between the
+/// transaction's first offset and its abort marker).
+fn of_an_aborted_transaction(
+    h: &records::BatchHeader,
+    base: i64,
+    aborted: &[crate::producer_state::AbortedTxn],
+) -> bool {
+    h.is_transactional()
+        && !h.is_control()
+        && aborted
+            .iter()
+            .any(|a| a.producer_id == h.producer_id && a.first_offset <= base && base < a.last_offset)
+}
+
 /// The latest offset of each key among `batches`. Records of aborted
 /// transactions replace nothing (`aborted`: the partition's aborted list).
 pub(crate) fn map_keys(
@@ -134,13 +148,7 @@ pub(crate) fn map_keys(
 ) -> Result<(), BrokerError> {
     for b in batches {
         let Some(h) = records::parse_header(&b.data) else { continue };
-        let base = b.info.base_offset;
-        let in_aborted = || {
-            aborted
-                .iter()
-                .any(|a| a.producer_id == h.producer_id && a.first_offset <= base && base < a.last_offset)
-        };
-        if h.is_control() || (h.is_transactional() && in_aborted()) {
+        if h.is_control() || of_an_aborted_transaction(&h, b.info.base_offset, aborted) {
             continue;
         }
         let mut data = b.data.clone();
@@ -158,16 +166,22 @@ pub(crate) fn map_keys(
 
 /// One batch without the records a later one replaced and the expired
 /// tombstones: `None` when nothing changes, `Some(None)` when nothing is left.
-/// A rewritten batch keeps its offset span in the stream (so producer state
+/// Data of an aborted transaction goes whole, as Kafka's cleaner discards it
+/// (its abort marker stays, so its aborted-list entry stays true). A
+/// rewritten batch keeps its offset span in the stream (so producer state
 /// and offsets stay as they were), its attributes, and its timestamp type.
 pub(crate) fn filter_batch(
     b: &ReadBatch,
     map: &HashMap<Bytes, i64>,
     tombstone_horizon: i64,
+    aborted: &[crate::producer_state::AbortedTxn],
 ) -> Result<Option<Option<(BatchInfo, Bytes)>>, BrokerError> {
     let Some(header) = records::parse_header(&b.data) else { return Ok(None) };
     if header.is_control() {
         return Ok(None);
+    }
+    if of_an_aborted_transaction(&header, b.info.base_offset, aborted) {
+        return Ok(Some(None));
     }
     let mut data = b.data.clone();
     let set =
@@ -257,7 +271,7 @@ impl Broker {
             let mut changed = false;
             let mut out = Vec::with_capacity(c.batches.len());
             for b in &c.batches {
-                match filter_batch(b, &map, horizon)? {
+                match filter_batch(b, &map, horizon, &aborted)? {
                     None => out.push((b.info, b.data.clone())),
                     Some(Some(kept)) => {
                         changed = true;
@@ -338,12 +352,21 @@ mod tests {
     }
 
     fn batch_of(producer_id: i64, base: i64, records: &[(Option<&str>, Option<&str>)]) -> ReadBatch {
+        batch_with(producer_id, false, base, records)
+    }
+
+    fn batch_with(
+        producer_id: i64,
+        transactional: bool,
+        base: i64,
+        records: &[(Option<&str>, Option<&str>)],
+    ) -> ReadBatch {
         use kafka_protocol::records::{Compression, Record, TimestampType};
         let recs: Vec<Record> = records
             .iter()
             .enumerate()
             .map(|(i, (k, v))| Record {
-                transactional: false,
+                transactional,
                 control: false,
                 delete_horizon: false,
                 partition_leader_epoch: 0,
@@ -385,7 +408,8 @@ mod tests {
         let later = batch_of(-1, 50, &[(Some("b"), Some("2"))]);
         let mut map = HashMap::new();
         map_keys(&[b.clone(), later], &mut map, &[]).expect("map");
-        let (info, data) = filter_batch(&b, &map, 0).expect("filter").expect("changed").expect("not empty");
+        let (info, data) =
+            filter_batch(&b, &map, 0, &[]).expect("filter").expect("changed").expect("not empty");
         assert_eq!((info.base_offset, info.end_offset()), (40, 44));
         let h = records::parse_header(&data).expect("header");
         assert_eq!((h.base_offset, h.record_count, h.base_sequence, h.producer_id), (40, 3, -1, -1));
@@ -409,7 +433,8 @@ mod tests {
         let later = batch(20, &[(Some("b"), Some("2"))]);
         map_keys(std::slice::from_ref(&later), &mut map, &[]).expect("map");
         // The tombstone of c is young: kept.
-        let (info, data) = filter_batch(&b, &map, 0).expect("filter").expect("changed").expect("not empty");
+        let (info, data) =
+            filter_batch(&b, &map, 0, &[]).expect("filter").expect("changed").expect("not empty");
         assert_eq!((info.base_offset, info.end_offset()), (10, 14), "the batch keeps its span");
         let mut d = data.clone();
         let set = RecordBatchDecoder::decode(&mut d).expect("decode");
@@ -418,12 +443,40 @@ mod tests {
         assert_eq!(set.records[0].sequence, 102, "sequences stay with their offsets");
         assert!(records::validate(&data).is_ok(), "a valid batch, CRC included");
         // An old tombstone goes too.
-        let (_, data) = filter_batch(&b, &map, 5000).expect("filter").expect("changed").expect("not empty");
+        let (_, data) =
+            filter_batch(&b, &map, 5000, &[]).expect("filter").expect("changed").expect("not empty");
         let mut d = data.clone();
         assert_eq!(RecordBatchDecoder::decode(&mut d).expect("decode").records.len(), 1);
         // The latest of its keys: unchanged. Nothing left: dropped.
-        assert_eq!(filter_batch(&later, &map, 0).expect("filter"), None);
+        assert_eq!(filter_batch(&later, &map, 0, &[]).expect("filter"), None);
         let gone = batch(5, &[(Some("b"), Some("0"))]);
-        assert_eq!(filter_batch(&gone, &map, 0).expect("filter"), Some(None));
+        assert_eq!(filter_batch(&gone, &map, 0, &[]).expect("filter"), Some(None));
+    }
+
+    /// Kafka's cleaner discards the data of aborted transactions; committed
+    /// transactional data is cleaned like any other.
+    #[test]
+    fn data_of_aborted_transactions_is_discarded() {
+        use crate::producer_state::AbortedTxn;
+        let aborted = [AbortedTxn { producer_id: 9, first_offset: 10, last_offset: 13 }];
+        let in_aborted = batch_with(9, true, 10, &[(Some("a"), Some("x")), (Some("b"), Some("y"))]);
+        let committed = batch_with(9, true, 20, &[(Some("a"), Some("z"))]);
+        let other_producer = batch_with(8, true, 11, &[(Some("c"), Some("w"))]);
+        let map = HashMap::new();
+        assert_eq!(
+            filter_batch(&in_aborted, &map, 0, &aborted).expect("filter"),
+            Some(None),
+            "discarded whole"
+        );
+        assert_eq!(filter_batch(&committed, &map, 0, &aborted).expect("filter"), None, "kept");
+        assert_eq!(
+            filter_batch(&other_producer, &map, 0, &aborted).expect("filter"),
+            None,
+            "another producer's"
+        );
+        let mut keys = HashMap::new();
+        map_keys(&[in_aborted, committed], &mut keys, &aborted).expect("map");
+        assert_eq!(keys.get(&Bytes::from("a")), Some(&20));
+        assert_eq!(keys.get(&Bytes::from("b")), None, "an aborted record replaces nothing");
     }
 }

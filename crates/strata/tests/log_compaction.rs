@@ -3,7 +3,8 @@
 //! while producers and consumers go on; tombstones go after
 //! `delete.retention.ms`; a record without a key is INVALID_RECORD; the
 //! offsets stream `__consumer_offsets` is compacted too, and a restarted broker
-//! rebuilds the latest commits from what is left.
+//! rebuilds the latest commits from what is left; the data of aborted
+//! transactions is discarded as Kafka's cleaner discards it.
 
 mod common;
 
@@ -147,6 +148,98 @@ async fn a_compacted_topic_keeps_the_latest_value_of_each_key_at_its_offset() {
     let (low, high) = c.fetch_watermarks(&name, 0, Duration::from_secs(10)).expect("watermarks");
     assert_eq!((low, high), (0, end));
     assert!(broker.metric("strata_log_compaction_ranges_total").is_some_and(|n| n >= 1.0));
+}
+
+/// Every `(key, value)` of partition 0 up to the end, read at `isolation`
+/// (control records are not delivered: the position tells the end).
+fn read_values(addr: &str, name: &str, isolation: &str) -> Vec<(String, String)> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .set("group.id", "strata-compaction-txn")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", isolation)
+        .create()
+        .expect("consumer");
+    let (_, end) = c.fetch_watermarks(name, 0, Duration::from_secs(10)).expect("watermarks");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(name, 0, Offset::Beginning).expect("tpl");
+    c.assign(&tpl).expect("assign");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut out = Vec::new();
+    loop {
+        if let Some(m) = c.poll(Duration::from_millis(100)) {
+            let m = m.expect("message");
+            let key = String::from_utf8_lossy(m.key().unwrap_or_default()).to_string();
+            out.push((key, String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string()));
+        }
+        let at = c.position().ok().and_then(|t| t.elements().first().map(|e| e.offset()));
+        if let Some(Offset::Offset(p)) = at
+            && p >= end
+        {
+            return out;
+        }
+        assert!(Instant::now() < deadline, "read {} records of {name} to {end}", out.len());
+    }
+}
+
+/// Kafka's cleaner discards the data of aborted transactions: once the
+/// partition is compacted, not even `read_uncommitted` sees them, and
+/// `read_committed` sees the latest committed value of each key.
+#[tokio::test(flavor = "multi_thread")]
+async fn compaction_discards_the_data_of_aborted_transactions() {
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    let broker = broker();
+    let name = topic("compacted-txn");
+    create_compacted(&broker.addr, &name, &[("segment.ms", "100"), ("min.cleanable.dirty.ratio", "0.01")])
+        .await;
+    let p: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .set("transactional.id", format!("{name}-tx"))
+        .create()
+        .expect("transactional producer");
+    let timeout = Duration::from_secs(30);
+    p.init_transactions(timeout).expect("init");
+    let txn = |keys: std::ops::Range<usize>, value: &str, commit: bool| {
+        p.begin_transaction().expect("begin");
+        for k in keys {
+            let key = format!("k{k}");
+            p.send(BaseRecord::to(&name).partition(0).key(&key).payload(value))
+                .map_err(|(e, _)| e)
+                .expect("send");
+        }
+        p.flush(timeout).expect("flush");
+        if commit {
+            p.commit_transaction(timeout).expect("commit");
+        } else {
+            p.abort_transaction(timeout).expect("abort");
+        }
+    };
+    txn(0..5, "c1", true);
+    txn(5..10, "aborted", false);
+    txn(0..5, "c2", true);
+    let before = read_values(&broker.addr, &name, "read_uncommitted");
+    assert_eq!(before.iter().filter(|(_, v)| v == "aborted").count(), 5, "the aborted records are stored");
+    // Later rounds roll the segments that hold them.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut round = 3;
+    loop {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        txn(0..5, &format!("c{round}"), true);
+        round += 1;
+        let all = read_values(&broker.addr, &name, "read_uncommitted");
+        if all.iter().all(|(_, v)| v != "aborted") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the aborted records were never discarded: {all:?}");
+    }
+    let committed = read_values(&broker.addr, &name, "read_committed");
+    let mut latest: BTreeMap<String, String> = BTreeMap::new();
+    for (k, v) in &committed {
+        latest.insert(k.clone(), v.clone());
+    }
+    let want: BTreeMap<String, String> =
+        (0..5).map(|k| (format!("k{k}"), format!("c{}", round - 1))).collect();
+    assert_eq!(latest, want, "the latest committed value of each key, nothing of the aborted one");
 }
 
 #[tokio::test(flavor = "multi_thread")]
