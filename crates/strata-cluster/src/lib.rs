@@ -1,8 +1,9 @@
 //! The cluster metadata model: topics, their partitions' streams and configs,
-//! id allocation and broker membership, all kept through a
-//! [`strata_meta::MetaStore`].
+//! id allocation, broker membership and the controller election, all kept
+//! through a [`strata_meta::MetaStore`].
 
 mod catalog;
+pub mod controller;
 mod error;
 pub mod membership;
 mod model;
