@@ -33,40 +33,12 @@ from kafka import TopicPartition as KTopicPartition
 from kafka.admin import AbortTransactionSpec, NewTopic, TransactionState
 from kafka.errors import TransactionalIdNotFoundError
 
+from checks import Checks, Failure
+
 NAME = "transactions_client"
 SUFFIX = uuid.uuid4().hex[:10]
-CHECKS = 0
-
-
-class Failure(Exception):
-    pass
-
-
-def log(msg):
-    print(f"[{NAME} {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def check(cond, msg):
-    global CHECKS
-    CHECKS += 1
-    if not cond:
-        raise Failure(msg)
-
-
-def check_eq(actual, expected, what):
-    check(actual == expected, f"{what}: expected {expected!r}, got {actual!r}")
-
-
-def wait_for(what, cond, timeout=30.0):
-    """Polls cond() until it returns a truthy value or the deadline passes."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = cond()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise Failure(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+CHECKS = Checks(NAME)
+log, check, check_eq, wait_for = CHECKS.log, CHECKS.check, CHECKS.check_eq, CHECKS.wait_for
 
 
 def create_topic(admin, name, partitions):
@@ -402,7 +374,7 @@ def main():
         sys.exit(1)
     finally:
         admin.close()
-    print(f"OK {NAME}: {CHECKS} checks", flush=True)
+    print(f"OK {NAME}: {CHECKS.count} checks", flush=True)
 
 
 if __name__ == "__main__":
