@@ -266,8 +266,15 @@ impl Broker {
         }
         let horizon = now.saturating_sub(cfg.delete_retention_ms);
         let mut rewritten = 0;
+        // A range that changed under the pass (object compaction merged it,
+        // say) keeps its replaced records: the dirty section is then not
+        // marked clean, so the next pass maps it again.
+        let mut complete = true;
         for &at in &plan.ranges {
-            let Some(c) = self.streams.read_range(stream, at).await? else { continue };
+            let Some(c) = self.streams.read_range(stream, at).await? else {
+                complete = false;
+                continue;
+            };
             let mut changed = false;
             let mut out = Vec::with_capacity(c.batches.len());
             for b in &c.batches {
@@ -280,12 +287,18 @@ impl Broker {
                     Some(None) => changed = true,
                 }
             }
-            if changed && self.streams.rewrite_range(stream, &c, out).await? {
-                rewritten += 1;
-                metrics::counter!("strata_log_compaction_ranges_total").increment(1);
+            if changed {
+                if self.streams.rewrite_range(stream, &c, out).await? {
+                    rewritten += 1;
+                    metrics::counter!("strata_log_compaction_ranges_total").increment(1);
+                } else {
+                    complete = false;
+                }
             }
         }
-        self.cleaner.first_dirty.lock().unwrap_or_else(|e| e.into_inner()).insert(id, plan.cleanable_end);
+        if complete {
+            self.cleaner.first_dirty.lock().unwrap_or_else(|e| e.into_inner()).insert(id, plan.cleanable_end);
+        }
         metrics::counter!("strata_log_compaction_passes_total").increment(1);
         Ok(rewritten)
     }
