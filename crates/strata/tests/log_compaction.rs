@@ -11,7 +11,7 @@ mod common;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use common::kafka::{admin, consumer};
+use common::kafka::{admin, consumer, read_partition_to_end};
 use common::{BrokerProcess, topic};
 use rdkafka::admin::{AdminOptions, AlterConfig, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::config::ClientConfig;
@@ -150,38 +150,6 @@ async fn a_compacted_topic_keeps_the_latest_value_of_each_key_at_its_offset() {
     assert!(broker.metric("strata_log_compaction_ranges_total").is_some_and(|n| n >= 1.0));
 }
 
-/// Every `(key, value)` of partition 0 up to the end, read at `isolation`
-/// (control records are not delivered: the position tells the end).
-fn read_values(addr: &str, name: &str, isolation: &str) -> Vec<(String, String)> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", addr)
-        .set("group.id", "strata-compaction-txn")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", isolation)
-        .create()
-        .expect("consumer");
-    let (_, end) = c.fetch_watermarks(name, 0, Duration::from_secs(10)).expect("watermarks");
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(name, 0, Offset::Beginning).expect("tpl");
-    c.assign(&tpl).expect("assign");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut out = Vec::new();
-    loop {
-        if let Some(m) = c.poll(Duration::from_millis(100)) {
-            let m = m.expect("message");
-            let key = String::from_utf8_lossy(m.key().unwrap_or_default()).to_string();
-            out.push((key, String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string()));
-        }
-        let at = c.position().ok().and_then(|t| t.elements().first().map(|e| e.offset()));
-        if let Some(Offset::Offset(p)) = at
-            && p >= end
-        {
-            return out;
-        }
-        assert!(Instant::now() < deadline, "read {} records of {name} to {end}", out.len());
-    }
-}
-
 /// Kafka's cleaner discards the data of aborted transactions: once the
 /// partition is compacted, not even `read_uncommitted` sees them, and
 /// `read_committed` sees the latest committed value of each key.
@@ -217,7 +185,7 @@ async fn compaction_discards_the_data_of_aborted_transactions() {
     txn(0..5, "c1", true);
     txn(5..10, "aborted", false);
     txn(0..5, "c2", true);
-    let before = read_values(&broker.addr, &name, "read_uncommitted");
+    let before = read_partition_to_end(&broker.addr, &name, "read_uncommitted");
     assert_eq!(before.iter().filter(|(_, v)| v == "aborted").count(), 5, "the aborted records are stored");
     // Later rounds roll the segments that hold them.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -226,13 +194,13 @@ async fn compaction_discards_the_data_of_aborted_transactions() {
         tokio::time::sleep(Duration::from_millis(150)).await;
         txn(0..5, &format!("c{round}"), true);
         round += 1;
-        let all = read_values(&broker.addr, &name, "read_uncommitted");
+        let all = read_partition_to_end(&broker.addr, &name, "read_uncommitted");
         if all.iter().all(|(_, v)| v != "aborted") {
             break;
         }
         assert!(Instant::now() < deadline, "the aborted records were never discarded: {all:?}");
     }
-    let committed = read_values(&broker.addr, &name, "read_committed");
+    let committed = read_partition_to_end(&broker.addr, &name, "read_committed");
     let mut latest: BTreeMap<String, String> = BTreeMap::new();
     for (k, v) in &committed {
         latest.insert(k.clone(), v.clone());

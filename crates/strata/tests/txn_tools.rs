@@ -10,11 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use common::java::{Running, kafka_tool};
-use common::kafka::create_topic;
+use common::kafka::{create_topic, read_partition_to_end};
 use common::{BrokerProcess, topic};
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Message, Offset, TopicPartitionList};
 
 /// A field of the tools' one-line JSON output (`"name":value`).
 fn json_field(line: &str, name: &str) -> Option<String> {
@@ -25,34 +22,9 @@ fn json_field(line: &str, name: &str) -> Option<String> {
     Some(value[..end].to_string())
 }
 
-/// Every value of the partition up to its end, read at `isolation`.
+/// Every value of partition 0 up to its end, read at `isolation`.
 fn read_values(addr: &str, topic: &str, isolation: &str) -> Vec<String> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", addr)
-        .set("group.id", "strata-copier-check")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", isolation)
-        .create()
-        .expect("consumer");
-    let (_, end) = c.fetch_watermarks(topic, 0, Duration::from_secs(30)).expect("watermarks");
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning).expect("tpl");
-    c.assign(&tpl).expect("assign");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut out = Vec::new();
-    loop {
-        assert!(Instant::now() < deadline, "read {} of {topic} to {end}", out.len());
-        if let Some(m) = c.poll(Duration::from_millis(200)) {
-            let m = m.expect("consume");
-            out.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string());
-        }
-        let position = c.position().ok().and_then(|tpl| tpl.elements().first().map(|e| e.offset()));
-        if let Some(Offset::Offset(p)) = position
-            && p >= end
-        {
-            return out;
-        }
-    }
+    read_partition_to_end(addr, topic, isolation).into_iter().map(|(_, v)| v).collect()
 }
 
 #[test]

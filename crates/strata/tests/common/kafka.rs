@@ -86,3 +86,37 @@ pub fn assert_exactly_once_in_order(addr: &str, name: &str, partitions: i32, cou
     assert_eq!(total as u64, count, "stored {total} messages for {count} sent");
     read_in_order(&c, partitions, count, |_| {});
 }
+
+/// Every `(key, value)` of partition 0 of `topic` from its start to its end
+/// at the time of the call, read at `isolation` (`read_committed` or
+/// `read_uncommitted`). Control records are never delivered, so the end is
+/// told by the position, not by the last record.
+pub fn read_partition_to_end(addr: &str, topic: &str, isolation: &str) -> Vec<(String, String)> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .set("group.id", "strata-read-to-end")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", isolation)
+        .create()
+        .expect("consumer");
+    let (_, end) = c.fetch_watermarks(topic, 0, Duration::from_secs(30)).expect("watermarks");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning).expect("tpl");
+    c.assign(&tpl).expect("assign");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut out = Vec::new();
+    loop {
+        assert!(Instant::now() < deadline, "read {} records of {topic} to {end}", out.len());
+        if let Some(m) = c.poll(Duration::from_millis(100)) {
+            let m = m.expect("consume");
+            let key = String::from_utf8_lossy(m.key().unwrap_or_default()).to_string();
+            out.push((key, String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string()));
+        }
+        let position = c.position().ok().and_then(|t| t.elements().first().map(|e| e.offset()));
+        if let Some(Offset::Offset(p)) = position
+            && p >= end
+        {
+            return out;
+        }
+    }
+}
