@@ -1071,6 +1071,36 @@ fn group_migration(addr: &str, tag: &str) -> String {
 /// (InitProducerId, AddPartitionsToTxn v1/v3, EndTxn v3, a transactional
 /// Produce v9): bad input, fencing, retries and the state checks. Producer
 /// ids are left out.
+/// A Produce (acks=all) of one transactional record of `producer` (id,
+/// epoch) at sequence `seq` to `topic`-`partition`.
+fn txn_produce(
+    topic: &str,
+    partition: i32,
+    transactional_id: &str,
+    producer: (kafka_protocol::messages::ProducerId, i16),
+    seq: i32,
+) -> kafka_protocol::messages::ProduceRequest {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ProduceRequest, TransactionalId};
+    let mut rec = batches::record(0, now_ms(), None, Some(Bytes::from_static(b"v")));
+    rec.transactional = true;
+    rec.producer_id = producer.0.0;
+    rec.producer_epoch = producer.1;
+    rec.sequence = seq;
+    let mut pd = PartitionProduceData::default();
+    pd.index = partition;
+    pd.records = Some(batches::encode(&[rec]));
+    let mut td = TopicProduceData::default();
+    td.name = name(topic);
+    td.partition_data = vec![pd];
+    let mut req = ProduceRequest::default();
+    req.acks = -1;
+    req.timeout_ms = 10_000;
+    req.transactional_id = Some(TransactionalId(text(transactional_id)));
+    req.topic_data = vec![td];
+    req
+}
+
 /// InitProducerId (v4) for a transactional id.
 fn txn_init_request(id: &str, timeout: i32) -> kafka_protocol::messages::InitProducerIdRequest {
     use kafka_protocol::messages::*;
@@ -1173,25 +1203,7 @@ fn transaction_v2_apis(addr: &str, tag: &str) -> String {
         let r: AddPartitionsToTxnResponse = conn.call(ApiKey::AddPartitionsToTxn, version, &req);
         log(what, &codes(&r));
     }
-    let produce = |partition: i32, epoch: i16, seq: i32| {
-        let mut rec = batches::record(0, now_ms(), None, Some(Bytes::from_static(b"v")));
-        rec.transactional = true;
-        rec.producer_id = pid.0;
-        rec.producer_epoch = epoch;
-        rec.sequence = seq;
-        let mut pd = kafka_protocol::messages::produce_request::PartitionProduceData::default();
-        pd.index = partition;
-        pd.records = Some(batches::encode(&[rec]));
-        let mut td = kafka_protocol::messages::produce_request::TopicProduceData::default();
-        td.name = name(&t);
-        td.partition_data = vec![pd];
-        let mut req = ProduceRequest::default();
-        req.acks = -1;
-        req.timeout_ms = 10_000;
-        req.transactional_id = Some(TransactionalId(text(&id)));
-        req.topic_data = vec![td];
-        req
-    };
+    let produce = |partition: i32, epoch: i16, seq: i32| txn_produce(&t, partition, &id, (pid, epoch), seq);
     let produced = |conn: &mut Conn, req: &ProduceRequest| {
         let r: ProduceResponse = conn.call(ApiKey::Produce, 12, req);
         r.responses
@@ -1397,23 +1409,7 @@ fn transaction_apis(addr: &str, tag: &str) -> String {
         log(what, &codes(&r));
     }
     // A transactional batch to a partition outside the transaction.
-    let mut rec = batches::record(0, now_ms(), None, Some(Bytes::from_static(b"v")));
-    rec.transactional = true;
-    rec.producer_id = pid.0;
-    rec.producer_epoch = epoch;
-    rec.sequence = 0;
-    let data = batches::encode(&[rec]);
-    let mut pd = kafka_protocol::messages::produce_request::PartitionProduceData::default();
-    pd.index = 1;
-    pd.records = Some(data.clone());
-    let mut td = kafka_protocol::messages::produce_request::TopicProduceData::default();
-    td.name = name(&t);
-    td.partition_data = vec![pd];
-    let mut req = ProduceRequest::default();
-    req.acks = -1;
-    req.timeout_ms = 10_000;
-    req.transactional_id = Some(TransactionalId(text(&id)));
-    req.topic_data = vec![td];
+    let mut req = txn_produce(&t, 1, &id, (pid, epoch), 0);
     let r: ProduceResponse = conn.call(ApiKey::Produce, 9, &req);
     log(
         "transactional produce outside the transaction",
