@@ -161,3 +161,37 @@ async fn strata_move_reassigns_through_the_kafka_api() {
         "{stderr}"
     );
 }
+
+/// The zombie case on etcd: A is paused (SIGSTOP) with a producer connected,
+/// B takes the prefix over and serves; A, resumed (SIGCONT), acknowledges
+/// none of the produces that reach it and exits as fenced, and B serves
+/// exactly what was acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_owner_on_etcd_acknowledges_nothing_once_resumed() {
+    let etcd = EtcdServer::start();
+    let objects = tempfile::tempdir().expect("object dir");
+    let object_store = format!("file://{}", objects.path().display());
+    let metadata = format!("etcd://{}/strata-test/zombie", etcd.endpoint);
+    let args = ["--metadata", &metadata, "--object-store", &object_store, "--wal", "object"];
+    let mut a = BrokerProcess::start_with(&args);
+    let name = topic("etcd-zombie");
+    create_topic(&a.addr, &name, 1).await;
+    produce(&a.addr, &name, 0, 300);
+    let zombie_producer = producer(&a.addr);
+    a.signal("STOP");
+    let b = BrokerProcess::start_with(&args);
+    produce(&b.addr, &name, 300, 300);
+    // Produces reach A once it runs again: none may be acknowledged.
+    for i in 0..50 {
+        let v = format!("zombie-{i}");
+        let _ = zombie_producer.send(BaseRecord::<(), _>::to(&name).partition(0).payload(&v));
+    }
+    a.signal("CONT");
+    assert!(
+        zombie_producer.flush(Duration::from_secs(5)).is_err(),
+        "the resumed owner acknowledged a produce"
+    );
+    let status = a.wait_exit(Duration::from_secs(30));
+    assert_eq!(status.and_then(|s| s.code()), Some(3), "exit status of a fenced process");
+    assert_exactly_once_in_order(&b.addr, &name, 1, 600);
+}
