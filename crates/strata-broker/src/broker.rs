@@ -93,19 +93,27 @@ pub struct Broker {
     pub(crate) coordinator: crate::groups::Coordinator,
     pub(crate) txn: crate::txn::TxnCoordinator,
     pub(crate) cleaner: crate::log_cleaner::CleanerState,
+    pub(crate) meta: Arc<dyn MetaStore>,
+    /// The view of the cluster; `None` on one node.
+    pub(crate) cluster: Option<crate::cluster::ClusterView>,
 }
 
 impl Broker {
-    /// Builds the broker over an opened catalog and stream store, takes the
-    /// next leader epoch of every partition, and starts the background tasks.
+    /// Builds the broker over an opened catalog and stream store and starts
+    /// the background tasks. On one node (`membership` is `None`) it takes
+    /// the next leader epoch of every partition; in a cluster it serves the
+    /// streams placed on it (`crate::cluster`).
     pub async fn start(
         config: BrokerConfig,
         catalog: Arc<Catalog>,
         streams: Arc<StreamStore>,
         meta: Arc<dyn MetaStore>,
+        membership: Option<crate::cluster::Membership>,
     ) -> Result<Arc<Self>, BrokerError> {
-        let ids: Vec<u64> = catalog.topics().iter().flat_map(|t| t.partition_streams.clone()).collect();
-        streams.acquire(&ids).await?;
+        if membership.is_none() {
+            let ids: Vec<u64> = catalog.topics().iter().flat_map(|t| t.partition_streams.clone()).collect();
+            streams.acquire(&ids).await?;
+        }
         let producer_expiration =
             i64::try_from(config.producer_id_expiration.as_millis()).unwrap_or(i64::MAX);
         let broker = Arc::new(Broker {
@@ -114,13 +122,17 @@ impl Broker {
             config,
             catalog,
             streams: Arc::clone(&streams),
-            producers: Producers::new(meta, producer_expiration),
+            producers: Producers::new(Arc::clone(&meta), producer_expiration),
             topic_metrics: Default::default(),
             cleaner: Default::default(),
+            meta,
+            cluster: membership.map(crate::cluster::ClusterView::new),
         });
         streams.start_background();
+        broker.refresh_view().await?;
         broker.start_group_tasks();
         broker.start_txn_tasks();
+        broker.start_cluster_tasks();
         let weak = Arc::downgrade(&broker);
         let every = broker.config.retention_check_interval;
         tokio::spawn(async move {
@@ -145,7 +157,8 @@ impl Broker {
             loop {
                 tokio::time::sleep(every).await;
                 let Some(b) = weak.upgrade() else { return };
-                if let Err(e) = b.producers.snapshot(&b.streams).await {
+                let offsets = |id: u64| b.stream_by_id(id).map(|s| s.offsets());
+                if let Err(e) = b.producers.snapshot(&offsets).await {
                     tracing::warn!(error = %e, "producer state snapshot failed");
                 }
             }
@@ -179,15 +192,35 @@ impl Broker {
         BrokerId(self.config.node_id)
     }
 
-    /// The stream behind partition `index` of `topic`.
+    /// The stream behind partition `index` of `topic`, when this broker
+    /// serves it.
     pub(crate) fn partition(&self, topic: &TopicRecord, index: i32) -> Option<Arc<Stream>> {
         let id = *topic.partition_streams.get(usize::try_from(index).ok()?)?;
-        Some(self.streams.open_stream(id))
+        self.stream_by_id(id)
+    }
+
+    /// The stream `id`, when this broker serves it.
+    pub(crate) fn stream_by_id(&self, id: u64) -> Option<Arc<Stream>> {
+        if self.is_cluster() { self.streams.served(id) } else { Some(self.streams.open_stream(id)) }
+    }
+
+    /// The stream behind partition `index` of `topic`, for a request only its
+    /// leader answers: NOT_LEADER_OR_FOLLOWER when another broker leads it.
+    pub(crate) fn lead(&self, topic: &TopicRecord, index: i32) -> Result<Arc<Stream>, BrokerError> {
+        let id = *usize::try_from(index)
+            .ok()
+            .and_then(|i| topic.partition_streams.get(i))
+            .ok_or(BrokerError::UnknownTopicOrPartition)?;
+        self.stream_by_id(id).ok_or(BrokerError::NotLeaderOrFollower)
     }
 
     /// The leader epoch of partition `index` of `topic` (-1 when absent).
     pub(crate) fn leader_epoch(&self, topic: &TopicRecord, index: i32) -> i32 {
-        self.partition(topic, index).map(|s| s.epoch()).unwrap_or(-1)
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| topic.partition_streams.get(i))
+            .and_then(|id| self.leader_of(*id))
+            .map_or(-1, |(_, epoch)| epoch)
     }
 }
 

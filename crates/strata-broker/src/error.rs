@@ -71,6 +71,9 @@ pub enum BrokerError {
     /// The fetch offset is outside the log.
     #[error("offset out of range")]
     OffsetOutOfRange,
+    /// Another broker of the cluster leads the partition (or none does yet).
+    #[error("this broker does not lead the partition")]
+    NotLeaderOrFollower,
     /// The client's leader epoch is newer than ours.
     #[error("unknown leader epoch")]
     UnknownLeaderEpoch,

@@ -28,6 +28,7 @@ pub fn response_error(err: &BrokerError) -> ResponseError {
         BrokerError::OffsetOutOfRange => ResponseError::OffsetOutOfRange,
         BrokerError::UnknownLeaderEpoch => ResponseError::UnknownLeaderEpoch,
         BrokerError::FencedLeaderEpoch => ResponseError::FencedLeaderEpoch,
+        BrokerError::NotLeaderOrFollower => ResponseError::NotLeaderOrFollower,
         BrokerError::UnknownProducerId(_) => ResponseError::UnknownProducerId,
         BrokerError::InvalidProducerEpoch(_) => ResponseError::InvalidProducerEpoch,
         BrokerError::OutOfOrderSequence(_) => ResponseError::OutOfOrderSequenceNumber,
@@ -77,6 +78,7 @@ pub fn group_error(err: GroupError) -> ResponseError {
         GroupError::InvalidGroupId => ResponseError::InvalidGroupId,
         GroupError::CoordinatorLoadInProgress => ResponseError::CoordinatorLoadInProgress,
         GroupError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
+        GroupError::NotCoordinator => ResponseError::NotCoordinator,
         GroupError::OffsetMetadataTooLarge => ResponseError::OffsetMetadataTooLarge,
         GroupError::GroupSubscribedToTopic => ResponseError::GroupSubscribedToTopic,
         GroupError::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
@@ -104,6 +106,7 @@ pub fn txn_error(err: crate::txn::TxnError, old_version: bool) -> ResponseError 
         TxnError::InvalidTransactionTimeout => ResponseError::InvalidTransactionTimeout,
         TxnError::CoordinatorLoadInProgress => ResponseError::CoordinatorLoadInProgress,
         TxnError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
+        TxnError::NotCoordinator => ResponseError::NotCoordinator,
         TxnError::TransactionalIdNotFound => ResponseError::TransactionalIdNotFound,
         TxnError::InvalidRequest => ResponseError::InvalidRequest,
     }

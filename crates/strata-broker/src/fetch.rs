@@ -76,7 +76,7 @@ impl Broker {
                     pd.aborted_transactions = Some(Vec::new());
                 }
                 let stream = match &topic {
-                    Ok(t) => self.partition(t, fp.partition).ok_or(BrokerError::UnknownTopicOrPartition),
+                    Ok(t) => self.lead(t, fp.partition),
                     Err(BrokerError::UnknownTopicId) => Err(BrokerError::UnknownTopicId),
                     Err(_) => Err(BrokerError::UnknownTopicOrPartition),
                 };

@@ -278,7 +278,7 @@ impl Broker {
         }
         match self.catalog.create_topic(name, partitions, configs, crate::broker::now_ms()).await {
             Ok(t) => {
-                if let Err(e) = self.streams.acquire(&t.partition_streams).await {
+                if let Err(e) = self.take_new_streams(&t.partition_streams).await {
                     tracing::warn!(topic = name, error = %e, "acquiring an internal topic failed");
                     return None;
                 }
@@ -299,7 +299,7 @@ impl Broker {
             .internal_topic(OFFSETS_TOPIC, OFFSETS_PARTITIONS, offsets_topic_configs())
             .await
             .ok_or(GroupError::CoordinatorNotAvailable)?;
-        let streams = (0..topic.partitions()).filter_map(|i| self.partition(&topic, i)).collect();
+        let streams = (0..topic.partitions()).map(|i| self.partition(&topic, i)).collect();
         self.coordinator.load(streams).await.map_err(|e| {
             tracing::warn!(error = %e, "loading the group coordinator failed");
             GroupError::CoordinatorLoadInProgress
@@ -347,7 +347,22 @@ impl Broker {
         }
     }
 
-    /// FindCoordinator: this broker coordinates every group (one node).
+    /// The broker that leads the internal partition of `key` (a group for
+    /// `key_type` 0, a transactional id for 1).
+    fn coordinator_of(
+        &self,
+        key_type: i8,
+        key: &str,
+    ) -> Result<strata_cluster::membership::BrokerInfo, GroupError> {
+        let topic = if key_type == 0 { OFFSETS_TOPIC } else { crate::txn::TXN_TOPIC };
+        let topic = self.catalog.topic(topic).ok_or(GroupError::CoordinatorNotAvailable)?;
+        let p = crate::groups::partition_for(key, topic.partitions());
+        let stream = *topic.partition_streams.get(p as usize).ok_or(GroupError::CoordinatorNotAvailable)?;
+        let (leader, _) = self.leader_of(stream).ok_or(GroupError::CoordinatorNotAvailable)?;
+        self.endpoint(leader).ok_or(GroupError::CoordinatorNotAvailable)
+    }
+
+    /// FindCoordinator: the leader of the key's internal partition.
     pub async fn find_coordinator(
         self: &Arc<Self>,
         req: FindCoordinatorRequest,
@@ -369,15 +384,15 @@ impl Broker {
             let mut c = CoordinatorEntry::default();
             c.key = key;
             let outcome = match (req.key_type, &ready) {
-                (0 | 1, Ok(())) => Ok(()),
+                (0 | 1, Ok(())) => self.coordinator_of(req.key_type, c.key.as_str()),
                 (0 | 1, Err(e)) => Err(*e),
                 _ => Err(GroupError::InvalidGroupId),
             };
             match outcome {
-                Ok(()) => {
-                    c.node_id = self.node();
-                    c.host = str(&self.config.advertised_host);
-                    c.port = self.config.advertised_port;
+                Ok(info) => {
+                    c.node_id = BrokerId(info.node_id);
+                    c.host = str(&info.host);
+                    c.port = info.port;
                 }
                 Err(e) => {
                     let code = if req.key_type > 1 {

@@ -5,6 +5,7 @@
 
 mod broker;
 mod broker_configs;
+pub mod cluster;
 mod configs;
 mod error;
 pub mod error_codes;

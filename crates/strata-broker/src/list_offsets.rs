@@ -99,17 +99,20 @@ impl Broker {
                 pr.partition_index = p.partition_index;
                 pr.offset = -1;
                 pr.timestamp = -1;
-                let stream = topic.as_ref().and_then(|t| self.partition(t, p.partition_index));
+                let stream = match &topic {
+                    Some(t) => self.lead(t, p.partition_index),
+                    None => Err(BrokerError::UnknownTopicOrPartition),
+                };
                 let epoch = stream.as_ref().map(|s| s.epoch()).unwrap_or(-1);
                 let outcome = match stream {
-                    None => Err(BrokerError::UnknownTopicOrPartition),
-                    Some(stream)
+                    Err(e) => Err(e),
+                    Ok(stream)
                         if version >= 4
                             && check_leader_epoch(stream.epoch(), p.current_leader_epoch).is_err() =>
                     {
                         check_leader_epoch(stream.epoch(), p.current_leader_epoch).map(|()| (-1, -1))
                     }
-                    Some(stream) => {
+                    Ok(stream) => {
                         self.list_one(&stream, p.timestamp, version >= 2 && req.isolation_level == 1).await
                     }
                 };

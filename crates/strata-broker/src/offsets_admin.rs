@@ -54,10 +54,10 @@ impl Broker {
                 pr.partition_index = p.partition_index;
                 pr.low_watermark = -1;
                 let outcome = async {
-                    let stream = topic
-                        .as_ref()
-                        .and_then(|t| self.partition(t, p.partition_index))
-                        .ok_or(BrokerError::UnknownTopicOrPartition)?;
+                    let stream = match &topic {
+                        Some(t) => self.lead(t, p.partition_index)?,
+                        None => return Err(BrokerError::UnknownTopicOrPartition),
+                    };
                     let (_, end) = stream.offsets();
                     let target = if p.offset == -1 { end } else { p.offset };
                     if target < 0 || target > end {
@@ -92,8 +92,8 @@ impl Broker {
                 pr.end_offset = -1;
                 let outcome = topic
                     .as_ref()
-                    .and_then(|t| self.partition(t, p.partition))
                     .ok_or(BrokerError::UnknownTopicOrPartition)
+                    .and_then(|t| self.lead(t, p.partition))
                     .and_then(|s| check_leader_epoch(s.epoch(), p.current_leader_epoch).map(|()| s));
                 match outcome {
                     Ok(stream) => {

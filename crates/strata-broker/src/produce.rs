@@ -124,7 +124,7 @@ impl Broker {
         transactional_id: Option<&str>,
         version: i16,
     ) -> Result<Accepted, BrokerError> {
-        let stream = self.partition(topic, partition).ok_or(BrokerError::UnknownTopicOrPartition)?;
+        let stream = self.lead(topic, partition)?;
         let data = data.ok_or_else(|| BrokerError::InvalidRecord("null records".into()))?;
         if data.len() as i64 > cfg.max_message_bytes {
             return Err(BrokerError::MessageTooLarge { size: data.len(), max: cfg.max_message_bytes });
@@ -297,7 +297,7 @@ impl Broker {
         commit: bool,
         coordinator_epoch: i32,
     ) -> Result<Appended, BrokerError> {
-        let stream = self.partition(topic, partition).ok_or(BrokerError::UnknownTopicOrPartition)?;
+        let stream = self.lead(topic, partition)?;
         let now = now_ms();
         let data = records::encode_marker(producer_id, epoch, commit, coordinator_epoch, now)?;
         let state = self.producers.partition(&stream).await?;

@@ -534,8 +534,13 @@ impl Producers {
         Ok(())
     }
 
-    /// Snapshots every changed partition (only its durable batches).
-    pub async fn snapshot(&self, streams: &strata_stream::StreamStore) -> Result<usize, BrokerError> {
+    /// Snapshots every changed partition (only its durable batches);
+    /// `offsets` gives a served stream's `(start, durable end)` and `None`
+    /// for one no longer served here, which is skipped.
+    pub async fn snapshot(
+        &self,
+        offsets: &(dyn Fn(u64) -> Option<(i64, i64)> + Sync),
+    ) -> Result<usize, BrokerError> {
         let states: Vec<(u64, Arc<PartitionState>)> = {
             let map = self.partitions.lock().unwrap_or_else(|e| e.into_inner());
             map.iter().map(|(k, v)| (*k, Arc::clone(v))).collect()
@@ -545,57 +550,30 @@ impl Producers {
             if !state.dirty.swap(false, Ordering::AcqRel) {
                 continue;
             }
-            let (start, durable_end) = streams.open_stream(id).offsets();
-            let snap = {
-                let guard = state.lock();
-                // A transaction whose marker is not durable yet is open in
-                // the snapshot (the replay after it finds the marker).
-                let reopened: HashMap<i64, i64> = guard
-                    .completing
-                    .iter()
-                    .filter(|c| c.marker_offset >= durable_end && c.first_offset < durable_end)
-                    .map(|c| (c.producer_id, c.first_offset))
-                    .collect();
-                let producers: Vec<(i64, ProducerEntry)> = guard
-                    .producers
-                    .iter()
-                    .filter_map(|(pid, e)| {
-                        let batches: VecDeque<SeqBatch> =
-                            e.batches.iter().filter(|b| b.last_offset < durable_end).copied().collect();
-                        let txn_first_offset = e
-                            .txn_first_offset
-                            .filter(|first| *first < durable_end)
-                            .or_else(|| reopened.get(pid).copied());
-                        // A producer whose batches are not durable yet is left
-                        // to the replay (as an unknown producer if they are
-                        // lost); one a marker emptied is kept: its epoch
-                        // fences older writers.
-                        let keep = !batches.is_empty() || txn_first_offset.is_some() || e.batches.is_empty();
-                        let entry = ProducerEntry {
-                            epoch: e.epoch,
-                            batches,
-                            txn_first_offset,
-                            coordinator_epoch: e.coordinator_epoch,
-                            last_timestamp: e.last_timestamp,
-                        };
-                        keep.then_some((*pid, entry))
-                    })
-                    .collect();
-                let aborted = guard
-                    .aborted
-                    .iter()
-                    .filter(|a| a.last_offset < durable_end && a.last_offset >= start)
-                    .copied()
-                    .collect();
-                Snapshot { offset: durable_end, producers, aborted }
-            };
-            ops.push(Op::Put(snapshot_key(id), Bytes::from(serde_json::to_vec(&snap).unwrap_or_default())));
+            let Some(range) = offsets(id) else { continue };
+            ops.push(Op::Put(snapshot_key(id), encode_snapshot(&state, range)));
         }
         let n = ops.len();
         if n > 0 {
             self.meta.txn(vec![], ops).await.map_err(strata_cluster::ClusterError::from)?;
         }
         Ok(n)
+    }
+
+    /// Snapshots one partition now (its stream is being handed over, its
+    /// appends settled), whether changed or not; nothing when never loaded.
+    pub async fn snapshot_stream(&self, stream: &Stream) -> Result<(), BrokerError> {
+        let state = self.partitions.lock().unwrap_or_else(|e| e.into_inner()).get(&stream.id()).cloned();
+        let Some(state) = state.filter(|s| s.loaded.get().is_some()) else { return Ok(()) };
+        let op = Op::Put(snapshot_key(stream.id()), encode_snapshot(&state, stream.offsets()));
+        self.meta.txn(vec![], vec![op]).await.map_err(strata_cluster::ClusterError::from)?;
+        Ok(())
+    }
+
+    /// Forgets a partition's loaded state (its stream moved away, or has
+    /// just been taken over here and must load afresh).
+    pub fn drop_partition(&self, stream: u64) {
+        self.partitions.lock().unwrap_or_else(|e| e.into_inner()).remove(&stream);
     }
 
     /// Expires idle producers in every loaded partition (Kafka's
@@ -623,6 +601,55 @@ impl Producers {
         self.partitions.lock().unwrap_or_else(|e| e.into_inner()).remove(&stream);
         let _ = self.meta.txn(vec![], vec![Op::Delete(snapshot_key(stream))]).await;
     }
+}
+
+/// A partition's snapshot covering `(start, durable_end)`: only batches
+/// already durable.
+fn encode_snapshot(state: &PartitionState, (start, durable_end): (i64, i64)) -> Bytes {
+    let snap = {
+        let guard = state.lock();
+        // A transaction whose marker is not durable yet is open in
+        // the snapshot (the replay after it finds the marker).
+        let reopened: HashMap<i64, i64> = guard
+            .completing
+            .iter()
+            .filter(|c| c.marker_offset >= durable_end && c.first_offset < durable_end)
+            .map(|c| (c.producer_id, c.first_offset))
+            .collect();
+        let producers: Vec<(i64, ProducerEntry)> = guard
+            .producers
+            .iter()
+            .filter_map(|(pid, e)| {
+                let batches: VecDeque<SeqBatch> =
+                    e.batches.iter().filter(|b| b.last_offset < durable_end).copied().collect();
+                let txn_first_offset = e
+                    .txn_first_offset
+                    .filter(|first| *first < durable_end)
+                    .or_else(|| reopened.get(pid).copied());
+                // A producer whose batches are not durable yet is left
+                // to the replay (as an unknown producer if they are
+                // lost); one a marker emptied is kept: its epoch
+                // fences older writers.
+                let keep = !batches.is_empty() || txn_first_offset.is_some() || e.batches.is_empty();
+                let entry = ProducerEntry {
+                    epoch: e.epoch,
+                    batches,
+                    txn_first_offset,
+                    coordinator_epoch: e.coordinator_epoch,
+                    last_timestamp: e.last_timestamp,
+                };
+                keep.then_some((*pid, entry))
+            })
+            .collect();
+        let aborted = guard
+            .aborted
+            .iter()
+            .filter(|a| a.last_offset < durable_end && a.last_offset >= start)
+            .copied()
+            .collect();
+        Snapshot { offset: durable_end, producers, aborted }
+    };
+    Bytes::from(serde_json::to_vec(&snap).unwrap_or_default())
 }
 
 #[cfg(test)]

@@ -1,17 +1,20 @@
 //! AlterPartitionReassignments and ListPartitionReassignments, the APIs of
 //! `kafka-reassign-partitions`, Cruise Control and Strimzi (docs/cluster.md).
-//! A prefix has one broker today, so a reassignment can only name it: it
-//! completes at once (the broker already leads every partition and the object
-//! store is the replication) and none is ever in progress. Requests are
-//! checked as Kafka checks them; the cluster's moves will answer through the
-//! same checks.
+//! Requests are checked as Kafka checks them. On one node a reassignment can
+//! only name this broker and completes at once. In a cluster it sets the
+//! placement's target and the leader hands the stream over
+//! (`crate::cluster`); the object store is the replication, so the first
+//! replica becomes the leader and the list is what Metadata shows.
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::alter_partition_reassignments_response::{
     ReassignablePartitionResponse, ReassignableTopicResponse,
 };
+use kafka_protocol::messages::list_partition_reassignments_response::{
+    OngoingPartitionReassignment, OngoingTopicReassignment,
+};
 use kafka_protocol::messages::{
-    AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse,
+    AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, BrokerId,
     ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse,
 };
 use kafka_protocol::protocol::StrBytes;
@@ -59,8 +62,8 @@ impl Broker {
                 ));
             }
         }
-        let live = self.config.node_id;
-        if let Some(r) = replicas.iter().find(|r| **r != live) {
+        let live: Vec<i32> = self.live_brokers().iter().map(|b| b.node_id).collect();
+        if let Some(r) = replicas.iter().find(|r| !live.contains(r)) {
             return Err((
                 ResponseError::InvalidReplicaAssignment,
                 Some(format!(
@@ -68,19 +71,20 @@ impl Broker {
                 )),
             ));
         }
-        // One replica (this broker) is the only factor today.
-        if !allow_factor_change && replicas.len() != 1 {
+        let stream = t.partition_streams[partition as usize];
+        let current = self.replicas_of(stream).len().max(1);
+        if !allow_factor_change && replicas.len() != current {
             return Err((
                 ResponseError::InvalidReplicationFactor,
-                Some(format!("The replication factor is changed from 1 to {}", replicas.len())),
+                Some(format!("The replication factor is changed from {current} to {}", replicas.len())),
             ));
         }
         Ok(())
     }
 
-    /// AlterPartitionReassignments: each partition checked; a valid one (all
-    /// on this broker) is complete at once.
-    pub fn alter_partition_reassignments(
+    /// AlterPartitionReassignments: each partition checked; a valid one
+    /// starts its move (complete at once on one node).
+    pub async fn alter_partition_reassignments(
         &self,
         req: AlterPartitionReassignmentsRequest,
         version: i16,
@@ -97,10 +101,32 @@ impl Broker {
                 let mut pr = ReassignablePartitionResponse::default();
                 pr.partition_index = p.partition_index;
                 pr.error_message = None;
-                match self.check_reassignment(t.name.as_str(), p.partition_index, replicas.as_deref(), allow)
-                {
+                let stream = self.catalog.topic(t.name.as_str()).and_then(|topic| {
+                    topic.partition_streams.get(usize::try_from(p.partition_index).ok()?).copied()
+                });
+                let checked = match (&replicas, stream.and_then(|s| self.moving(s))) {
+                    // A cancel of a move in progress.
+                    (None, Some(_)) => Ok(()),
+                    _ => self.check_reassignment(
+                        t.name.as_str(),
+                        p.partition_index,
+                        replicas.as_deref(),
+                        allow,
+                    ),
+                };
+                let started = match (checked, stream) {
+                    (Ok(()), Some(stream)) => {
+                        let moved = match &replicas {
+                            Some(r) => self.request_move(stream, r.clone()).await,
+                            None => self.cancel_move(stream).await,
+                        };
+                        moved.map_err(|e| (crate::error_codes::response_error(&e), Some(e.to_string())))
+                    }
+                    (other, _) => other,
+                };
+                match started {
                     Ok(()) => {
-                        tracing::info!(topic = %t.name.as_str(), partition = p.partition_index, "reassignment complete (one broker)");
+                        tracing::info!(topic = %t.name.as_str(), partition = p.partition_index, ?replicas, "reassignment started");
                     }
                     Err((e, message)) => {
                         pr.error_code = e.code();
@@ -115,12 +141,43 @@ impl Broker {
         resp
     }
 
-    /// ListPartitionReassignments: the reassignments in progress (none on one
-    /// broker).
+    /// ListPartitionReassignments: the moves in progress (none on one node),
+    /// of the partitions asked for (all when `topics` is null).
     pub fn list_partition_reassignments(
         &self,
-        _req: ListPartitionReassignmentsRequest,
+        req: ListPartitionReassignmentsRequest,
     ) -> ListPartitionReassignmentsResponse {
-        ListPartitionReassignmentsResponse::default()
+        let mut resp = ListPartitionReassignmentsResponse::default();
+        let wanted: Vec<(String, Option<Vec<i32>>)> = match req.topics {
+            Some(ts) => ts.into_iter().map(|t| (t.name.to_string(), Some(t.partition_indexes))).collect(),
+            None => self.catalog.topics().iter().map(|t| (t.name.clone(), None)).collect(),
+        };
+        for (name, partitions) in wanted {
+            let Some(topic) = self.catalog.topic(&name) else { continue };
+            let mut tr = OngoingTopicReassignment::default();
+            tr.name = kafka_protocol::messages::TopicName(StrBytes::from_string(name.clone()));
+            for (i, stream) in topic.partition_streams.iter().enumerate() {
+                let index = i as i32;
+                if partitions.as_ref().is_some_and(|ps| !ps.contains(&index)) {
+                    continue;
+                }
+                let Some((p, _)) = self.moving(*stream) else { continue };
+                let original = [p.leader];
+                let mut all = p.replicas.clone();
+                all.extend(original.iter().filter(|r| !p.replicas.contains(r)));
+                let mut pr = OngoingPartitionReassignment::default();
+                pr.partition_index = index;
+                pr.replicas = all.into_iter().map(BrokerId).collect();
+                pr.adding_replicas =
+                    p.replicas.iter().filter(|r| !original.contains(r)).map(|r| BrokerId(*r)).collect();
+                pr.removing_replicas =
+                    original.iter().filter(|r| !p.replicas.contains(r)).map(|r| BrokerId(*r)).collect();
+                tr.partitions.push(pr);
+            }
+            if !tr.partitions.is_empty() {
+                resp.topics.push(tr);
+            }
+        }
+        resp
     }
 }

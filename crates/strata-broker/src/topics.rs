@@ -18,7 +18,7 @@ use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::{
-    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    BrokerId, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
     DeleteTopicsRequest, DeleteTopicsResponse, DescribeClusterRequest, DescribeClusterResponse,
     DescribeLogDirsRequest, DescribeLogDirsResponse, DescribeTopicPartitionsRequest,
     DescribeTopicPartitionsResponse, MetadataRequest, MetadataResponse, TopicName,
@@ -74,14 +74,28 @@ fn map_cluster(e: ClusterError) -> BrokerError {
 
 impl Broker {
     fn metadata_partitions(&self, topic: &TopicRecord) -> Vec<MetadataResponsePartition> {
-        (0..topic.partitions())
-            .map(|i| {
+        let live: std::collections::HashSet<i32> = self.live_brokers().iter().map(|b| b.node_id).collect();
+        topic
+            .partition_streams
+            .iter()
+            .enumerate()
+            .map(|(i, stream)| {
                 let mut p = MetadataResponsePartition::default();
-                p.partition_index = i;
-                p.leader_id = self.node();
-                p.leader_epoch = self.leader_epoch(topic, i);
-                p.replica_nodes = vec![self.node()];
-                p.isr_nodes = vec![self.node()];
+                p.partition_index = i as i32;
+                match self.leader_of(*stream) {
+                    Some((leader, epoch)) => {
+                        p.leader_id = BrokerId(leader);
+                        p.leader_epoch = epoch;
+                    }
+                    None => {
+                        p.error_code = kafka_protocol::ResponseError::LeaderNotAvailable.code();
+                        p.leader_id = BrokerId(-1);
+                        p.leader_epoch = -1;
+                    }
+                }
+                let replicas = self.replicas_of(*stream);
+                p.isr_nodes = replicas.iter().filter(|r| live.contains(r)).map(|r| BrokerId(*r)).collect();
+                p.replica_nodes = replicas.into_iter().map(BrokerId).collect();
                 p
             })
             .collect()
@@ -102,7 +116,7 @@ impl Broker {
         validate_topic_name(name)?;
         match self.catalog.create_topic(name, self.config.num_partitions, BTreeMap::new(), now_ms()).await {
             Ok(t) => {
-                self.streams.acquire(&t.partition_streams).await?;
+                self.take_new_streams(&t.partition_streams).await?;
                 tracing::info!(topic = name, partitions = t.partitions(), "auto-created topic");
                 Ok(t)
             }
@@ -118,13 +132,19 @@ impl Broker {
     /// or empty before v1), auto-creating unknown ones when allowed.
     pub async fn metadata(&self, req: MetadataRequest, version: i16) -> MetadataResponse {
         let mut resp = MetadataResponse::default();
-        let mut b = MetadataResponseBroker::default();
-        b.node_id = self.node();
-        b.host = str(&self.config.advertised_host);
-        b.port = self.config.advertised_port;
-        resp.brokers = vec![b];
+        resp.brokers = self
+            .live_brokers()
+            .into_iter()
+            .map(|info| {
+                let mut b = MetadataResponseBroker::default();
+                b.node_id = BrokerId(info.node_id);
+                b.host = str(&info.host);
+                b.port = info.port;
+                b
+            })
+            .collect();
         resp.cluster_id = Some(str(self.cluster_id()));
-        resp.controller_id = self.node();
+        resp.controller_id = BrokerId(self.controller_id());
         resp.cluster_authorized_operations = OPS_OMITTED;
         let allow_auto = self.config.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
         let wanted = match req.topics {
@@ -228,7 +248,7 @@ impl Broker {
     }
 
     /// Checks one partition's replica list as Kafka does: not empty, no
-    /// broker twice, and only brokers of the cluster (this one).
+    /// broker twice, and only live brokers of the cluster.
     fn check_replicas(&self, ids: &[kafka_protocol::messages::BrokerId]) -> Result<(), BrokerError> {
         if ids.is_empty() {
             return Err(BrokerError::InvalidReplicaAssignment("an assignment names no broker".into()));
@@ -238,7 +258,8 @@ impl Broker {
         if seen.windows(2).any(|w| w[0] == w[1]) {
             return Err(BrokerError::InvalidReplicaAssignment("an assignment names a broker twice".into()));
         }
-        if let Some(unknown) = seen.iter().find(|b| **b != self.node()) {
+        let live: Vec<i32> = self.live_brokers().iter().map(|b| b.node_id).collect();
+        if let Some(unknown) = seen.iter().find(|b| !live.contains(b)) {
             return Err(BrokerError::InvalidReplicaAssignment(format!(
                 "broker {unknown} is not in the cluster"
             )));
@@ -309,7 +330,7 @@ impl Broker {
             .create_topic(name, partitions, configs.clone(), now_ms())
             .await
             .map_err(map_cluster)?;
-        self.streams.acquire(&record.partition_streams).await?;
+        self.take_new_streams(&record.partition_streams).await?;
         tracing::info!(topic = name, partitions, "created topic");
         Ok((Some(record), partitions, configs))
     }
@@ -336,6 +357,7 @@ impl Broker {
                     r.topic_id = topic.id;
                     match self.catalog.delete_topic(&topic.name).await.map_err(map_cluster) {
                         Ok(t) => {
+                            self.drop_placements(&t.partition_streams).await;
                             for stream in &t.partition_streams {
                                 if let Err(e) = self.streams.delete_stream(*stream).await {
                                     tracing::warn!(stream, error = %e, "deleting a stream of a deleted topic failed");
@@ -393,7 +415,7 @@ impl Broker {
                 let before = topic.partitions() as usize;
                 let grown =
                     self.catalog.add_partitions(t.name.as_str(), t.count).await.map_err(map_cluster)?;
-                self.streams.acquire(&grown.partition_streams[before..]).await?;
+                self.take_new_streams(&grown.partition_streams[before..]).await?;
                 tracing::info!(topic = %t.name.as_str(), partitions = t.count, "added partitions");
                 Ok(())
             }
@@ -407,7 +429,7 @@ impl Broker {
         resp
     }
 
-    /// DescribeCluster: this broker is the whole cluster and its controller.
+    /// DescribeCluster: the live brokers and the controller.
     pub fn describe_cluster(&self, req: DescribeClusterRequest) -> DescribeClusterResponse {
         let mut resp = DescribeClusterResponse::default();
         resp.endpoint_type = req.endpoint_type;
@@ -417,12 +439,18 @@ impl Broker {
             return resp;
         }
         resp.cluster_id = str(self.cluster_id());
-        resp.controller_id = self.node();
-        let mut b = DescribeClusterBroker::default();
-        b.broker_id = self.node();
-        b.host = str(&self.config.advertised_host);
-        b.port = self.config.advertised_port;
-        resp.brokers = vec![b];
+        resp.controller_id = BrokerId(self.controller_id());
+        resp.brokers = self
+            .live_brokers()
+            .into_iter()
+            .map(|info| {
+                let mut b = DescribeClusterBroker::default();
+                b.broker_id = BrokerId(info.node_id);
+                b.host = str(&info.host);
+                b.port = info.port;
+                b
+            })
+            .collect();
         resp.cluster_authorized_operations = OPS_OMITTED;
         resp
     }

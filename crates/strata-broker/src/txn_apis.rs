@@ -60,7 +60,7 @@ impl Broker {
             .internal_topic(TXN_TOPIC, TXN_PARTITIONS, txn_topic_configs())
             .await
             .ok_or(TxnError::CoordinatorNotAvailable)?;
-        let streams = (0..topic.partitions()).filter_map(|i| self.partition(&topic, i)).collect();
+        let streams = (0..topic.partitions()).map(|i| self.partition(&topic, i)).collect();
         let deciding = self.txn.load(streams).await.map_err(|e| {
             tracing::warn!(error = %e, "loading the transaction coordinator failed");
             TxnError::CoordinatorLoadInProgress
@@ -133,7 +133,7 @@ impl Broker {
     }
 
     /// Writes the markers of a decided transaction, then its Complete record.
-    fn spawn_completion(self: &Arc<Self>, id: String, decided: TxnMeta) {
+    pub(crate) fn spawn_completion(self: &Arc<Self>, id: String, decided: TxnMeta) {
         let b = Arc::clone(self);
         tokio::spawn(async move { b.complete_transaction(&id, decided).await });
     }

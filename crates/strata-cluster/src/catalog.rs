@@ -53,9 +53,12 @@ impl Catalog {
                     )
                     .await?;
                 if outcome == TxnOutcome::Conflict {
-                    return Err(ClusterError::Contended);
+                    // Another broker of the cluster recorded it first.
+                    let e = meta.get(CLUSTER_ID).await?.ok_or(ClusterError::Contended)?;
+                    String::from_utf8_lossy(&e.value).into_owned()
+                } else {
+                    cluster_id.to_string()
                 }
-                cluster_id.to_string()
             }
         };
         let mut view = View::default();
@@ -65,6 +68,39 @@ impl Catalog {
             view.by_name.insert(record.name.clone(), (Arc::new(record), entry.mod_revision));
         }
         Ok(Catalog { meta, view: RwLock::new(view), cluster_id })
+    }
+
+    /// Brings the view up to date with the store (another broker's writes):
+    /// topics listed are taken when newer than the view's, and a topic no
+    /// longer listed goes unless this broker wrote it after the listing began.
+    pub async fn reload(&self) -> Result<(), ClusterError> {
+        let as_of = self.meta.current_revision().await?;
+        let mut listed = BTreeMap::new();
+        for entry in self.meta.list(TOPICS).await? {
+            let record = decode(&entry)?;
+            listed.insert(record.name.clone(), (Arc::new(record), entry.mod_revision));
+        }
+        let mut view = self.write();
+        let current = std::mem::take(&mut view.by_name);
+        let mut next = BTreeMap::new();
+        for (name, (record, rev)) in current {
+            match listed.get(&name) {
+                Some((_, listed_rev)) if *listed_rev >= rev => {}
+                Some(_) => {
+                    next.insert(name, (record, rev));
+                }
+                None if rev > as_of => {
+                    next.insert(name, (record, rev));
+                }
+                None => {}
+            }
+        }
+        for (name, entry) in listed {
+            next.entry(name).or_insert(entry);
+        }
+        view.by_id = next.values().map(|(t, _)| (t.id, t.name.clone())).collect();
+        view.by_name = next;
+        Ok(())
     }
 
     /// The cluster id.

@@ -3,15 +3,16 @@
 //! controller, and the key's revision is its epoch. Every write the
 //! controller makes carries [`Controller::condition`], so once its lease is
 //! gone (the key deleted with it) or another broker has been elected, a
-//! deposed controller writes nothing. Not yet used by `strata serve`: a
-//! prefix has one broker today.
+//! deposed controller writes nothing. `strata serve` runs it in a cluster
+//! (`strata-broker/src/cluster.rs`).
 
 use bytes::Bytes;
 use strata_meta::{Condition, LeaseId, MetaStore, Op, Revision, TxnOutcome};
 
 use crate::ClusterError;
 
-const CONTROLLER_KEY: &str = "controller";
+/// The key the controller holds.
+pub const CONTROLLER_KEY: &str = "controller";
 
 /// This broker's term as controller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,6 +7,7 @@ pub mod controller;
 mod error;
 pub mod membership;
 mod model;
+pub mod placement;
 
 pub use catalog::Catalog;
 pub use error::ClusterError;

@@ -10,12 +10,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use strata_meta::{Condition, LeaseId, MetaError, MetaStore, Op, TxnOutcome};
+use strata_meta::{Condition, LeaseClock, LeaseId, MetaError, MetaStore, Op, TxnOutcome};
 
 use crate::ClusterError;
 
-const BROKERS: &str = "brokers/";
+/// The key prefix of registrations.
+pub const BROKERS: &str = "brokers/";
 const NEXT_BROKER_KEY: &str = "ids/next-broker";
+const INCARNATIONS: &str = "incarnation/";
 /// The first generated node id (Kafka's `reserved.broker.max.id` + 1).
 pub const FIRST_GENERATED_ID: i32 = 1001;
 
@@ -37,6 +39,9 @@ pub struct Registration {
     pub node_id: i32,
     /// The lease of `brokers/<node_id>`.
     pub lease: LeaseId,
+    /// This start of the broker, counted per node id from 1: the owner
+    /// epoch of its WAL (`incarnation/<node_id>`).
+    pub incarnation: u64,
 }
 
 fn broker_key(node_id: i32) -> String {
@@ -61,6 +66,28 @@ async fn next_node_id(meta: &dyn MetaStore) -> Result<i32, ClusterError> {
             meta.txn(vec![condition], vec![Op::Put(NEXT_BROKER_KEY.into(), next)]).await?
         {
             return Ok(id);
+        }
+    }
+    Err(ClusterError::Contended)
+}
+
+/// Counts one more start of `node_id` (only its registered holder counts).
+async fn next_incarnation(meta: &dyn MetaStore, node_id: i32) -> Result<u64, ClusterError> {
+    let key = format!("{INCARNATIONS}{node_id}");
+    for _ in 0..16 {
+        let (next, condition) = match meta.get(&key).await? {
+            None => (1, Condition::Absent(key.clone())),
+            Some(e) => {
+                let n = std::str::from_utf8(&e.value).ok().and_then(|v| v.parse::<u64>().ok()).ok_or_else(
+                    || ClusterError::Corrupt { key: key.clone(), reason: "not an incarnation".into() },
+                )?;
+                (n + 1, Condition::Version(key.clone(), e.mod_revision))
+            }
+        };
+        let value = Bytes::from(next.to_string());
+        if let TxnOutcome::Committed(_) = meta.txn(vec![condition], vec![Op::Put(key.clone(), value)]).await?
+        {
+            return Ok(next);
         }
     }
     Err(ClusterError::Contended)
@@ -93,7 +120,10 @@ pub async fn register(
         )
         .await?;
     match outcome {
-        TxnOutcome::Committed(_) => Ok(Registration { node_id, lease }),
+        TxnOutcome::Committed(_) => {
+            let incarnation = next_incarnation(meta, node_id).await?;
+            Ok(Registration { node_id, lease, incarnation })
+        }
         TxnOutcome::Conflict => {
             let _ = meta.revoke_lease(lease).await;
             Err(ClusterError::NodeIdInUse(node_id))
@@ -101,19 +131,28 @@ pub async fn register(
     }
 }
 
-/// Keeps the registration's lease alive every `every` until it is lost;
-/// returns the error that lost it (the lease expired, or the store failed
-/// for longer than the lease's life).
+/// Keeps the registration's lease alive every `every` until it is lost,
+/// noting each confirmation on `clock`; returns the error that lost it (the
+/// lease expired, or went unconfirmed for longer than its life).
 pub async fn keep_registered(
     meta: Arc<dyn MetaStore>,
     registration: Registration,
     every: Duration,
+    clock: Arc<LeaseClock>,
 ) -> MetaError {
     loop {
         tokio::time::sleep(every).await;
+        let sent = std::time::Instant::now();
+        if clock.is_lost() {
+            clock.lose();
+            return MetaError::LeaseNotFound(registration.lease);
+        }
         match meta.keep_alive(registration.lease).await {
-            Ok(()) => {}
-            Err(e @ MetaError::LeaseNotFound(_)) => return e,
+            Ok(()) => clock.confirm(sent),
+            Err(e @ MetaError::LeaseNotFound(_)) => {
+                clock.lose();
+                return e;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, node_id = registration.node_id, "broker lease keep-alive failed")
             }

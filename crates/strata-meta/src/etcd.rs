@@ -16,7 +16,14 @@
 //! process has taken the prefix over, this one commits nothing more and is
 //! told [`MetaError::Fenced`] (by its next commit, or by
 //! [`MetaStore::check_fenced`], one read of the key).
+//!
+//! [`EtcdStore::connect_member`] is a broker of a cluster instead
+//! (docs/cluster.md): many brokers share the prefix, each commit carries its
+//! own conditions (per-stream ownership), the owner epoch is the broker's
+//! incarnation (its WAL is its own), and [`MetaStore::check_fenced`] waits
+//! until the broker's session lease is fresh, or fails once it is lost.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -27,7 +34,9 @@ use etcd_client::{
 };
 use tokio::sync::mpsc;
 
-use crate::{Condition, Entry, Event, LeaseId, MetaError, MetaStore, Op, Revision, TxnOutcome, Watch};
+use crate::{
+    Condition, Entry, Event, LeaseClock, LeaseId, MetaError, MetaStore, Op, Revision, TxnOutcome, Watch,
+};
 
 /// How long one etcd request may take before it counts as failed.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -42,6 +51,8 @@ pub struct EtcdStore {
     epoch: Option<u64>,
     /// Set once another owner was seen.
     fenced: AtomicBool,
+    /// A cluster member's incarnation and session lease.
+    member: Option<(u64, Arc<LeaseClock>)>,
 }
 
 fn transient(e: etcd_client::Error) -> MetaError {
@@ -81,7 +92,24 @@ impl EtcdStore {
             unknown: AtomicBool::new(false),
             epoch: None,
             fenced: AtomicBool::new(false),
+            member: None,
         })
+    }
+
+    /// Connects as a broker of a cluster: `incarnation` (rising with each
+    /// start of the broker) is the owner epoch its WAL writes under, and
+    /// `lease` the clock of its session, which every acknowledgement waits
+    /// on ([`MetaStore::check_fenced`]).
+    pub async fn connect_member(
+        endpoints: &[String],
+        prefix: &str,
+        timeout: Duration,
+        incarnation: u64,
+        lease: Arc<LeaseClock>,
+    ) -> Result<Self, MetaError> {
+        let mut store = Self::connect_with_timeout(endpoints, prefix, timeout).await?;
+        store.member = Some((incarnation, lease));
+        Ok(store)
     }
 
     /// Connects and takes the prefix over: the next owner epoch, claimed
@@ -315,6 +343,12 @@ impl MetaStore for EtcdStore {
     }
 
     async fn check_fenced(&self) -> Result<(), MetaError> {
+        if let Some((_, lease)) = &self.member {
+            return match lease.wait_fresh().await {
+                Ok(()) => Ok(()),
+                Err(()) => Err(self.fence()),
+            };
+        }
         let Some(ours) = self.owner_value() else { return Ok(()) };
         if self.fenced.load(Ordering::Acquire) {
             return Err(MetaError::Fenced(self.prefix.clone()));
@@ -327,11 +361,11 @@ impl MetaStore for EtcdStore {
     }
 
     fn is_fenced(&self) -> bool {
-        self.fenced.load(Ordering::Acquire)
+        self.fenced.load(Ordering::Acquire) || self.member.as_ref().is_some_and(|(_, l)| l.is_lost())
     }
 
     fn owner_epoch(&self) -> Option<u64> {
-        self.epoch
+        self.epoch.or(self.member.as_ref().map(|(i, _)| *i))
     }
 
     async fn revoke_lease(&self, lease: LeaseId) -> Result<(), MetaError> {

@@ -206,7 +206,7 @@ async fn handle_api(
         }
         ApiKey::DescribeProducers => reply!(broker.describe_producers(decode(&mut body, k, version)?).await),
         ApiKey::AlterPartitionReassignments => {
-            reply!(broker.alter_partition_reassignments(decode(&mut body, k, version)?, version))
+            reply!(broker.alter_partition_reassignments(decode(&mut body, k, version)?, version).await)
         }
         ApiKey::ListPartitionReassignments => {
             reply!(broker.list_partition_reassignments(decode(&mut body, k, version)?))

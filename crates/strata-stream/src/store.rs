@@ -561,6 +561,17 @@ impl StreamStore {
         }))
     }
 
+    /// The stream, if this process owns it (a broker of a cluster serves
+    /// only those; [`StreamStore::open_stream`] would make an empty one).
+    pub fn served(&self, id: StreamId) -> Option<Arc<Stream>> {
+        self.lock_streams().get(&id).filter(|s| s.lock().owned).cloned()
+    }
+
+    /// The ids of the streams this process owns.
+    pub fn served_ids(&self) -> Vec<StreamId> {
+        self.lock_streams().iter().filter(|(_, s)| s.lock().owned).map(|(id, _)| *id).collect()
+    }
+
     /// Takes ownership of `ids` for this process: each stream moves to its next
     /// leader epoch, starting at its next offset, each recorded conditional on
     /// the stream's record being as this process last saw it. Returns the new

@@ -12,7 +12,7 @@ use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
 use strata_broker::{Broker, BrokerConfig};
 use strata_cluster::{Catalog, membership};
-use strata_meta::{EmbeddedStore, EtcdStore, MetaStore};
+use strata_meta::{EmbeddedStore, EtcdStore, LeaseClock, MetaStore};
 use strata_server::{AdminState, Server, ServerConfig, serve_admin};
 use strata_stream::object_stores::{DurableLocalStore, InstrumentedStore, RetryConfig, RetryingStore};
 use strata_stream::{CompactionConfig, ObjectWalConfig, StreamStore, StreamStoreConfig, WalKind};
@@ -163,19 +163,27 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
                     .with_context(|| format!("connecting to {url}"))?,
             );
             let ttl = Duration::from_millis(settings.broker_session_timeout_ms.max(2000));
+            let granted = std::time::Instant::now();
             let reg = membership::register(members.as_ref(), settings.node_id, &host, port, ttl)
                 .await
                 .with_context(|| format!("registering this broker in {url}"))?;
-            tracing::info!(node_id = reg.node_id, lease = reg.lease, "broker registered");
-            registration = Some((members, reg, ttl));
-            Arc::new(
-                EtcdStore::open_owner(&endpoints, &prefix, timeout)
+            tracing::info!(
+                node_id = reg.node_id,
+                lease = reg.lease,
+                incarnation = reg.incarnation,
+                "broker registered"
+            );
+            let clock = Arc::new(LeaseClock::new(ttl, granted));
+            let meta =
+                EtcdStore::connect_member(&endpoints, &prefix, timeout, reg.incarnation, Arc::clone(&clock))
                     .await
-                    .with_context(|| format!("opening the metadata store {url}"))?,
-            )
+                    .with_context(|| format!("opening the metadata store {url}"))?;
+            registration = Some((members, reg, ttl, clock));
+            Arc::new(meta)
         }
     };
-    let node_id = registration.as_ref().map_or(settings.node_id.unwrap_or(0), |(_, r, _)| r.node_id);
+    let in_cluster = registration.is_some();
+    let node_id = registration.as_ref().map_or(settings.node_id.unwrap_or(0), |(_, r, _, _)| r.node_id);
     let proposed_id = settings.cluster_id.clone().unwrap_or_else(|| {
         // Kafka's form: URL-safe base64 of a random UUID, without padding.
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes())
@@ -198,7 +206,18 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     stream_config.read_ahead_bytes = settings.read_ahead_bytes;
     stream_config.catch_up_concurrency = settings.catch_up_concurrency;
     stream_config.catch_up_bytes_per_sec = settings.catch_up_bytes_per_sec;
-    let remote = object_url.starts_with("s3://");
+    // A cluster runs on the object WAL: a stream's next leader reads the
+    // previous one's tail from the bucket (docs/cluster.md).
+    let remote = object_url.starts_with("s3://") || in_cluster;
+    if in_cluster {
+        if settings.wal.as_deref() == Some("file") {
+            anyhow::bail!(
+                "--wal file cannot serve a cluster: a partition's next leader could not read its tail (use --wal object)"
+            );
+        }
+        stream_config.wal_prefix = strata_broker::cluster::wal_prefix(node_id);
+        stream_config.own_all_at_open = false;
+    }
     stream_config.wal = match settings.wal.as_deref() {
         Some("file") => WalKind::File,
         Some("object") => WalKind::Object(ObjectWalConfig {
@@ -246,7 +265,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     broker_config.retention_check_interval =
         Duration::from_millis(settings.retention_check_interval_ms.max(10));
     broker_config.log_cleaner_backoff = Duration::from_millis(settings.log_cleaner_backoff_ms.max(10));
-    let broker = Broker::start(broker_config, Arc::clone(&catalog), Arc::clone(&streams), meta)
+    let membership =
+        registration.as_ref().map(|(_, r, _, _)| strata_broker::cluster::Membership { lease: r.lease });
+    let broker = Broker::start(broker_config, Arc::clone(&catalog), Arc::clone(&streams), meta, membership)
         .await
         .context("starting the broker")?;
     let _ = serving_broker.set(Arc::clone(&broker));
@@ -272,10 +293,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     // With etcd, the registration's lease is kept alive; once it is lost
     // (this process paused or cut off past the session timeout) another
     // broker may hold the id, so this one stops (issue 14 builds on it).
-    let revoke = registration.as_ref().map(|(members, reg, _)| (Arc::clone(members), reg.lease));
+    let revoke = registration.as_ref().map(|(members, reg, _, _)| (Arc::clone(members), reg.lease));
     let lease_lost = async move {
         match registration {
-            Some((members, reg, ttl)) => membership::keep_registered(members, reg, ttl / 4).await,
+            Some((members, reg, ttl, clock)) => {
+                membership::keep_registered(members, reg, ttl / 4, clock).await
+            }
             None => std::future::pending().await,
         }
     };

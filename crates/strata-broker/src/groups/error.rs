@@ -42,6 +42,10 @@ pub enum GroupError {
     /// The coordinator cannot serve now (its log refused a write).
     #[error("coordinator not available")]
     CoordinatorNotAvailable,
+    /// Another broker of the cluster coordinates the group (it leads the
+    /// group's partition of `__consumer_offsets`).
+    #[error("this broker is not the group's coordinator")]
+    NotCoordinator,
     /// Committed metadata is larger than `offset.metadata.max.bytes`.
     #[error("offset metadata too large")]
     OffsetMetadataTooLarge,

@@ -64,11 +64,15 @@ impl Shard {
 /// A record for `__consumer_offsets`: a key and a value (None: a tombstone).
 type LogRecord = (Key, Option<Bytes>);
 
+/// The shards by partition; `None` where another broker of a cluster
+/// leads the partition.
+type Shards = Arc<Vec<Option<Arc<Shard>>>>;
+
 /// The coordinator: its shards once loaded.
 pub struct Coordinator {
     pub(crate) config: GroupConfig,
     pub(crate) consumer_config: consumer::ConsumerConfig,
-    shards: Mutex<Option<Arc<Vec<Arc<Shard>>>>>,
+    shards: Mutex<Option<Shards>>,
     loading: tokio::sync::Mutex<()>,
 }
 
@@ -100,12 +104,14 @@ impl Coordinator {
         self.loaded().is_some()
     }
 
-    fn loaded(&self) -> Option<Arc<Vec<Arc<Shard>>>> {
+    fn loaded(&self) -> Option<Shards> {
         self.shards.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Loads every shard from its partition's stream (once).
-    pub(crate) async fn load(&self, streams: Vec<Arc<Stream>>) -> Result<(), crate::BrokerError> {
+    /// Loads the shards from their partitions' streams (once); a partition
+    /// led by another broker of a cluster (`None`) has no shard here until
+    /// [`Coordinator::load_shard`].
+    pub(crate) async fn load(&self, streams: Vec<Option<Arc<Stream>>>) -> Result<(), crate::BrokerError> {
         let _guard = self.loading.lock().await;
         if self.loaded().is_some() {
             return Ok(());
@@ -114,19 +120,50 @@ impl Coordinator {
         let now = Instant::now();
         let mut total = 0usize;
         for stream in streams {
+            let Some(stream) = stream else {
+                shards.push(None);
+                continue;
+            };
             let groups = replay(&stream, now).await?;
             total += groups.len();
-            shards.push(Arc::new(Shard { stream, groups: Mutex::new(groups) }));
+            shards.push(Some(Arc::new(Shard { stream, groups: Mutex::new(groups) })));
         }
         tracing::info!(partitions = shards.len(), groups = total, "group coordinator loaded");
         *self.shards.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(shards));
         Ok(())
     }
 
+    /// Loads the shard of partition `p` (this broker now leads it), once the
+    /// coordinator is loaded; replaces what was there.
+    pub(crate) async fn load_shard(&self, p: usize, stream: Arc<Stream>) -> Result<(), crate::BrokerError> {
+        let _guard = self.loading.lock().await;
+        let Some(current) = self.loaded() else { return Ok(()) };
+        let groups = replay(&stream, Instant::now()).await?;
+        let mut next: Vec<Option<Arc<Shard>>> = current.as_ref().clone();
+        if let Some(slot) = next.get_mut(p) {
+            tracing::info!(partition = p, groups = groups.len(), "group coordinator shard loaded");
+            *slot = Some(Arc::new(Shard { stream, groups: Mutex::new(groups) }));
+        }
+        *self.shards.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(next));
+        Ok(())
+    }
+
+    /// Drops the shard of partition `p` (moved to another broker).
+    pub(crate) async fn unload_shard(&self, p: usize) {
+        let _guard = self.loading.lock().await;
+        let Some(current) = self.loaded() else { return };
+        let mut next: Vec<Option<Arc<Shard>>> = current.as_ref().clone();
+        if let Some(slot) = next.get_mut(p) {
+            *slot = None;
+        }
+        *self.shards.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(next));
+        tracing::info!(partition = p, "group coordinator shard unloaded");
+    }
+
     fn shard(&self, group: &str) -> Result<Arc<Shard>, GroupError> {
         let shards = self.loaded().ok_or(GroupError::CoordinatorLoadInProgress)?;
         let p = partition_for(group, shards.len() as i32) as usize;
-        shards.get(p).cloned().ok_or(GroupError::CoordinatorNotAvailable)
+        shards.get(p).ok_or(GroupError::CoordinatorNotAvailable)?.clone().ok_or(GroupError::NotCoordinator)
     }
 
     /// Time-driven transitions of every group.
@@ -135,7 +172,7 @@ impl Coordinator {
         let now = Instant::now();
         let wall = now_ms();
         let mut out = Vec::new();
-        for shard in shards.iter() {
+        for shard in shards.iter().flatten() {
             let mut records = Vec::new();
             {
                 let mut groups = shard.lock();
@@ -183,7 +220,7 @@ impl Coordinator {
         let now = now_ms();
         let retention = retention.as_millis() as i64;
         let mut out = Vec::new();
-        for shard in shards.iter() {
+        for shard in shards.iter().flatten() {
             let mut records = Vec::new();
             let mut groups = shard.lock();
             groups.retain(|id, g| {
@@ -554,7 +591,7 @@ impl Coordinator {
     /// applied (commit) or dropped (abort).
     pub(crate) fn complete_txn(&self, partition: i32, producer: i64, commit: bool) {
         let Some(shards) = self.loaded() else { return };
-        let Some(shard) = usize::try_from(partition).ok().and_then(|p| shards.get(p)) else { return };
+        let Some(Some(shard)) = usize::try_from(partition).ok().and_then(|p| shards.get(p)) else { return };
         complete_pending(&mut shard.lock(), producer, commit);
     }
 
@@ -742,7 +779,7 @@ impl Coordinator {
     pub(crate) fn committed_offsets(&self) -> Vec<(String, String, i32, i64)> {
         let Some(shards) = self.loaded() else { return Vec::new() };
         let mut out = Vec::new();
-        for shard in shards.iter() {
+        for shard in shards.iter().flatten() {
             for g in shard.lock().values() {
                 for ((t, p), c) in &g.offsets {
                     out.push((g.id.clone(), t.clone(), *p, c.offset));
@@ -756,7 +793,7 @@ impl Coordinator {
     pub(crate) fn list(&self) -> Result<Vec<(String, String, &'static str, &'static str)>, GroupError> {
         let shards = self.loaded().ok_or(GroupError::CoordinatorLoadInProgress)?;
         let mut out = Vec::new();
-        for shard in shards.iter() {
+        for shard in shards.iter().flatten() {
             for g in shard.lock().values() {
                 match &g.consumer {
                     Some(c) => out.push((g.id.clone(), "consumer".to_string(), c.state(), "consumer")),

@@ -73,10 +73,14 @@ impl Shard {
     }
 }
 
+/// The shards by partition; `None` where another broker of a cluster
+/// leads the partition.
+type Shards = Arc<Vec<Option<Arc<Shard>>>>;
+
 /// The coordinator: its shards once loaded.
 pub struct TxnCoordinator {
     pub(crate) config: TxnConfig,
-    shards: Mutex<Option<Arc<Vec<Arc<Shard>>>>>,
+    shards: Mutex<Option<Shards>>,
     loading: tokio::sync::Mutex<()>,
 }
 
@@ -86,7 +90,7 @@ impl TxnCoordinator {
         TxnCoordinator { config, shards: Mutex::new(None), loading: tokio::sync::Mutex::new(()) }
     }
 
-    fn loaded(&self) -> Option<Arc<Vec<Arc<Shard>>>> {
+    fn loaded(&self) -> Option<Shards> {
         self.shards.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
@@ -95,11 +99,13 @@ impl TxnCoordinator {
         self.loaded().is_some()
     }
 
-    /// Loads every shard from its partition's stream (once). Returns the
-    /// transactions found deciding (Prepare*), whose markers must be written.
+    /// Loads the shards from their partitions' streams (once); a partition
+    /// led by another broker of a cluster (`None`) has no shard here until
+    /// [`TxnCoordinator::load_shard`]. Returns the transactions found
+    /// deciding (Prepare*), whose markers must be written.
     pub(crate) async fn load(
         &self,
-        streams: Vec<Arc<Stream>>,
+        streams: Vec<Option<Arc<Stream>>>,
     ) -> Result<Vec<(String, TxnMeta)>, BrokerError> {
         let _guard = self.loading.lock().await;
         if self.loaded().is_some() {
@@ -108,38 +114,16 @@ impl TxnCoordinator {
         let mut shards = Vec::with_capacity(streams.len());
         let mut deciding = Vec::new();
         for stream in streams {
-            let mut ids: HashMap<String, TxnMeta> = HashMap::new();
-            crate::internal_records::replay(&stream, |entry| {
-                let crate::internal_records::Entry::Record { key, value, producer: None, .. } = entry else {
-                    return;
-                };
-                let id = match records::decode_key(key) {
-                    Ok(Some(id)) => id,
-                    Ok(None) => return,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "unreadable transaction key skipped");
-                        return;
-                    }
-                };
-                match value.map(records::decode_value) {
-                    None => {
-                        ids.remove(&id);
-                    }
-                    Some(Ok(v)) => {
-                        ids.insert(id, TxnMeta::from_value(v));
-                    }
-                    Some(Err(e)) => tracing::warn!(error = %e, "unreadable transaction value skipped"),
+            match stream {
+                Some(stream) => {
+                    let (shard, found) = replay_shard(stream).await?;
+                    deciding.extend(found);
+                    shards.push(Some(shard));
                 }
-            })
-            .await?;
-            deciding.extend(
-                ids.iter()
-                    .filter(|(_, m)| matches!(m.state, TxnState::PrepareCommit | TxnState::PrepareAbort))
-                    .map(|(id, m)| (id.clone(), m.clone())),
-            );
-            shards.push(Arc::new(Shard { stream, ids: Mutex::new(ids) }));
+                None => shards.push(None),
+            }
         }
-        let total: usize = shards.iter().map(|s| s.lock().len()).sum();
+        let total: usize = shards.iter().flatten().map(|s| s.lock().len()).sum();
         tracing::info!(
             partitions = shards.len(),
             ids = total,
@@ -150,10 +134,41 @@ impl TxnCoordinator {
         Ok(deciding)
     }
 
+    /// Loads the shard of partition `p` (this broker now leads it), once the
+    /// coordinator is loaded; returns its deciding transactions.
+    pub(crate) async fn load_shard(
+        &self,
+        p: usize,
+        stream: Arc<Stream>,
+    ) -> Result<Vec<(String, TxnMeta)>, BrokerError> {
+        let _guard = self.loading.lock().await;
+        let Some(current) = self.loaded() else { return Ok(Vec::new()) };
+        let (shard, deciding) = replay_shard(stream).await?;
+        let mut next: Vec<Option<Arc<Shard>>> = current.as_ref().clone();
+        if let Some(slot) = next.get_mut(p) {
+            tracing::info!(partition = p, ids = shard.lock().len(), "transaction coordinator shard loaded");
+            *slot = Some(shard);
+        }
+        *self.shards.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(next));
+        Ok(deciding)
+    }
+
+    /// Drops the shard of partition `p` (moved to another broker).
+    pub(crate) async fn unload_shard(&self, p: usize) {
+        let _guard = self.loading.lock().await;
+        let Some(current) = self.loaded() else { return };
+        let mut next: Vec<Option<Arc<Shard>>> = current.as_ref().clone();
+        if let Some(slot) = next.get_mut(p) {
+            *slot = None;
+        }
+        *self.shards.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(next));
+        tracing::info!(partition = p, "transaction coordinator shard unloaded");
+    }
+
     fn shard(&self, id: &str) -> Result<Arc<Shard>, TxnError> {
         let shards = self.loaded().ok_or(TxnError::CoordinatorLoadInProgress)?;
         let p = crate::groups::partition_for(id, shards.len() as i32) as usize;
-        shards.get(p).cloned().ok_or(TxnError::CoordinatorNotAvailable)
+        shards.get(p).ok_or(TxnError::CoordinatorNotAvailable)?.clone().ok_or(TxnError::NotCoordinator)
     }
 
     /// A copy of an id's state.
@@ -166,6 +181,7 @@ impl TxnCoordinator {
         let shards = self.loaded().ok_or(TxnError::CoordinatorLoadInProgress)?;
         Ok(shards
             .iter()
+            .flatten()
             .flat_map(|s| s.lock().iter().map(|(k, v)| (k.clone(), v.clone())).collect::<Vec<_>>())
             .collect())
     }
@@ -222,7 +238,7 @@ impl TxnCoordinator {
         let Some(shards) = self.loaded() else { return 0 };
         let expiration = i64::try_from(self.config.id_expiration.as_millis()).unwrap_or(i64::MAX);
         let mut removed = 0;
-        for shard in shards.iter() {
+        for shard in shards.iter().flatten() {
             let candidates: Vec<String> = shard
                 .lock()
                 .iter()
@@ -267,6 +283,7 @@ impl TxnCoordinator {
         let Some(shards) = self.loaded() else { return Vec::new() };
         shards
             .iter()
+            .flatten()
             .flat_map(|s| {
                 s.lock()
                     .iter()
@@ -276,4 +293,39 @@ impl TxnCoordinator {
             })
             .collect()
     }
+}
+
+/// Rebuilds one shard from its partition; also returns the transactions it
+/// found deciding.
+async fn replay_shard(stream: Arc<Stream>) -> Result<(Arc<Shard>, Vec<(String, TxnMeta)>), BrokerError> {
+    let mut ids: HashMap<String, TxnMeta> = HashMap::new();
+    crate::internal_records::replay(&stream, |entry| {
+        let crate::internal_records::Entry::Record { key, value, producer: None, .. } = entry else {
+            return;
+        };
+        let id = match records::decode_key(key) {
+            Ok(Some(id)) => id,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "unreadable transaction key skipped");
+                return;
+            }
+        };
+        match value.map(records::decode_value) {
+            None => {
+                ids.remove(&id);
+            }
+            Some(Ok(v)) => {
+                ids.insert(id, TxnMeta::from_value(v));
+            }
+            Some(Err(e)) => tracing::warn!(error = %e, "unreadable transaction value skipped"),
+        }
+    })
+    .await?;
+    let deciding = ids
+        .iter()
+        .filter(|(_, m)| matches!(m.state, TxnState::PrepareCommit | TxnState::PrepareAbort))
+        .map(|(id, m)| (id.clone(), m.clone()))
+        .collect();
+    Ok((Arc::new(Shard { stream, ids: Mutex::new(ids) }), deciding))
 }

@@ -43,6 +43,9 @@ pub enum TxnError {
     /// The coordinator cannot write now.
     #[error("the coordinator is not available")]
     CoordinatorNotAvailable,
+    /// Another broker of the cluster coordinates the id.
+    #[error("this is not the correct coordinator")]
+    NotCoordinator,
     /// The transactional id is unknown (DescribeTransactions).
     #[error("the transactionalId could not be found")]
     TransactionalIdNotFound,

@@ -1,0 +1,503 @@
+//! A broker of a cluster on etcd (docs/cluster.md): what it knows of the
+//! other brokers and of placement, the loop that makes it serve exactly the
+//! streams placed on it, the handover of a stream that moves away, and the
+//! controller's duties (placing new streams, moving the streams of a broker
+//! whose session ended). On one node (`Broker::cluster` is `None`) the
+//! broker leads everything and none of this runs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use strata_cluster::controller::{self, Controller};
+use strata_cluster::membership::{self, BrokerInfo};
+use strata_cluster::placement::{self, Placement};
+use strata_meta::{LeaseId, Revision};
+use strata_stream::{Handover, StreamError};
+
+use crate::groups::OFFSETS_TOPIC;
+use crate::txn::TXN_TOPIC;
+use crate::{Broker, BrokerError};
+
+/// How often the placement loop looks even without a watch event.
+const RECONCILE_EVERY: Duration = Duration::from_millis(1000);
+
+/// What a broker of a cluster is given at start.
+#[derive(Debug, Clone, Copy)]
+pub struct Membership {
+    /// The lease of its registration (its session), which also holds the
+    /// `controller` key while it is controller.
+    pub lease: LeaseId,
+}
+
+/// A cluster broker's view of the others and of placement, refreshed from
+/// the metadata store on every change it watches.
+pub(crate) struct ClusterView {
+    lease: LeaseId,
+    brokers: RwLock<BTreeMap<i32, BrokerInfo>>,
+    placements: RwLock<HashMap<u64, (Placement, Revision)>>,
+    controller: Mutex<Option<Controller>>,
+    wake: tokio::sync::Notify,
+}
+
+impl ClusterView {
+    pub(crate) fn new(membership: Membership) -> Self {
+        ClusterView {
+            lease: membership.lease,
+            brokers: RwLock::new(BTreeMap::new()),
+            placements: RwLock::new(HashMap::new()),
+            controller: Mutex::new(None),
+            wake: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn placement(&self, stream: u64) -> Option<(Placement, Revision)> {
+        self.placements.read().unwrap_or_else(|e| e.into_inner()).get(&stream).cloned()
+    }
+
+    fn is_live(&self, node: i32) -> bool {
+        self.brokers.read().unwrap_or_else(|e| e.into_inner()).contains_key(&node)
+    }
+}
+
+/// The stream's partition if it belongs to an internal topic whose
+/// coordinator shards follow leadership.
+fn internal_partition(broker: &Broker, stream: u64) -> Option<(&'static str, usize)> {
+    for name in [OFFSETS_TOPIC, TXN_TOPIC] {
+        if let Some(t) = broker.catalog.topic(name)
+            && let Some(p) = t.partition_streams.iter().position(|s| *s == stream)
+        {
+            return Some((name, p));
+        }
+    }
+    None
+}
+
+impl Broker {
+    /// Whether this broker is one of a cluster.
+    pub(crate) fn is_cluster(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    /// The leader of `stream` and its leader epoch; `None` while no live
+    /// broker leads it.
+    pub(crate) fn leader_of(&self, stream: u64) -> Option<(i32, i32)> {
+        match &self.cluster {
+            None => Some((self.config.node_id, self.streams.open_stream(stream).epoch())),
+            Some(view) => {
+                let (p, _) = view.placement(stream)?;
+                view.is_live(p.leader).then_some((p.leader, p.epoch))
+            }
+        }
+    }
+
+    /// The replicas Metadata shows for `stream` (the leader first).
+    pub(crate) fn replicas_of(&self, stream: u64) -> Vec<i32> {
+        match &self.cluster {
+            None => vec![self.config.node_id],
+            Some(view) => match view.placement(stream) {
+                Some((p, _)) if !p.replicas.is_empty() => p.replicas,
+                Some((p, _)) => vec![p.leader],
+                None => Vec::new(),
+            },
+        }
+    }
+
+    /// The reassignment in progress for `stream`: its target replicas.
+    pub(crate) fn moving(&self, stream: u64) -> Option<(Placement, Revision)> {
+        let view = self.cluster.as_ref()?;
+        view.placement(stream).filter(|(p, _)| p.target.is_some())
+    }
+
+    /// The live brokers (this one alone on one node).
+    pub(crate) fn live_brokers(&self) -> Vec<BrokerInfo> {
+        match &self.cluster {
+            None => vec![self.own_info()],
+            Some(view) => {
+                let brokers = view.brokers.read().unwrap_or_else(|e| e.into_inner());
+                let mut out: Vec<BrokerInfo> = brokers.values().cloned().collect();
+                if !brokers.contains_key(&self.config.node_id) {
+                    out.push(self.own_info());
+                    out.sort_by_key(|b| b.node_id);
+                }
+                out
+            }
+        }
+    }
+
+    /// Where clients reach broker `node`, if it is live.
+    pub(crate) fn endpoint(&self, node: i32) -> Option<BrokerInfo> {
+        self.live_brokers().into_iter().find(|b| b.node_id == node)
+    }
+
+    fn own_info(&self) -> BrokerInfo {
+        BrokerInfo {
+            node_id: self.config.node_id,
+            host: self.config.advertised_host.clone(),
+            port: self.config.advertised_port,
+        }
+    }
+
+    /// The controller's node id (this broker on one node; -1 while none is
+    /// elected).
+    pub(crate) fn controller_id(&self) -> i32 {
+        match &self.cluster {
+            None => self.config.node_id,
+            Some(view) => view.controller.lock().unwrap_or_else(|e| e.into_inner()).map_or(-1, |c| c.node_id),
+        }
+    }
+
+    /// Asks for `stream` to be led by `replicas[0]`, showing `replicas`: the
+    /// placement's target is set and the current leader hands over.
+    pub(crate) async fn request_move(&self, stream: u64, replicas: Vec<i32>) -> Result<(), BrokerError> {
+        let Some(view) = &self.cluster else { return Ok(()) };
+        let Some(&to) = replicas.first() else { return Ok(()) };
+        for _ in 0..16 {
+            let current = placement::list_one(self.meta.as_ref(), stream).await?;
+            let Some((mut p, rev)) = current else { return Err(BrokerError::NotLeaderOrFollower) };
+            p.replicas = replicas.clone();
+            p.target = (p.leader != to).then_some(to);
+            if let Some(rev) = placement::write(self.meta.as_ref(), stream, &p, Some(rev), vec![]).await? {
+                view.placements.write().unwrap_or_else(|e| e.into_inner()).insert(stream, (p, rev));
+                view.wake.notify_one();
+                return Ok(());
+            }
+        }
+        Err(BrokerError::Cluster(strata_cluster::ClusterError::Contended))
+    }
+
+    /// Cancels the move of `stream`: the target is cleared and the replicas
+    /// are the leader again.
+    pub(crate) async fn cancel_move(&self, stream: u64) -> Result<(), BrokerError> {
+        let Some(view) = &self.cluster else { return Ok(()) };
+        for _ in 0..16 {
+            let Some((mut p, rev)) = placement::list_one(self.meta.as_ref(), stream).await? else {
+                return Ok(());
+            };
+            if p.target.is_none() {
+                return Ok(());
+            }
+            p.target = None;
+            p.replicas = vec![p.leader];
+            if let Some(rev) = placement::write(self.meta.as_ref(), stream, &p, Some(rev), vec![]).await? {
+                view.placements.write().unwrap_or_else(|e| e.into_inner()).insert(stream, (p, rev));
+                return Ok(());
+            }
+        }
+        Err(BrokerError::Cluster(strata_cluster::ClusterError::Contended))
+    }
+
+    /// Takes a new topic's streams: at once on one node; in a cluster the
+    /// controller places them and their leaders take them.
+    pub(crate) async fn take_new_streams(&self, streams: &[u64]) -> Result<(), BrokerError> {
+        match &self.cluster {
+            None => {
+                self.streams.acquire(streams).await?;
+            }
+            Some(view) => view.wake.notify_one(),
+        }
+        Ok(())
+    }
+
+    /// Removes a deleted topic's placements (its leaders then stop serving).
+    pub(crate) async fn drop_placements(&self, streams: &[u64]) {
+        if self.cluster.is_some()
+            && let Err(e) = placement::delete(self.meta.as_ref(), streams).await
+        {
+            tracing::warn!(error = %e, "deleting the placements of a deleted topic failed");
+        }
+    }
+
+    /// Starts the cluster's tasks: watches of membership, placement, topics
+    /// and the controller key, and the loop that acts on them.
+    pub(crate) fn start_cluster_tasks(self: &Arc<Self>) {
+        if self.cluster.is_none() {
+            return;
+        }
+        for prefix in [membership::BROKERS, placement::PREFIX, "topics/", controller::CONTROLLER_KEY] {
+            let weak = Arc::downgrade(self);
+            tokio::spawn(async move {
+                loop {
+                    let Some(b) = weak.upgrade() else { return };
+                    let watch = match b.meta.current_revision().await {
+                        Ok(rev) => b.meta.watch_from(prefix, rev + 1).await,
+                        Err(e) => Err(e),
+                    };
+                    let mut watch = match watch {
+                        Ok(w) => w,
+                        Err(e) => {
+                            tracing::warn!(prefix, error = %e, "cluster watch failed; retrying");
+                            drop(b);
+                            tokio::time::sleep(RECONCILE_EVERY).await;
+                            continue;
+                        }
+                    };
+                    if let Some(view) = &b.cluster {
+                        view.wake.notify_one();
+                    }
+                    drop(b);
+                    loop {
+                        let event = watch.next().await;
+                        let Some(b) = weak.upgrade() else { return };
+                        match event {
+                            Some(Ok(_)) => {
+                                if let Some(view) = &b.cluster {
+                                    view.wake.notify_one();
+                                }
+                            }
+                            Some(Err(e)) => {
+                                tracing::warn!(prefix, error = %e, "cluster watch ended; reopening");
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            });
+        }
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let Some(b) = weak.upgrade() else { return };
+                if let Err(e) = b.reconcile().await {
+                    tracing::warn!(error = %e, "cluster reconcile failed");
+                }
+                let Some(view) = b.cluster.as_ref() else { return };
+                let woken = view.wake.notified();
+                let b = Arc::downgrade(&b);
+                let _ = tokio::time::timeout(RECONCILE_EVERY, woken).await;
+                if b.upgrade().is_none() {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// One pass: refresh the view, act as controller if elected, then serve,
+    /// hand over or drop streams until this broker serves what is placed on
+    /// it.
+    async fn reconcile(self: &Arc<Self>) -> Result<(), BrokerError> {
+        let Some(view) = &self.cluster else { return Ok(()) };
+        let mut placements = self.refresh_view().await?;
+        let current = match controller::current(self.meta.as_ref()).await? {
+            Some(c) => Some(c),
+            None => controller::try_become(self.meta.as_ref(), self.config.node_id, view.lease).await?,
+        };
+        *view.controller.lock().unwrap_or_else(|e| e.into_inner()) = current;
+        if let Some(c) = current.filter(|c| c.node_id == self.config.node_id)
+            && self.act_as_controller(c, &placements).await?
+        {
+            placements = placement::list(self.meta.as_ref()).await?;
+            *view.placements.write().unwrap_or_else(|e| e.into_inner()) = placements.clone();
+        }
+        let me = self.config.node_id;
+        let served: std::collections::HashSet<u64> = self.streams.served_ids().into_iter().collect();
+        for (stream, (p, rev)) in &placements {
+            if p.leader != me {
+                continue;
+            }
+            if !served.contains(stream) {
+                if let Err(e) = self.serve_stream(*stream, p, *rev).await {
+                    tracing::warn!(stream, error = %e, "taking a placed stream failed");
+                }
+            } else if let Some(target) = p.target.filter(|t| *t != me)
+                && let Err(e) = self.hand_over(*stream, p, *rev, target).await
+            {
+                tracing::warn!(stream, target, error = %e, "handing a stream over failed");
+            }
+        }
+        for stream in served {
+            let placed_here = placements.get(&stream).is_some_and(|(p, _)| p.leader == me);
+            if !placed_here {
+                tracing::warn!(stream, "a stream served here is placed elsewhere: dropping it");
+                self.unload_internal(stream).await;
+                self.producers.drop_partition(stream);
+                if let Err(e) = self.streams.release(stream, Handover::InWal).await {
+                    tracing::warn!(stream, error = %e, "dropping a stream failed");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the live brokers, the topics, the placements and the controller
+    /// into the view (a broker does so before it serves); returns the
+    /// placements.
+    pub(crate) async fn refresh_view(&self) -> Result<HashMap<u64, (Placement, Revision)>, BrokerError> {
+        let Some(view) = &self.cluster else { return Ok(HashMap::new()) };
+        let brokers = membership::live_brokers(self.meta.as_ref()).await?;
+        *view.brokers.write().unwrap_or_else(|e| e.into_inner()) =
+            brokers.into_iter().map(|b| (b.node_id, b)).collect();
+        self.catalog.reload().await?;
+        let placements = placement::list(self.meta.as_ref()).await?;
+        *view.placements.write().unwrap_or_else(|e| e.into_inner()) = placements.clone();
+        *view.controller.lock().unwrap_or_else(|e| e.into_inner()) =
+            controller::current(self.meta.as_ref()).await?;
+        Ok(placements)
+    }
+
+    /// The controller's duties; `true` when it wrote a placement.
+    async fn act_as_controller(
+        &self,
+        term: Controller,
+        placements: &HashMap<u64, (Placement, Revision)>,
+    ) -> Result<bool, BrokerError> {
+        let Some(view) = &self.cluster else { return Ok(false) };
+        let live: Vec<i32> = view.brokers.read().unwrap_or_else(|e| e.into_inner()).keys().copied().collect();
+        let mut counts: BTreeMap<i32, usize> = live.iter().map(|b| (*b, 0)).collect();
+        for (p, _) in placements.values() {
+            if let Some(c) = counts.get_mut(&p.leader) {
+                *c += 1;
+            }
+        }
+        let mut wrote = false;
+        // Streams of a broker whose session ended go to the least loaded.
+        for (stream, (p, rev)) in placements {
+            if live.contains(&p.leader) {
+                continue;
+            }
+            let Some(to) = placement::least_loaded(&live, &counts) else { break };
+            let next = Placement {
+                leader: to,
+                epoch: p.epoch + 1,
+                replicas: vec![to],
+                target: None,
+                recover_from: Some(p.leader),
+            };
+            if placement::write(self.meta.as_ref(), *stream, &next, Some(*rev), vec![term.condition()])
+                .await?
+                .is_some()
+            {
+                tracing::info!(stream, from = p.leader, to, epoch = next.epoch, "stream failed over");
+                *counts.entry(to).or_default() += 1;
+                wrote = true;
+            }
+        }
+        // New streams, spread by count.
+        for topic in self.catalog.topics() {
+            for stream in &topic.partition_streams {
+                if placements.contains_key(stream) {
+                    continue;
+                }
+                let Some(to) = placement::least_loaded(&live, &counts) else { return Ok(wrote) };
+                let next =
+                    Placement { leader: to, epoch: 0, replicas: vec![to], target: None, recover_from: None };
+                if placement::write(self.meta.as_ref(), *stream, &next, None, vec![term.condition()])
+                    .await?
+                    .is_some()
+                {
+                    *counts.entry(to).or_default() += 1;
+                    wrote = true;
+                }
+            }
+        }
+        Ok(wrote)
+    }
+
+    /// Starts serving a stream placed here: takes it over at the placed
+    /// epoch (recovering a previous leader's WAL tail when it did not hand
+    /// over), or, when the stream already reached that epoch (this broker
+    /// restarted), at the next one, recorded in the placement first.
+    async fn serve_stream(
+        self: &Arc<Self>,
+        stream: u64,
+        p: &Placement,
+        rev: Revision,
+    ) -> Result<(), BrokerError> {
+        let from = p.recover_from.map(wal_prefix);
+        let taken = match self.streams.take_over(stream, p.epoch, from.as_deref()).await {
+            Ok(s) => s,
+            Err(StreamError::StaleEpoch { current, .. }) => {
+                // This broker led the stream at `current` before its restart:
+                // its own WAL may hold the tail.
+                let next = Placement {
+                    epoch: current + 1,
+                    recover_from: Some(p.recover_from.unwrap_or(self.config.node_id)),
+                    target: None,
+                    ..p.clone()
+                };
+                if placement::write(self.meta.as_ref(), stream, &next, Some(rev), vec![]).await?.is_none() {
+                    return Ok(());
+                }
+                let from = next.recover_from.map(wal_prefix);
+                self.streams.take_over(stream, next.epoch, from.as_deref()).await?
+            }
+            Err(StreamError::Closed(_)) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        self.producers.drop_partition(stream);
+        tracing::info!(stream, epoch = taken.epoch(), "serving a placed stream");
+        self.load_internal(stream).await;
+        Ok(())
+    }
+
+    /// Hands a stream over to `target`: appends stop, the tail is uploaded
+    /// and indexed, the producer state snapshotted, and the placement names
+    /// the target at the next epoch.
+    async fn hand_over(
+        &self,
+        stream: u64,
+        p: &Placement,
+        rev: Revision,
+        target: i32,
+    ) -> Result<(), BrokerError> {
+        let Some(s) = self.streams.served(stream) else { return Ok(()) };
+        let started = std::time::Instant::now();
+        self.unload_internal(stream).await;
+        self.streams.release(stream, Handover::Indexed).await?;
+        self.producers.snapshot_stream(&s).await?;
+        self.producers.drop_partition(stream);
+        let next =
+            Placement { leader: target, epoch: p.epoch + 1, target: None, recover_from: None, ..p.clone() };
+        let wrote = placement::write(self.meta.as_ref(), stream, &next, Some(rev), vec![]).await?;
+        tracing::info!(
+            stream,
+            target,
+            epoch = next.epoch,
+            placed = wrote.is_some(),
+            ms = started.elapsed().as_millis() as u64,
+            "stream handed over"
+        );
+        Ok(())
+    }
+
+    async fn load_internal(self: &Arc<Self>, stream: u64) {
+        let Some((topic, p)) = internal_partition(self, stream) else { return };
+        let Some(s) = self.streams.served(stream) else { return };
+        if topic == OFFSETS_TOPIC {
+            let done = if self.coordinator.is_loaded() {
+                self.coordinator.load_shard(p, s).await.map_err(|e| e.to_string())
+            } else {
+                self.coordinator_ready().await.map_err(|e| e.to_string())
+            };
+            if let Err(e) = done {
+                tracing::warn!(partition = p, error = %e, "loading a group coordinator shard failed");
+            }
+        } else if self.txn.is_loaded() {
+            match self.txn.load_shard(p, s).await {
+                Ok(deciding) => {
+                    for (id, meta) in deciding {
+                        self.spawn_completion(id, meta);
+                    }
+                }
+                Err(e) => tracing::warn!(partition = p, error = %e, "loading a transaction shard failed"),
+            }
+        } else if let Err(e) = self.txn_ready().await {
+            tracing::warn!(partition = p, error = %e, "loading the transaction coordinator failed");
+        }
+    }
+
+    async fn unload_internal(&self, stream: u64) {
+        match internal_partition(self, stream) {
+            Some((OFFSETS_TOPIC, p)) => self.coordinator.unload_shard(p).await,
+            Some((_, p)) => self.txn.unload_shard(p).await,
+            None => {}
+        }
+    }
+}
+
+/// The WAL prefix of broker `node` in a cluster.
+pub fn wal_prefix(node: i32) -> String {
+    format!("wal/{node}")
+}

@@ -1,0 +1,310 @@
+//! A cluster of three brokers on one etcd prefix and one bucket (a real etcd
+//! and s3s-fs, both started by the test; docs/cluster.md). Metadata lists
+//! every broker and spreads the leaders; clients produce and consume in a
+//! group through any broker; partitions, the group's coordinator partition
+//! among them, move back and forth under an idempotent producer and a
+//! committing group, by AlterPartitionReassignments (`strata move`), with
+//! every message stored exactly once and in order; two clusters on one etcd
+//! and bucket do not see each other.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::kafka::{admin, assert_exactly_once_in_order, create_topic};
+use common::s3::S3Server;
+use common::{BrokerProcess, topic};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+use strata_meta::testing::EtcdServer;
+
+/// Three brokers of one cluster: node ids 1, 2, 3.
+struct Cluster {
+    brokers: Vec<BrokerProcess>,
+    _s3: S3Server,
+    _etcd: EtcdServer,
+}
+
+impl Cluster {
+    fn start(prefix: &str) -> Self {
+        let etcd = EtcdServer::start();
+        let s3 = S3Server::start("cluster");
+        let brokers = start_brokers(&etcd, &s3, prefix);
+        Cluster { brokers, _s3: s3, _etcd: etcd }
+    }
+
+    fn bootstrap(&self) -> String {
+        self.brokers.iter().map(|b| b.addr.clone()).collect::<Vec<_>>().join(",")
+    }
+}
+
+fn start_brokers(etcd: &EtcdServer, s3: &S3Server, prefix: &str) -> Vec<BrokerProcess> {
+    let metadata = format!("etcd://{}/{prefix}", etcd.endpoint);
+    let objects = format!("s3://cluster/{prefix}");
+    (1..=3)
+        .map(|id| {
+            let id = id.to_string();
+            let flags = [
+                "--metadata",
+                &metadata,
+                "--object-store",
+                &objects,
+                "--node-id",
+                &id,
+                "--wal-flush-ms",
+                "5",
+            ];
+            BrokerProcess::start_with_env(&flags, &s3.env())
+        })
+        .collect()
+}
+
+/// Partition leaders of `name`, by partition, once every partition has one.
+fn leaders(addr: &str, name: &str, partitions: usize) -> BTreeMap<i32, i32> {
+    let client = admin(addr);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let md = client.inner().fetch_metadata(Some(name), Duration::from_secs(10)).expect("metadata");
+        let found: BTreeMap<i32, i32> = md
+            .topics()
+            .iter()
+            .flat_map(|t| t.partitions().iter().map(|p| (p.id(), p.leader())))
+            .filter(|(_, l)| *l >= 0)
+            .collect();
+        if found.len() == partitions {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "partitions of {name} without a leader: {found:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn producer(bootstrap: &str) -> ThreadedProducer<DefaultProducerContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "60000")
+        .create()
+        .expect("producer")
+}
+
+/// Sends `0..count` (message `i` to partition `i % partitions`) and waits
+/// until every one is acknowledged.
+fn produce_numbers(bootstrap: &str, name: &str, partitions: u64, count: u64) {
+    let p = producer(bootstrap);
+    for i in 0..count {
+        let v = i.to_string();
+        let record = BaseRecord::<(), _>::to(name).partition((i % partitions) as i32).payload(&v);
+        p.send(record).map_err(|(e, _)| e).expect("send");
+    }
+    p.flush(Duration::from_secs(60)).expect("every message acknowledged");
+}
+
+fn group_consumer(bootstrap: &str, group: &str) -> BaseConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer")
+}
+
+/// Moves partition `partition` of `name` to broker `to` with `strata move`
+/// (AlterPartitionReassignments, then ListPartitionReassignments until done).
+fn strata_move(bootstrap: &str, name: &str, partition: i32, to: i32) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["move", "--bootstrap", bootstrap, "--topic", name, "--partition"])
+        .arg(partition.to_string())
+        .arg("--to")
+        .arg(to.to_string())
+        .output()
+        .expect("run strata move");
+    assert!(out.status.success(), "strata move failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Waits until Metadata names `to` as the leader of `name`-`partition`.
+fn wait_leader(addr: &str, name: &str, partition: i32, to: i32) {
+    let client = admin(addr);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let md = client.inner().fetch_metadata(Some(name), Duration::from_secs(10)).expect("metadata");
+        let leader = md
+            .topics()
+            .iter()
+            .flat_map(|t| t.partitions().iter())
+            .find(|p| p.id() == partition)
+            .map(|p| p.leader());
+        if leader == Some(to) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{name}-{partition} never moved to {to} (leader {leader:?})");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_brokers_serve_one_prefix_to_real_clients() {
+    let cluster = Cluster::start("c1");
+    let bootstrap = cluster.bootstrap();
+    // Any broker answers with every broker.
+    for b in &cluster.brokers {
+        let md = admin(&b.addr).inner().fetch_metadata(None, Duration::from_secs(10)).expect("metadata");
+        let mut ids: Vec<i32> = md.brokers().iter().map(|b| b.id()).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, vec![1, 2, 3], "brokers listed by {}", b.addr);
+    }
+    let name = topic("spread");
+    create_topic(&cluster.brokers[0].addr, &name, 6).await;
+    let placed = leaders(&cluster.brokers[1].addr, &name, 6);
+    let mut per_broker: HashMap<i32, usize> = HashMap::new();
+    for leader in placed.values() {
+        *per_broker.entry(*leader).or_default() += 1;
+    }
+    assert_eq!(per_broker, HashMap::from([(1, 2), (2, 2), (3, 2)]), "leaders spread by count: {placed:?}");
+    // A broker that does not lead a partition refuses its produce with
+    // NOT_LEADER_OR_FOLLOWER: the client, bootstrapped from one broker
+    // only, is routed to each leader.
+    produce_numbers(&cluster.brokers[2].addr, &name, 6, 3000);
+    assert_exactly_once_in_order(&cluster.brokers[0].addr, &name, 6, 3000);
+    // A group consumes everything and commits through its coordinator.
+    let group = topic("g");
+    let c = group_consumer(&bootstrap, &group);
+    c.subscribe(&[&name]).expect("subscribe");
+    let mut got = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while got < 3000 {
+        assert!(Instant::now() < deadline, "the group read {got} of 3000");
+        if let Some(m) = c.poll(Duration::from_millis(200)) {
+            m.expect("consume");
+            got += 1;
+        }
+    }
+    c.commit_consumer_state(CommitMode::Sync).expect("commit");
+    let committed = c.committed(Duration::from_secs(10)).expect("committed");
+    let total: i64 = committed.elements().iter().map(|e| e.offset().to_raw().unwrap_or(0)).sum();
+    assert_eq!(total, 3000, "the committed offsets cover every message");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_and_a_coordinator_move_back_and_forth_under_load() {
+    let cluster = Cluster::start("moves");
+    let bootstrap = cluster.bootstrap();
+    let admin_addr = cluster.brokers[0].addr.clone();
+    let name = topic("moving");
+    create_topic(&admin_addr, &name, 3).await;
+    let start = leaders(&admin_addr, &name, 3);
+
+    // A group that keeps consuming and committing.
+    let group = topic("mg");
+    let committing = Arc::new(AtomicBool::new(true));
+    let commits = Arc::new(AtomicU64::new(0));
+    let consumer = {
+        let (bootstrap, name, group) = (bootstrap.clone(), name.clone(), group.clone());
+        let (committing, commits) = (Arc::clone(&committing), Arc::clone(&commits));
+        std::thread::spawn(move || {
+            let c = group_consumer(&bootstrap, &group);
+            c.subscribe(&[&name]).expect("subscribe");
+            let mut last = Instant::now();
+            while committing.load(Ordering::Acquire) {
+                // Errors while a partition or the coordinator moves are
+                // retriable; the committed offsets are what is checked.
+                let _ = c.poll(Duration::from_millis(100));
+                if last.elapsed() > Duration::from_millis(200)
+                    && c.assignment().expect("assignment").count() > 0
+                {
+                    last = Instant::now();
+                    // The positions, committed explicitly: a commit even
+                    // when nothing new was read.
+                    let mut at = TopicPartitionList::new();
+                    for e in c.position().expect("position").elements() {
+                        if let Offset::Offset(o) = e.offset() {
+                            at.add_partition_offset(e.topic(), e.partition(), Offset::Offset(o))
+                                .expect("tpl");
+                        }
+                    }
+                    if at.count() > 0 && c.commit(&at, CommitMode::Sync).is_ok() {
+                        commits.fetch_add(1, Ordering::AcqRel);
+                    }
+                }
+            }
+        })
+    };
+    // The producer, steady and idempotent, for as long as partitions move.
+    let moving = Arc::new(AtomicBool::new(true));
+    let producing = {
+        let (bootstrap, name, moving) = (bootstrap.clone(), name.clone(), Arc::clone(&moving));
+        std::thread::spawn(move || {
+            let p = producer(&bootstrap);
+            let mut sent = 0u64;
+            while moving.load(Ordering::Acquire) || sent < 3000 {
+                let v = sent.to_string();
+                let record = BaseRecord::<(), _>::to(&name).partition((sent % 3) as i32).payload(&v);
+                p.send(record).map_err(|(e, _)| e).expect("send");
+                sent += 1;
+                if sent.is_multiple_of(20) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            p.flush(Duration::from_secs(60)).expect("every message acknowledged");
+            sent
+        })
+    };
+    // The group's coordinator partition, found by FindCoordinator.
+    let offsets_partition = coordinator_partition(&group);
+    let mut moves = 0;
+    for round in 0..4 {
+        for partition in 0..3 {
+            let to = (start[&partition] + round) % 3 + 1;
+            strata_move(&admin_addr, &name, partition, to);
+            wait_leader(&admin_addr, &name, partition, to);
+            moves += 1;
+        }
+        let before = commits.load(Ordering::Acquire);
+        let to = round % 3 + 1;
+        strata_move(&admin_addr, "__consumer_offsets", offsets_partition, to);
+        wait_leader(&admin_addr, "__consumer_offsets", offsets_partition, to);
+        // The group keeps committing once its coordinator moved.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while commits.load(Ordering::Acquire) < before + 3 {
+            assert!(Instant::now() < deadline, "the group stopped committing after its coordinator moved");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    moving.store(false, Ordering::Release);
+    let sent = producing.join().expect("producer");
+    committing.store(false, Ordering::Release);
+    consumer.join().expect("consumer");
+    assert_eq!(moves, 12);
+    assert_exactly_once_in_order(&admin_addr, &name, 3, sent);
+}
+
+/// The partition of `__consumer_offsets` that holds `group` (Kafka's rule:
+/// the Java hash of the id modulo 50).
+fn coordinator_partition(group: &str) -> i32 {
+    strata_broker::groups::partition_for(group, strata_broker::groups::OFFSETS_PARTITIONS)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clusters_on_one_etcd_and_bucket_do_not_see_each_other() {
+    let cluster = Cluster::start("iso-a");
+    let name = topic("mine");
+    create_topic(&cluster.brokers[0].addr, &name, 3).await;
+    produce_numbers(&cluster.brokers[0].addr, &name, 3, 300);
+    let other = start_brokers(&cluster._etcd, &cluster._s3, "iso-b");
+    let md = admin(&other[0].addr).inner().fetch_metadata(None, Duration::from_secs(10)).expect("metadata");
+    let topics: Vec<String> = md.topics().iter().map(|t| t.name().to_string()).collect();
+    assert!(!topics.contains(&name), "cluster b sees cluster a's topic: {topics:?}");
+    let mut ids: Vec<i32> = md.brokers().iter().map(|b| b.id()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, vec![1, 2, 3], "cluster b lists its own three brokers");
+    let mine: Vec<String> = other.iter().map(|b| b.addr.clone()).collect();
+    assert!(md.brokers().iter().all(|b| mine.contains(&format!("{}:{}", b.host(), b.port()))));
+    assert_exactly_once_in_order(&cluster.brokers[1].addr, &name, 3, 300);
+}
