@@ -91,6 +91,26 @@ impl Broker {
         }
     }
 
+    /// The leader of partition `index` of `topic` (its id, leader epoch and
+    /// endpoint), for KIP-951's answer to a request sent to another broker;
+    /// during a handover by this broker, the target.
+    pub(crate) fn current_leader(
+        &self,
+        topic: &strata_cluster::TopicRecord,
+        index: i32,
+    ) -> Option<(i32, i32, BrokerInfo)> {
+        let stream = *topic.partition_streams.get(usize::try_from(index).ok()?)?;
+        let (mut leader, mut epoch) = self.leader_of(stream)?;
+        // This broker is handing the stream over: the target leads next.
+        if leader == self.config.node_id
+            && let Some((p, _)) = self.moving(stream)
+            && let Some(target) = p.target
+        {
+            (leader, epoch) = (target, p.epoch + 1);
+        }
+        Some((leader, epoch, self.endpoint(leader)?))
+    }
+
     /// The replicas Metadata shows for `stream` (the leader first).
     pub(crate) fn replicas_of(&self, stream: u64) -> Vec<i32> {
         match &self.cluster {
@@ -451,6 +471,9 @@ impl Broker {
         let next =
             Placement { leader: target, epoch: p.epoch + 1, target: None, recover_from: None, ..p.clone() };
         let wrote = placement::write(self.meta.as_ref(), stream, &next, Some(rev), vec![]).await?;
+        if let (Some(rev), Some(view)) = (wrote, &self.cluster) {
+            view.placements.write().unwrap_or_else(|e| e.into_inner()).insert(stream, (next.clone(), rev));
+        }
         tracing::info!(
             stream,
             target,

@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{
-    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+    BatchIndexAndErrorMessage, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
 };
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
 use strata_stream::Appended;
 
 use crate::broker::now_ms;
@@ -375,6 +375,23 @@ impl Broker {
                         pr.error_code = code(&e);
                         crate::error_codes::count("Produce", pr.error_code);
                         pr.error_message = Some(message(&e));
+                        // KIP-951: the new leader, so that the client need not
+                        // wait for a metadata refresh.
+                        if version >= 10
+                            && pr.error_code == kafka_protocol::ResponseError::NotLeaderOrFollower.code()
+                            && let Ok(t) = &topic
+                            && let Some((leader, epoch, info)) = self.current_leader(t, pd.index)
+                        {
+                            pr.current_leader.leader_id = BrokerId(leader);
+                            pr.current_leader.leader_epoch = epoch;
+                            if !response.node_endpoints.iter().any(|n| n.node_id.0 == leader) {
+                                let mut n = NodeEndpoint::default();
+                                n.node_id = BrokerId(leader);
+                                n.host = kafka_protocol::protocol::StrBytes::from_string(info.host);
+                                n.port = info.port;
+                                response.node_endpoints.push(n);
+                            }
+                        }
                         if let BrokerError::KeylessRecords { partition, records } = &e {
                             let message = kafka_protocol::protocol::StrBytes::from_string(
                                 crate::error::keyless_message(partition),
