@@ -96,6 +96,8 @@ pub struct Broker {
     pub(crate) meta: Arc<dyn MetaStore>,
     /// The view of the cluster; `None` on one node.
     pub(crate) cluster: Option<crate::cluster::ClusterView>,
+    /// Connections to the other brokers of the cluster.
+    pub(crate) peers: crate::peers::Peers,
 }
 
 impl Broker {
@@ -127,6 +129,7 @@ impl Broker {
             cleaner: Default::default(),
             meta,
             cluster: membership.map(crate::cluster::ClusterView::new),
+            peers: Default::default(),
         });
         streams.start_background();
         broker.refresh_view().await?;

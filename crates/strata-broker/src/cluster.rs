@@ -524,3 +524,112 @@ impl Broker {
 pub fn wal_prefix(node: i32) -> String {
     format!("wal/{node}")
 }
+
+/// What a remote coordinator answered for one partition of a transaction.
+pub(crate) enum RemoteAdd {
+    /// Added, or verified in the ongoing transaction.
+    Done,
+    /// The error code the coordinator gave.
+    Refused(i16),
+}
+
+impl Broker {
+    /// The coordinator of transactional id `id` when another broker of the
+    /// cluster is it (it leads the id's partition of `__transaction_state`).
+    pub(crate) fn remote_txn_coordinator(&self, id: &str) -> Option<BrokerInfo> {
+        self.cluster.as_ref()?;
+        let topic = self.catalog.topic(TXN_TOPIC)?;
+        let p = crate::groups::partition_for(id, topic.partitions());
+        let stream = *topic.partition_streams.get(p as usize)?;
+        let (leader, _) = self.leader_of(stream)?;
+        (leader != self.config.node_id).then(|| self.endpoint(leader)).flatten()
+    }
+
+    /// Asks the remote coordinator `peer` to add `partition` to (or, with
+    /// `verify_only`, to check it is in) the transaction of `id`
+    /// (AddPartitionsToTxn v4, the brokers' form).
+    pub(crate) async fn remote_add_to_txn(
+        &self,
+        peer: &BrokerInfo,
+        id: &str,
+        producer_id: i64,
+        epoch: i16,
+        partition: &(String, i32),
+        verify_only: bool,
+    ) -> Result<RemoteAdd, BrokerError> {
+        use kafka_protocol::messages::add_partitions_to_txn_request::{
+            AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction,
+        };
+        use kafka_protocol::messages::{AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, ProducerId};
+        use kafka_protocol::protocol::StrBytes;
+        let mut topic = AddPartitionsToTxnTopic::default();
+        topic.name = StrBytes::from_string(partition.0.clone()).into();
+        topic.partitions = vec![partition.1];
+        let mut txn = AddPartitionsToTxnTransaction::default();
+        txn.transactional_id = StrBytes::from_string(id.to_string()).into();
+        txn.producer_id = ProducerId(producer_id);
+        txn.producer_epoch = epoch;
+        txn.verify_only = verify_only;
+        txn.topics = vec![topic];
+        let mut req = AddPartitionsToTxnRequest::default();
+        req.transactions = vec![txn];
+        let resp: AddPartitionsToTxnResponse =
+            self.peers.call(peer, kafka_protocol::messages::ApiKey::AddPartitionsToTxn, 4, &req).await?;
+        if resp.error_code != 0 {
+            return Ok(RemoteAdd::Refused(resp.error_code));
+        }
+        let code = resp
+            .results_by_transaction
+            .iter()
+            .flat_map(|r| r.topic_results.iter())
+            .flat_map(|t| t.results_by_partition.iter())
+            .map(|p| p.partition_error_code)
+            .find(|c| *c != 0);
+        Ok(code.map_or(RemoteAdd::Done, RemoteAdd::Refused))
+    }
+
+    /// Writes a transaction marker to `topic`-`partition` on its leader, another
+    /// broker (WriteTxnMarkers v1), answered once durable there; the leader's
+    /// error code when it refused it.
+    pub(crate) async fn remote_marker(
+        &self,
+        topic: &strata_cluster::TopicRecord,
+        partition: i32,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+        coordinator_epoch: i32,
+    ) -> Result<i16, BrokerError> {
+        use kafka_protocol::messages::write_txn_markers_request::{
+            WritableTxnMarker, WritableTxnMarkerTopic,
+        };
+        use kafka_protocol::messages::{ProducerId, WriteTxnMarkersRequest, WriteTxnMarkersResponse};
+        use kafka_protocol::protocol::StrBytes;
+        let (leader, _, peer) =
+            self.current_leader(topic, partition).ok_or(BrokerError::NotLeaderOrFollower)?;
+        if leader == self.config.node_id {
+            return Err(BrokerError::NotLeaderOrFollower);
+        }
+        let mut t = WritableTxnMarkerTopic::default();
+        t.name = StrBytes::from_string(topic.name.clone()).into();
+        t.partition_indexes = vec![partition];
+        let mut marker = WritableTxnMarker::default();
+        marker.producer_id = ProducerId(producer_id);
+        marker.producer_epoch = epoch;
+        marker.transaction_result = commit;
+        marker.coordinator_epoch = coordinator_epoch;
+        marker.topics = vec![t];
+        let mut req = WriteTxnMarkersRequest::default();
+        req.markers = vec![marker];
+        let resp: WriteTxnMarkersResponse =
+            self.peers.call(&peer, kafka_protocol::messages::ApiKey::WriteTxnMarkers, 1, &req).await?;
+        Ok(resp
+            .markers
+            .iter()
+            .flat_map(|m| m.topics.iter())
+            .flat_map(|t| t.partitions.iter())
+            .map(|p| p.error_code)
+            .find(|c| *c != 0)
+            .unwrap_or(0))
+    }
+}

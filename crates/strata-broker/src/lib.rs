@@ -17,6 +17,7 @@ mod kafka_broker_configs;
 mod list_offsets;
 pub mod log_cleaner;
 mod offsets_admin;
+mod peers;
 mod produce;
 mod producer_state;
 mod reassignments;

@@ -27,6 +27,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use crate::broker::now_ms;
+use crate::cluster::RemoteAdd;
 use crate::error_codes::{code, count, txn_error};
 use crate::txn::state::{EndOutcome, InitOutcome};
 use crate::txn::{TXN_PARTITIONS, TXN_TOPIC, TxnError, TxnMeta, TxnState};
@@ -150,6 +151,26 @@ impl Broker {
                 let Some(t) = self.catalog.topic(&topic) else { continue };
                 match self.append_marker(&t, partition, pid, epoch, commit, 0).await {
                     Ok(appended) => waits.push(((topic, partition), appended)),
+                    // Led by another broker of the cluster: WriteTxnMarkers there.
+                    Err(BrokerError::NotLeaderOrFollower) if self.is_cluster() => {
+                        match self.remote_marker(&t, partition, pid, epoch, commit, 0).await {
+                            Ok(0) => {}
+                            Ok(c)
+                                if c == ResponseError::InvalidProducerEpoch.code()
+                                    || c == ResponseError::UnknownTopicOrPartition.code() =>
+                            {
+                                tracing::warn!(transactional_id = id, topic = %topic, partition, code = c, "marker dropped by its leader");
+                            }
+                            Ok(c) => {
+                                tracing::debug!(transactional_id = id, topic = %topic, partition, code = c, "remote marker refused; retrying");
+                                retry.push((topic, partition));
+                            }
+                            Err(e) => {
+                                tracing::warn!(transactional_id = id, topic = %topic, partition, error = %e, "remote marker failed; retrying");
+                                retry.push((topic, partition));
+                            }
+                        }
+                    }
                     // Kafka drops a marker the partition fences, and one for a partition gone.
                     Err(
                         e @ (BrokerError::InvalidProducerEpoch(_) | BrokerError::UnknownTopicOrPartition),
@@ -326,6 +347,22 @@ impl Broker {
             ));
         };
         let deadline = tokio::time::Instant::now() + Duration::from_millis(100);
+        if let Some(peer) = self.remote_txn_coordinator(id) {
+            loop {
+                match self.remote_add_to_txn(&peer, id, producer_id, epoch, &partition, false).await? {
+                    RemoteAdd::Done => return Ok(()),
+                    RemoteAdd::Refused(c)
+                        if c == ResponseError::ConcurrentTransactions.code()
+                            && tokio::time::Instant::now() < deadline =>
+                    {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    RemoteAdd::Refused(c) => {
+                        return Err(remote_refusal(c, id, producer_id, epoch, &partition));
+                    }
+                }
+            }
+        }
         loop {
             match self.add_to_txn(id, producer_id, epoch, std::slice::from_ref(&partition), 2).await {
                 Ok(()) => return Ok(()),
@@ -624,6 +661,13 @@ impl Broker {
             }
         };
         let Some(id) = transactional_id else { return Err(not_in_txn()) };
+        if let Some(peer) = self.remote_txn_coordinator(id) {
+            return match self.remote_add_to_txn(&peer, id, producer_id, epoch, &partition, true).await? {
+                RemoteAdd::Done => Ok(()),
+                RemoteAdd::Refused(c) if c == ResponseError::TransactionAbortable.code() => Err(not_in_txn()),
+                RemoteAdd::Refused(c) => Err(remote_refusal(c, id, producer_id, epoch, &partition)),
+            };
+        }
         let retriable = |e: TxnError| BrokerError::NotEnoughReplicas(format!("transaction coordinator: {e}"));
         self.txn_ready().await.map_err(retriable)?;
         match self.txn.get(id).map_err(retriable)? {
@@ -764,5 +808,28 @@ impl Broker {
             resp.markers.push(mr);
         }
         resp
+    }
+}
+
+/// The error a produce (or TxnOffsetCommit) gets when the transaction's
+/// remote coordinator refused its partition with `code`.
+fn remote_refusal(
+    code: i16,
+    id: &str,
+    producer_id: i64,
+    epoch: i16,
+    partition: &(String, i32),
+) -> BrokerError {
+    if code == ResponseError::InvalidProducerEpoch.code()
+        || code == ResponseError::ProducerFenced.code()
+        || code == ResponseError::InvalidProducerIdMapping.code()
+    {
+        BrokerError::InvalidProducerEpoch(format!("producer {producer_id} epoch {epoch} is fenced"))
+    } else if code == ResponseError::InvalidTxnState.code() {
+        BrokerError::InvalidTxnState(format!("{id} cannot add {}-{}", partition.0, partition.1))
+    } else if code == ResponseError::ConcurrentTransactions.code() {
+        BrokerError::ConcurrentTransactions(format!("the last transaction of {id} is still completing"))
+    } else {
+        BrokerError::NotEnoughReplicas(format!("transaction coordinator answered error {code}"))
     }
 }

@@ -20,7 +20,7 @@ use common::{BrokerProcess, topic};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
 use strata_meta::testing::EtcdServer;
 
 /// Three brokers of one cluster: node ids 1, 2, 3.
@@ -307,4 +307,109 @@ async fn two_clusters_on_one_etcd_and_bucket_do_not_see_each_other() {
     let mine: Vec<String> = other.iter().map(|b| b.addr.clone()).collect();
     assert!(md.brokers().iter().all(|b| mine.contains(&format!("{}:{}", b.host(), b.port()))));
     assert_exactly_once_in_order(&cluster.brokers[1].addr, &name, 3, 300);
+}
+
+fn transactional(bootstrap: &str, id: &str) -> ThreadedProducer<DefaultProducerContext> {
+    let p: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("transactional.id", id)
+        .set("message.timeout.ms", "60000")
+        .create()
+        .expect("transactional producer");
+    p.init_transactions(Duration::from_secs(30)).expect("init_transactions");
+    p
+}
+
+/// `name`'s values by partition, read to the end at `read_committed`.
+fn committed_values(addr: &str, name: &str, partitions: i32) -> BTreeMap<i32, Vec<String>> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .set("group.id", "cluster-read-committed")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = HashMap::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(name, p, Offset::Beginning).expect("tpl");
+        ends.insert(p, c.fetch_watermarks(name, p, Duration::from_secs(10)).expect("watermarks").1);
+    }
+    c.assign(&tpl).expect("assign");
+    let mut out: BTreeMap<i32, Vec<String>> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let done = (0..partitions).all(|p| {
+            let pos = c.position().ok().and_then(|l| l.find_partition(name, p).map(|e| e.offset()));
+            matches!(pos, Some(Offset::Offset(o)) if o >= ends[&p]) || ends[&p] == 0
+        });
+        if done {
+            return out;
+        }
+        assert!(Instant::now() < deadline, "read_committed never reached the end: {out:?}");
+        if let Some(m) = c.poll(Duration::from_millis(100)) {
+            let m = m.expect("consume");
+            let v = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
+            out.entry(m.partition()).or_default().push(v);
+        }
+    }
+}
+
+/// Transactions span partitions led by different brokers (markers go by
+/// WriteTxnMarkers, implicit adds by AddPartitionsToTxn to the coordinator),
+/// and an open transaction survives the move of one of its partitions and
+/// of its coordinator's partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_span_brokers_and_survive_moves() {
+    let cluster = Cluster::start("txn");
+    let bootstrap = cluster.bootstrap();
+    let admin_addr = cluster.brokers[0].addr.clone();
+    let name = topic("txn");
+    create_topic(&admin_addr, &name, 3).await;
+    let placed = leaders(&admin_addr, &name, 3);
+    let mut distinct: Vec<i32> = placed.values().copied().collect();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 3, "one partition per broker: {placed:?}");
+    let txn_id = topic("tx");
+    let p = transactional(&bootstrap, &txn_id);
+    let send = |p: &ThreadedProducer<DefaultProducerContext>, partition: i32, v: &str| {
+        p.send(BaseRecord::<(), _>::to(&name).partition(partition).payload(v))
+            .map_err(|(e, _)| e)
+            .expect("send");
+    };
+    // A committed transaction and an aborted one, across all three brokers.
+    p.begin_transaction().expect("begin");
+    for partition in 0..3 {
+        send(&p, partition, &format!("c1-{partition}"));
+    }
+    p.commit_transaction(Duration::from_secs(30)).expect("commit");
+    p.begin_transaction().expect("begin");
+    for partition in 0..3 {
+        send(&p, partition, &format!("a1-{partition}"));
+    }
+    p.abort_transaction(Duration::from_secs(30)).expect("abort");
+    // An open transaction while one of its partitions moves, then its
+    // coordinator's partition.
+    p.begin_transaction().expect("begin");
+    for partition in 0..3 {
+        send(&p, partition, &format!("c2-{partition}"));
+    }
+    p.flush(Duration::from_secs(30)).expect("flush");
+    let to = placed[&0] % 3 + 1;
+    strata_move(&admin_addr, &name, 0, to);
+    wait_leader(&admin_addr, &name, 0, to);
+    let txn_partition = strata_broker::groups::partition_for(&txn_id, 50);
+    let coordinator = leaders(&admin_addr, "__transaction_state", 50)[&txn_partition];
+    let next = coordinator % 3 + 1;
+    strata_move(&admin_addr, "__transaction_state", txn_partition, next);
+    wait_leader(&admin_addr, "__transaction_state", txn_partition, next);
+    for partition in 0..3 {
+        send(&p, partition, &format!("c2b-{partition}"));
+    }
+    p.commit_transaction(Duration::from_secs(30)).expect("commit after the moves");
+    let seen = committed_values(&admin_addr, &name, 3);
+    for partition in 0..3 {
+        let want: Vec<String> = ["c1", "c2", "c2b"].iter().map(|t| format!("{t}-{partition}")).collect();
+        assert_eq!(seen.get(&partition), Some(&want), "partition {partition} at read_committed");
+    }
 }
