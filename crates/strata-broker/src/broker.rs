@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use kafka_protocol::messages::BrokerId;
 use strata_cluster::{Catalog, TopicRecord};
 use strata_meta::MetaStore;
 use strata_stream::{Stream, StreamStore};
@@ -191,10 +190,6 @@ impl Broker {
         self.catalog.cluster_id()
     }
 
-    pub(crate) fn node(&self) -> BrokerId {
-        BrokerId(self.config.node_id)
-    }
-
     /// The stream behind partition `index` of `topic`, when this broker
     /// serves it.
     pub(crate) fn partition(&self, topic: &TopicRecord, index: i32) -> Option<Arc<Stream>> {
@@ -215,15 +210,6 @@ impl Broker {
             .and_then(|i| topic.partition_streams.get(i))
             .ok_or(BrokerError::UnknownTopicOrPartition)?;
         self.stream_by_id(id).ok_or(BrokerError::NotLeaderOrFollower)
-    }
-
-    /// The leader epoch of partition `index` of `topic` (-1 when absent).
-    pub(crate) fn leader_epoch(&self, topic: &TopicRecord, index: i32) -> i32 {
-        usize::try_from(index)
-            .ok()
-            .and_then(|i| topic.partition_streams.get(i))
-            .and_then(|id| self.leader_of(*id))
-            .map_or(-1, |(_, epoch)| epoch)
     }
 }
 

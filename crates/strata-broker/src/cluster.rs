@@ -434,7 +434,6 @@ impl Broker {
                 let next = Placement {
                     epoch: current + 1,
                     recover_from: Some(p.recover_from.unwrap_or(self.config.node_id)),
-                    target: None,
                     ..p.clone()
                 };
                 if placement::write(self.meta.as_ref(), stream, &next, Some(rev), vec![]).await?.is_none() {
@@ -468,9 +467,31 @@ impl Broker {
         self.streams.release(stream, Handover::Indexed).await?;
         self.producers.snapshot_stream(&s).await?;
         self.producers.drop_partition(stream);
-        let next =
-            Placement { leader: target, epoch: p.epoch + 1, target: None, recover_from: None, ..p.clone() };
-        let wrote = placement::write(self.meta.as_ref(), stream, &next, Some(rev), vec![]).await?;
+        // The placement as it is now (a request may have changed it since
+        // this pass read it), as long as it still names this broker.
+        let (mut seen, mut seen_rev) = (p.clone(), rev);
+        let mut wrote = None;
+        let mut next = seen.clone();
+        for _ in 0..16 {
+            let to = seen.target.filter(|t| *t != self.config.node_id).unwrap_or(target);
+            next = Placement {
+                leader: to,
+                epoch: seen.epoch + 1,
+                target: None,
+                recover_from: None,
+                ..seen.clone()
+            };
+            wrote = placement::write(self.meta.as_ref(), stream, &next, Some(seen_rev), vec![]).await?;
+            if wrote.is_some() {
+                break;
+            }
+            match placement::list_one(self.meta.as_ref(), stream).await? {
+                Some((now, now_rev)) if now.leader == self.config.node_id => {
+                    (seen, seen_rev) = (now, now_rev)
+                }
+                _ => break,
+            }
+        }
         if let (Some(rev), Some(view)) = (wrote, &self.cluster) {
             view.placements.write().unwrap_or_else(|e| e.into_inner()).insert(stream, (next.clone(), rev));
         }

@@ -534,6 +534,8 @@ impl Broker {
             };
             t.topic_id = topic.id;
             let start = if cursor_topic.as_deref() == Some(name.as_str()) { cursor_part } else { 0 };
+            // Leaders, epochs and replicas as Metadata shows them.
+            let placed = self.metadata_partitions(&topic);
             for i in start..topic.partitions() {
                 if budget == 0 {
                     let mut c = Cursor::default();
@@ -544,10 +546,12 @@ impl Broker {
                 }
                 let mut p = DescribeTopicPartitionsResponsePartition::default();
                 p.partition_index = i;
-                p.leader_id = self.node();
-                p.leader_epoch = self.leader_epoch(&topic, i);
-                p.replica_nodes = vec![self.node()];
-                p.isr_nodes = vec![self.node()];
+                let m = &placed[i as usize];
+                p.error_code = m.error_code;
+                p.leader_id = m.leader_id;
+                p.leader_epoch = m.leader_epoch;
+                p.replica_nodes = m.replica_nodes.clone();
+                p.isr_nodes = m.isr_nodes.clone();
                 p.eligible_leader_replicas = Some(vec![]);
                 p.last_known_elr = Some(vec![]);
                 t.partitions.push(p);
