@@ -413,7 +413,7 @@ async fn transactions_span_brokers_and_survive_moves() {
         if seen.get(&partition) != Some(&want) {
             let all = common::kafka::read_partition_to_end(&admin_addr, &name, "read_uncommitted");
             panic!(
-                "partition {partition} at read_committed: {:?}, want {want:?}; partition 0 holds {all:?}",
+                "partition {partition} at read_committed: {:?}, want {want:?}; partition 0 holds (key, value) {all:?}",
                 seen.get(&partition)
             );
         }

@@ -110,10 +110,7 @@ pub fn read_partition_to_end(addr: &str, topic: &str, isolation: &str) -> Vec<(S
         if let Some(m) = c.poll(Duration::from_millis(100)) {
             let m = m.expect("consume");
             let key = String::from_utf8_lossy(m.key().unwrap_or_default()).to_string();
-            out.push((
-                format!("{}@{}", key, m.offset()),
-                String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string(),
-            ));
+            out.push((key, String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string()));
         }
         let position = c.position().ok().and_then(|t| t.elements().first().map(|e| e.offset()));
         if let Some(Offset::Offset(p)) = position
