@@ -559,11 +559,18 @@ impl Broker {
     /// cluster is it (it leads the id's partition of `__transaction_state`).
     pub(crate) fn remote_txn_coordinator(&self, id: &str) -> Option<BrokerInfo> {
         self.cluster.as_ref()?;
-        let topic = self.catalog.topic(TXN_TOPIC)?;
-        let p = crate::groups::partition_for(id, topic.partitions());
+        self.coordinator_for(TXN_TOPIC, id).filter(|b| b.node_id != self.config.node_id)
+    }
+
+    /// The live broker that leads `key`'s partition of the internal topic
+    /// `topic` (Kafka's rule: the key's Java hash modulo the partitions):
+    /// the key's coordinator.
+    pub(crate) fn coordinator_for(&self, topic: &str, key: &str) -> Option<BrokerInfo> {
+        let topic = self.catalog.topic(topic)?;
+        let p = crate::groups::partition_for(key, topic.partitions());
         let stream = *topic.partition_streams.get(p as usize)?;
         let (leader, _) = self.leader_of(stream)?;
-        (leader != self.config.node_id).then(|| self.endpoint(leader)).flatten()
+        self.endpoint(leader)
     }
 
     /// Asks the remote coordinator `peer` to add `partition` to (or, with

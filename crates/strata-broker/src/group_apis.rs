@@ -355,11 +355,7 @@ impl Broker {
         key: &str,
     ) -> Result<strata_cluster::membership::BrokerInfo, GroupError> {
         let topic = if key_type == 0 { OFFSETS_TOPIC } else { crate::txn::TXN_TOPIC };
-        let topic = self.catalog.topic(topic).ok_or(GroupError::CoordinatorNotAvailable)?;
-        let p = crate::groups::partition_for(key, topic.partitions());
-        let stream = *topic.partition_streams.get(p as usize).ok_or(GroupError::CoordinatorNotAvailable)?;
-        let (leader, _) = self.leader_of(stream).ok_or(GroupError::CoordinatorNotAvailable)?;
-        self.endpoint(leader).ok_or(GroupError::CoordinatorNotAvailable)
+        self.coordinator_for(topic, key).ok_or(GroupError::CoordinatorNotAvailable)
     }
 
     /// FindCoordinator: the leader of the key's internal partition.
