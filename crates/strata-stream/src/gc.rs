@@ -20,7 +20,7 @@ use object_store::path::Path;
 use strata_meta::{Condition, Op};
 
 use crate::StreamError;
-use crate::index::{self, Checkpoint, GcEntry, RangeEntry};
+use crate::index::{self, Checkpoint, GcEntry, RangeEntry, StreamMeta};
 use crate::store::{StreamStore, decode, now_ms};
 
 /// Objects that reads of this process are using, with a count per object.
@@ -64,7 +64,7 @@ impl Drop for Lease {
 /// What one orphan sweep found and removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OrphanSweep {
-    /// Data objects referenced by nothing, deleted.
+    /// Data objects and index manifests referenced by nothing, deleted.
     pub data_objects: usize,
     /// WAL objects below the checkpoint, deleted.
     pub wal_objects: usize,
@@ -90,14 +90,30 @@ impl StreamStore {
         self.shared.refs.release(objects);
     }
 
-    /// Every object a range of the authoritative index names (any owner's).
+    /// Every object a range of the authoritative index names (any owner's),
+    /// and every current index manifest.
+    ///
+    /// One listing is one snapshot: the manifests it names are the current
+    /// ones, and their ranges with the inline keys beside them are the whole
+    /// index at that revision (manifests are immutable; a replaced one stays
+    /// until its own grace period passed, so it is still there to read).
     async fn indexed_objects(&self) -> Result<HashSet<String>, StreamError> {
         let mut known = HashSet::new();
+        let mut manifests = Vec::new();
         for e in self.shared.meta.list(index::STREAM_PREFIX).await? {
             if e.key.contains("/r/") {
                 let r: RangeEntry = decode(&e.key, &e.value)?;
                 known.insert(r.object);
+            } else if e.key.ends_with("/m") {
+                let m: StreamMeta = decode(&e.key, &e.value)?;
+                if let Some(r) = m.index {
+                    known.insert(r.object.clone());
+                    manifests.push(r);
+                }
             }
+        }
+        for r in manifests {
+            known.extend(self.read_manifest(&r).await?.iter().map(|e| e.object.clone()));
         }
         Ok(known)
     }
@@ -181,7 +197,10 @@ impl StreamStore {
             let modified: std::time::SystemTime = m.last_modified.into();
             now.duration_since(modified).unwrap_or_default() >= age
         };
-        let data: Vec<_> = self.shared.objects.list(Some(&Path::from("data"))).try_collect().await?;
+        let mut data: Vec<_> = self.shared.objects.list(Some(&Path::from("data"))).try_collect().await?;
+        let manifests: Vec<_> =
+            self.shared.objects.list(Some(&Path::from(index::MANIFEST_DIR))).try_collect().await?;
+        data.extend(manifests);
         let wal: Vec<_> = if matches!(self.config.wal, crate::WalKind::Object(_)) {
             let listed: Vec<_> = self.shared.objects.list(Some(&self.names.dir())).try_collect().await?;
             listed.into_iter().filter(|m| self.names.holds(&m.location)).collect()

@@ -2,12 +2,17 @@
 //!
 //! | key | value |
 //! |---|---|
-//! | `s/<stream>/m` | [`StreamMeta`]: start offset and leader-epoch history |
-//! | `s/<stream>/r/<start offset>` | [`RangeEntry`]: one object holding `[start, end)` of the stream |
+//! | `s/<stream>/m` | [`StreamMeta`]: start offset, leader-epoch history and the pointer to the stream's index manifest |
+//! | `s/<stream>/r/<start offset>` | [`RangeEntry`]: one object holding `[start, end)` of the stream (an *inline* range) |
 //! | `s-deleted/<stream>` | tombstone of a deleted stream (its WAL records are ignored) |
 //! | `<wal prefix>/checkpoint` | [`Checkpoint`]: every record of that WAL before it is in objects (`wal/checkpoint` for the default prefix) |
 //! | `<wal prefix>/barrier/<epoch>` | an object WAL's takeover barrier |
 //! | `gc/<object>` | [`GcEntry`]: an unreferenced object, deletable after its deadline |
+//!
+//! A stream's index is its inline ranges plus, once they grew past
+//! `index_inline_ranges`, the ranges folded into its index manifest: an
+//! immutable object `index/<stream>/<uuid>.json` ([`IndexManifest`]) named by
+//! [`StreamMeta::index`] (see `manifest.rs` and docs/ownership.md).
 //!
 //! Stream ids and offsets are zero-padded to 20 digits so that key order is
 //! numeric order. Values are JSON.
@@ -23,6 +28,29 @@ pub struct StreamMeta {
     pub start: i64,
     /// `(epoch, first offset written in it)`, ascending.
     pub epochs: Vec<(i32, i64)>,
+    /// The stream's index manifest (its folded ranges), if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<IndexRef>,
+}
+
+/// Where a stream's folded ranges are: an immutable object in the object store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexRef {
+    /// Object name of the [`IndexManifest`].
+    pub object: String,
+    /// How many ranges it holds.
+    pub ranges: u32,
+    /// The end of its last range (the stream's indexed end, without inline ranges).
+    pub end: i64,
+}
+
+/// The body of an index manifest object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexManifest {
+    /// The stream it indexes.
+    pub stream: StreamId,
+    /// Its ranges, in offset order.
+    pub ranges: Vec<RangeEntry>,
 }
 
 /// One object's part of one stream.
@@ -76,6 +104,14 @@ pub fn range_prefix(id: StreamId) -> String {
 pub fn range_key(id: StreamId, start: i64) -> String {
     format!("s/{id:020}/r/{start:020}")
 }
+
+/// Name of a new index manifest object of a stream.
+pub fn manifest_object(id: StreamId) -> String {
+    format!("{MANIFEST_DIR}/{id:020}/{}.json", uuid::Uuid::new_v4().simple())
+}
+
+/// Where index manifest objects live in the bucket.
+pub const MANIFEST_DIR: &str = "index";
 
 /// Key of a deleted stream's tombstone.
 pub fn deleted_key(id: StreamId) -> String {

@@ -21,6 +21,7 @@ mod error;
 mod failpoint;
 mod gc;
 pub mod index;
+mod manifest;
 pub mod object_format;
 mod object_refs;
 pub mod object_stores;

@@ -19,9 +19,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
-use strata_meta::Op;
 
-use crate::index::{self, RangeEntry};
+use crate::index::RangeEntry;
 use crate::store::StreamStore;
 use crate::stream::ObjRange;
 use crate::{BatchInfo, ReadBatch, Stream, StreamError};
@@ -155,24 +154,32 @@ impl StreamStore {
         let old: Vec<String> = group.iter().map(|r| r.entry.object.clone()).collect();
         // A new range takes the first one's place (same start) and the others
         // go; without one, all go.
-        let mut ops = Vec::new();
-        let mut replaced = group;
         if let Some(e) = &entry {
             debug_assert_eq!(e.start, first.entry.start);
-            ops.push(Op::Put(index::range_key(id, first.entry.start), index::encode(e)));
-            replaced = &group[1..];
         }
-        ops.extend(replaced.iter().map(|r| Op::Delete(index::range_key(id, r.entry.start))));
-        ops.extend(self.release_objects(&old));
-        let owner = stream.lock().owner_condition(id);
-        if let strata_meta::TxnOutcome::Conflict = self.commit(vec![owner], ops).await? {
-            // Definitely not switched: another process took the stream over.
-            self.still_owned(stream).await?;
-            discard(&entry).await;
-            return Ok(false);
-        }
-        self.commit_release(&old);
         let starts: Vec<i64> = group.iter().map(|r| r.entry.start).collect();
+        let garbage = self.release_objects(&old);
+        let added: Vec<RangeEntry> = entry.iter().cloned().collect();
+        let edit = self.plan_index_edit(stream, &starts, &added, garbage.len()).await?;
+        let mut ops = edit.ops.clone();
+        ops.extend(garbage);
+        let owner = stream.lock().owner_condition(id);
+        match self.commit(vec![owner], ops).await? {
+            strata_meta::TxnOutcome::Conflict => {
+                // Definitely not switched: another process took the stream over.
+                self.still_owned(stream).await?;
+                self.discard_index_edit(edit).await;
+                discard(&entry).await;
+                return Ok(false);
+            }
+            strata_meta::TxnOutcome::Committed(rev) => {
+                if edit.folds() {
+                    stream.lock().meta_rev = Some(rev);
+                }
+            }
+        }
+        self.apply_index_edit(stream, edit);
+        self.commit_release(&old);
         if let Some(e) = &entry {
             self.shared.refs.add([e.object.as_str()]);
         }

@@ -85,6 +85,10 @@ pub struct StreamStoreConfig {
     /// Catch-up reads: bytes per second delivered from objects, at most (0:
     /// unlimited).
     pub catch_up_bytes_per_sec: u64,
+    /// A stream keeps at most this many ranges as metadata keys; past it they
+    /// fold into its index manifest in the object store (0: never; bounded
+    /// by half the metadata store's transaction limit).
+    pub index_inline_ranges: usize,
 }
 
 impl StreamStoreConfig {
@@ -112,6 +116,7 @@ impl StreamStoreConfig {
             read_ahead_bytes: 16 << 20,
             catch_up_concurrency: 4,
             catch_up_bytes_per_sec: 0,
+            index_inline_ranges: 32,
         }
     }
 }
@@ -139,6 +144,8 @@ pub struct StreamStore {
     stopped: watch::Sender<Option<Stop>>,
     /// The names of this store's WAL.
     pub(crate) names: WalNames,
+    /// Index manifests read or written, by object name (they are immutable).
+    pub(crate) manifests: Cache<String, Arc<Vec<RangeEntry>>>,
 }
 
 /// Why a store stopped for good; the process should exit so that an
@@ -241,14 +248,38 @@ impl StreamStore {
             None => Checkpoint::default(),
         };
         let mut metas: HashMap<StreamId, (StreamMeta, strata_meta::Revision)> = HashMap::new();
-        let mut ranges: BTreeMap<(StreamId, i64), RangeEntry> = BTreeMap::new();
+        // Every range, with whether it is inline.
+        let mut ranges: BTreeMap<(StreamId, i64), (RangeEntry, bool)> = BTreeMap::new();
         for e in meta.list(index::STREAM_PREFIX).await? {
             let Some(id) = index::stream_of(&e.key) else { continue };
             if e.key.ends_with("/m") {
                 metas.insert(id, (decode(&e.key, &e.value)?, e.mod_revision));
             } else {
                 let r: RangeEntry = decode(&e.key, &e.value)?;
-                ranges.insert((id, r.start), r);
+                ranges.insert((id, r.start), (r, true));
+            }
+        }
+        let manifests: Cache<String, Arc<Vec<RangeEntry>>> = Cache::new(1024);
+        // One owner of everything needs every stream's folded ranges; a
+        // broker of a cluster loads a stream's index when it takes it over.
+        if config.own_all_at_open {
+            let refs: Vec<(StreamId, index::IndexRef)> =
+                metas.iter().filter_map(|(id, (m, _))| m.index.clone().map(|r| (*id, r))).collect();
+            let read = futures::stream::iter(refs.into_iter().map(|(id, r)| {
+                let objects = Arc::clone(&objects);
+                async move {
+                    let body = objects.get(&Path::from(r.object.as_str())).await?.bytes().await?;
+                    let m: index::IndexManifest = decode(&r.object, &body)?;
+                    Ok::<_, StreamError>((id, r.object, m.ranges))
+                }
+            }));
+            let loaded: Vec<_> =
+                futures::TryStreamExt::try_collect(futures::StreamExt::buffer_unordered(read, 16)).await?;
+            for (id, name, folded) in loaded {
+                for r in &folded {
+                    ranges.entry((id, r.start)).or_insert_with(|| (r.clone(), false));
+                }
+                manifests.insert(name, Arc::new(folded));
             }
         }
         let deleted: HashSet<StreamId> =
@@ -282,7 +313,7 @@ impl StreamStore {
             }
         };
         let refs = crate::object_refs::ObjectRefs::default();
-        refs.add(ranges.values().map(|r| r.object.as_str()));
+        refs.add(ranges.values().map(|(r, _)| r.object.as_str()));
         let shared = Arc::new(Shared {
             wal,
             blocks: BlockCache::new(Arc::clone(&objects), config.block_bytes, config.block_cache_bytes),
@@ -304,11 +335,11 @@ impl StreamStore {
         for (id, (m, rev)) in &metas {
             streams.insert(*id, Arc::new(Stream::new(*id, Arc::clone(&shared), m, Some(*rev))));
         }
-        for ((id, _), r) in ranges {
+        for ((id, _), (r, inline)) in ranges {
             let stream = streams.entry(id).or_insert_with(|| {
                 Arc::new(Stream::new(id, Arc::clone(&shared), &StreamMeta::default(), None))
             });
-            stream.load_range(r);
+            stream.load_range(r, inline);
         }
         let count = replayed.len();
         for r in replayed {
@@ -347,6 +378,7 @@ impl StreamStore {
             protected: Mutex::new(HashSet::new()),
             stopped: watch::channel(None).0,
             names,
+            manifests,
             config,
         });
         tokio::spawn(apply_durable(Arc::downgrade(&store), durable, gen_tx));
@@ -646,6 +678,14 @@ impl StreamStore {
             let ops = chunk.iter().flat_map(|(_, ops)| ops.iter().cloned()).collect();
             match self.commit(conditions, ops).await? {
                 TxnOutcome::Committed(rev) => {
+                    for (s, ops) in &chunk {
+                        // A stream whose record this commit rewrote (an
+                        // epoch, a start, a fold) is owned at the new revision.
+                        let key = index::meta_key(s.id());
+                        if ops.iter().any(|op| matches!(op, Op::Put(k, _) if *k == key)) {
+                            s.lock().meta_rev = Some(rev);
+                        }
+                    }
                     done.extend(chunk.iter().map(|(s, _)| (s.id(), rev)));
                     return Ok(());
                 }
@@ -768,11 +808,16 @@ impl StreamStore {
             let covered = if self.shared.meta.get(&index::deleted_key(id)).await?.is_some() {
                 true
             } else {
-                let start = match self.shared.meta.get(&index::meta_key(id)).await? {
-                    Some(e) => decode::<StreamMeta>(&e.key, &e.value)?.start,
-                    None => 0,
+                // The meta record names the manifest's end: its inline keys
+                // alone may end below what is indexed.
+                let (start, folded_end) = match self.shared.meta.get(&index::meta_key(id)).await? {
+                    Some(e) => {
+                        let m = decode::<StreamMeta>(&e.key, &e.value)?;
+                        (m.start, m.index.map_or(m.start, |r| r.end))
+                    }
+                    None => (0, 0),
                 };
-                let mut indexed_end = start;
+                let mut indexed_end = start.max(folded_end);
                 for e in self.shared.meta.list(&index::range_prefix(id)).await? {
                     indexed_end = indexed_end.max(decode::<RangeEntry>(&e.key, &e.value)?.end);
                 }
@@ -831,11 +876,12 @@ impl StreamStore {
         };
         let owner = strata_meta::Condition::Version(key.clone(), claimed);
         // 2. The index, read after the claim: complete from here on.
-        let mut ranges: Vec<RangeEntry> = Vec::new();
-        for e in self.shared.meta.list(&index::range_prefix(id)).await? {
-            ranges.push(decode(&e.key, &e.value)?);
+        let stored = self.read_index(id).await?;
+        if stored.rev != Some(claimed) {
+            return Err(StreamError::NotOwner(id));
         }
-        let mut end = ranges.iter().map(|r| r.end).max().unwrap_or(meta.start).max(meta.start);
+        let mut end = stored.end();
+        let mut ranges = stored.ranges;
         // 3. The previous owner's WAL tail, by the replay rules.
         let mut batches: Vec<(BatchInfo, Bytes)> = Vec::new();
         if let Some(prefix) = from_wal {
@@ -870,7 +916,7 @@ impl StreamStore {
             if let TxnOutcome::Conflict = self.commit(vec![owner.clone()], ops).await? {
                 return Err(StreamError::NotOwner(id));
             }
-            ranges.extend(written.into_iter().map(|(_, r)| r));
+            ranges.extend(written.into_iter().map(|(_, r)| (r, true)));
         }
         // 5. The new epoch, from where the data ends.
         meta.epochs.push((epoch, end));
@@ -880,9 +926,9 @@ impl StreamStore {
             return Err(StreamError::NotOwner(id));
         };
         let stream = Arc::new(Stream::new(id, Arc::clone(&self.shared), &meta, Some(rev)));
-        self.shared.refs.add(ranges.iter().map(|r| r.object.as_str()));
-        for r in ranges {
-            stream.load_range(r);
+        self.shared.refs.add(ranges.iter().map(|(r, _)| r.object.as_str()));
+        for (r, inline) in ranges {
+            stream.load_range(r, inline);
         }
         if let Some(old) = self.lock_streams().insert(id, Arc::clone(&stream)) {
             self.forget(&old);
@@ -949,8 +995,13 @@ impl StreamStore {
                 let mut inner = s.lock();
                 inner.meta_rev = None;
                 for r in inner.ranges.values() {
-                    ops.push(Op::Delete(index::range_key(id, r.entry.start)));
+                    if inner.inline.contains(&r.entry.start) {
+                        ops.push(Op::Delete(index::range_key(id, r.entry.start)));
+                    }
                     objects.push(r.entry.object.clone());
+                }
+                if let Some(m) = inner.index.take() {
+                    ops.push(self.garbage_op(&m.object));
                 }
             }
             None => {
@@ -1005,11 +1056,27 @@ impl StreamStore {
             vec![Op::Put(index::meta_key(id), index::encode(&meta))],
         )]);
         let Some(rev) = moved.await?.get(&id).copied() else { return Err(StreamError::NotOwner(id)) };
-        stream.lock().meta_rev = Some(rev);
-        let mut ops: Vec<Op> =
-            dropped.iter().map(|(start, _)| Op::Delete(index::range_key(id, *start))).collect();
-        ops.extend(self.release_objects(&objects));
-        self.commit_stream_ops(stream, ops).await?;
+        {
+            // The record says so now (and a fold below rewrites it from here).
+            let mut inner = stream.lock();
+            inner.meta_rev = Some(rev);
+            inner.start_offset = inner.start_offset.max(new_start);
+        }
+        let starts: Vec<i64> = dropped.iter().map(|(start, _)| *start).collect();
+        let edit = self.plan_index_edit(stream, &starts, &[], 0).await?;
+        if edit.folds() {
+            // A fold is one transaction.
+            let ops = edit.ops.clone();
+            if !self.commit_owned(vec![(Arc::clone(stream), ops)]).await?.contains_key(&id) {
+                self.discard_index_edit(edit).await;
+                return Err(StreamError::NotOwner(id));
+            }
+        } else {
+            // Deletes of ranges below the start stand alone.
+            self.commit_stream_ops(stream, edit.ops.clone()).await?;
+        }
+        self.apply_index_edit(stream, edit);
+        self.commit_stream_ops(stream, self.release_objects(&objects)).await?;
         self.commit_release(&objects);
         let mut inner = stream.lock();
         inner.start_offset = inner.start_offset.max(new_start);
@@ -1081,19 +1148,30 @@ impl StreamStore {
             };
             let by_id: HashMap<StreamId, Arc<Stream>> =
                 picked.iter().map(|(s, _)| (s.id(), Arc::clone(s))).collect();
-            let work: Vec<(Arc<Stream>, Vec<Op>)> = live
-                .iter()
-                .filter_map(|(id, r)| {
-                    let op = Op::Put(index::range_key(*id, r.start), index::encode(r));
-                    by_id.get(id).map(|s| (Arc::clone(s), vec![op]))
-                })
-                .collect();
+            let mut work: Vec<(Arc<Stream>, Vec<Op>)> = Vec::new();
+            let mut edits: HashMap<StreamId, crate::manifest::IndexEdit> = HashMap::new();
+            let mut added: BTreeMap<StreamId, Vec<RangeEntry>> = BTreeMap::new();
+            for (id, r) in &live {
+                added.entry(*id).or_default().push(r.clone());
+            }
+            for (id, rs) in added {
+                let Some(s) = by_id.get(&id) else { continue };
+                let edit = self.plan_index_edit(s, &[], &rs, 0).await?;
+                work.push((Arc::clone(s), edit.ops.clone()));
+                edits.insert(id, edit);
+            }
             if !work.is_empty() {
                 // Split by streams: each part indexes complete ranges; the
                 // checkpoint moves only after every part (replay skips what a
                 // range already covers). A stream another process took over
                 // is left out (its new owner indexes it).
                 let done = self.commit_owned(work).await?;
+                for (id, edit) in edits {
+                    match by_id.get(&id) {
+                        Some(s) if done.contains_key(&id) => self.apply_index_edit(s, edit),
+                        _ => self.discard_index_edit(edit).await,
+                    }
+                }
                 let live: Vec<(StreamId, RangeEntry)> =
                     live.into_iter().filter(|(id, _)| done.contains_key(id)).collect();
                 self.shared.refs.add(live.iter().map(|(_, r)| r.object.as_str()));
@@ -1700,6 +1778,146 @@ mod tests {
             assert!(a.read(0, 1 << 20).await.is_err());
             env.data.clear();
             assert_eq!(texts(&a, 0).await.len(), 5);
+        }
+    }
+
+    /// Per-stream index manifests (`manifest.rs`).
+    mod manifests {
+        use super::*;
+
+        async fn inline_keys(store: &StreamStore, id: StreamId) -> usize {
+            store.shared.meta.list(&index::range_prefix(id)).await.expect("list").len()
+        }
+
+        async fn stored_meta(store: &StreamStore, id: StreamId) -> StreamMeta {
+            let e = store.shared.meta.get(&index::meta_key(id)).await.expect("get").expect("a meta record");
+            decode(&e.key, &e.value).expect("decode")
+        }
+
+        async fn exists(objects: &Arc<dyn ObjectStore>, name: &str) -> bool {
+            match objects.head(&Path::from(name)).await {
+                Ok(_) => true,
+                Err(object_store::Error::NotFound { .. }) => false,
+                Err(e) => panic!("head {name}: {e}"),
+            }
+        }
+
+        fn folding(c: &mut StreamStoreConfig) {
+            c.index_inline_ranges = 3;
+            c.compaction.min_ranges = 4;
+            c.orphan_age = Duration::ZERO;
+        }
+
+        #[tokio::test]
+        async fn ranges_fold_into_a_manifest_and_read_back_after_compaction_trim_and_restart() {
+            let env = Env::new();
+            let store = env.open(folding).await;
+            store.acquire(&[1, 2]).await.expect("acquire");
+            let (a, b) = (store.open_stream(1), store.open_stream(2));
+            for i in 0..12 {
+                append(&a, i).await;
+                append(&b, i).await;
+                store.upload_once().await.expect("upload");
+            }
+            // Twelve ranges each: at most three as keys, the rest folded.
+            let inline = inline_keys(&store, 1).await;
+            assert!(inline <= 3, "{inline} inline ranges");
+            let first = stored_meta(&store, 1).await.index.expect("stream 1 folded its index");
+            assert_eq!(first.ranges as usize + inline, 12);
+            assert!(exists(&env.objects, &first.object).await);
+            let before = texts(&a, 0).await;
+            assert_eq!(before.len(), 12);
+
+            // Compaction merges folded ranges: the index folds again.
+            let merged = store.compact_once().await.expect("compact");
+            assert!(merged.ranges_merged >= 4, "{merged:?}");
+            assert_eq!(texts(&a, 0).await, before);
+            let second = stored_meta(&store, 1).await.index.expect("still folded");
+            assert_ne!(second.object, first.object);
+            // The replaced manifest is garbage; the current one is not, nor
+            // an orphan.
+            store.collect_garbage().await.expect("gc");
+            assert!(!exists(&env.objects, &first.object).await, "the replaced manifest is collected");
+            store.sweep_orphans().await.expect("sweep");
+            assert!(exists(&env.objects, &second.object).await, "the current manifest stays");
+            assert_eq!(texts(&a, 0).await, before);
+            for i in 12..20 {
+                append(&a, i).await;
+                append(&b, i).await;
+                store.upload_once().await.expect("upload");
+            }
+            let before = texts(&a, 0).await;
+            assert_eq!(before.len(), 20);
+
+            // A trim of the merged range, which is folded.
+            let cut = a.lock().ranges.values().next().map(|r| r.entry.end).expect("a range");
+            assert!(!a.lock().inline.contains(&0));
+            store.trim(&a, cut).await.expect("trim");
+            let (start, end) = a.offsets();
+            let kept = texts(&a, start).await;
+            assert!(!kept.is_empty() && kept.len() < before.len());
+            let b_all = texts(&b, 0).await;
+            drop((a, b));
+            drop(store);
+
+            // A restart loads the folded and the inline ranges alike.
+            let store = env.open(folding).await;
+            let (a, b) = (store.open_stream(1), store.open_stream(2));
+            assert_eq!(a.offsets(), (start, end));
+            assert_eq!(texts(&a, start).await, kept);
+            assert_eq!(texts(&b, 0).await, b_all);
+            store.sweep_orphans().await.expect("sweep");
+            let current = stored_meta(&store, 1).await.index.expect("folded");
+            assert!(exists(&env.objects, &current.object).await);
+            // A deleted stream's manifest becomes garbage too.
+            store.delete_stream(1).await.expect("delete");
+            store.collect_garbage().await.expect("gc");
+            assert!(!exists(&env.objects, &current.object).await);
+            assert_eq!(texts(&b, 0).await, b_all);
+        }
+
+        #[tokio::test]
+        async fn a_new_owner_reads_a_folded_index_and_its_old_owner_commits_no_fold() {
+            let env = Env::new();
+            let meta: Arc<dyn MetaStore> =
+                Arc::new(EmbeddedStore::open(Arc::clone(&env.objects), "meta").await.expect("meta"));
+            let open = |prefix: &'static str| {
+                let (objects, meta) = (Arc::clone(&env.objects), Arc::clone(&meta));
+                let mut cfg = StreamStoreConfig::new(env.dir.path().join(prefix));
+                cfg.wal_prefix = prefix.into();
+                cfg.own_all_at_open = false;
+                cfg.gc_grace = Duration::ZERO;
+                folding(&mut cfg);
+                async move { StreamStore::open(cfg, objects, meta).await.expect("open") }
+            };
+            let (one, two) = (open("wal-1").await, open("wal-2").await);
+            let a = one.take_over(7, 0, None).await.expect("take over");
+            for i in 0..10 {
+                append(&a, i).await;
+                one.upload_once().await.expect("upload");
+            }
+            let before = texts(&a, 0).await;
+            assert!(stored_meta(&one, 7).await.index.is_some());
+            // The new owner claims it and reads the manifest and the keys.
+            let b = two.take_over(7, 1, Some("wal-1")).await.expect("second takes over");
+            assert_eq!(texts(&b, 0).await, before);
+            let theirs = stored_meta(&two, 7).await;
+            // The old owner's next edits conflict: no fold of its lands.
+            for i in 10..20 {
+                if a.append(1, i64::from(i), |_, _| Bytes::from("late")).is_err() {
+                    break;
+                }
+            }
+            let _ = one.upload_once().await;
+            let _ = one.compact_once().await;
+            assert_eq!(stored_meta(&two, 7).await, theirs, "the old owner changed nothing");
+            for i in 10..20 {
+                append(&b, i).await;
+                two.upload_once().await.expect("upload");
+            }
+            let all = texts(&b, 0).await;
+            assert_eq!(all.len(), 20);
+            assert_eq!(all[..10], before[..]);
         }
     }
 }

@@ -1,7 +1,7 @@
 //! One stream: its offsets, leader epochs, where each batch lives (the WAL tail
 //! or an object range) and reads.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -98,6 +98,11 @@ pub(crate) struct Inner {
     pub epochs: Vec<(i32, i64)>,
     /// Object ranges by start offset.
     pub ranges: BTreeMap<i64, Arc<ObjRange>>,
+    /// The starts of the ranges recorded inline (`s/<id>/r/<start>`); the
+    /// others are in the index manifest [`Inner::index`].
+    pub inline: BTreeSet<i64>,
+    /// The stream's index manifest, as its meta record names it.
+    pub index: Option<crate::index::IndexRef>,
     /// Durable batches not yet in objects, in offset order.
     pub tail: VecDeque<TailBatch>,
     pub closed: bool,
@@ -121,7 +126,7 @@ impl Inner {
         self.ranges.values().next_back().map(|r| r.entry.end)
     }
     pub fn meta(&self) -> StreamMeta {
-        StreamMeta { start: self.start_offset, epochs: self.epochs.clone() }
+        StreamMeta { start: self.start_offset, epochs: self.epochs.clone(), index: self.index.clone() }
     }
 
     /// The condition every index commit of the stream carries.
@@ -281,6 +286,8 @@ impl Stream {
                 durable_end: meta.start,
                 epochs: meta.epochs.clone(),
                 ranges: BTreeMap::new(),
+                inline: BTreeSet::new(),
+                index: meta.index.clone(),
                 tail: VecDeque::new(),
                 closed: false,
                 accepting: true,
@@ -785,10 +792,14 @@ impl Stream {
         self.lock().tail.front().map(|b| b.segment)
     }
 
-    /// Adds a range while loading the store.
-    pub(crate) fn load_range(&self, entry: RangeEntry) {
+    /// Adds a range while loading the store (`inline`: recorded as its own
+    /// key, not in the index manifest).
+    pub(crate) fn load_range(&self, entry: RangeEntry, inline: bool) {
         let mut inner = self.lock();
         let end = entry.end;
+        if inline {
+            inner.inline.insert(entry.start);
+        }
         let object: Arc<str> = Arc::from(entry.object.as_str());
         inner.ranges.insert(entry.start, Arc::new(ObjRange { entry, object }));
         if inner.durable_end < end {

@@ -70,6 +70,8 @@ async fn open(name: &'static str, bucket: &Arc<dyn ObjectStore>) -> Owner {
     cfg.orphan_age = Duration::ZERO;
     cfg.compaction.min_ranges = 2;
     cfg.compaction.target_bytes = 1 << 20;
+    // Every other upload of a stream folds its index into a manifest.
+    cfg.index_inline_ranges = 1;
     let store = StreamStore::open(cfg, objects, meta).await.expect("open the stream store");
     let ids: Vec<u64> = (1..=STREAMS).collect();
     store.acquire(&ids).await.expect("acquire");
@@ -101,10 +103,15 @@ impl Action {
     fn write_points(self) -> &'static [(Operation, &'static str)] {
         match self {
             Action::Append => &[(Operation::Put, "wal/")],
-            Action::Upload => {
-                &[(Operation::Put, "data/"), (Operation::Put, "meta/"), (Operation::Delete, "wal/")]
+            Action::Upload => &[
+                (Operation::Put, "data/"),
+                (Operation::Put, "index/"),
+                (Operation::Put, "meta/"),
+                (Operation::Delete, "wal/"),
+            ],
+            Action::Compact => {
+                &[(Operation::Put, "data/"), (Operation::Put, "index/"), (Operation::Put, "meta/")]
             }
-            Action::Compact => &[(Operation::Put, "data/"), (Operation::Put, "meta/")],
             Action::Gc => &[(Operation::Delete, "data/"), (Operation::Put, "meta/")],
             Action::Sweep => &[(Operation::Delete, "data/"), (Operation::Delete, "wal/")],
         }

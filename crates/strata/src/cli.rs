@@ -177,4 +177,8 @@ pub struct ServeArgs {
     /// Catch-up reads: bytes per second served from objects, at most; 0 is unlimited [default: 0].
     #[arg(long, env = "STRATA_CATCH_UP_BYTES_PER_SEC")]
     pub catch_up_bytes_per_sec: Option<u64>,
+    /// Object ranges a stream keeps as metadata keys before they fold into its
+    /// index manifest in the object store; 0 never folds [default: 32].
+    #[arg(long, env = "STRATA_INDEX_INLINE_RANGES")]
+    pub index_inline_ranges: Option<usize>,
 }

@@ -51,6 +51,7 @@ struct FileConfig {
     read_ahead_bytes: Option<u64>,
     catch_up_concurrency: Option<usize>,
     catch_up_bytes_per_sec: Option<u64>,
+    index_inline_ranges: Option<usize>,
 }
 
 /// Everything `strata serve` runs with.
@@ -99,6 +100,7 @@ pub struct Settings {
     pub read_ahead_bytes: u64,
     pub catch_up_concurrency: usize,
     pub catch_up_bytes_per_sec: u64,
+    pub index_inline_ranges: usize,
 }
 
 impl Settings {
@@ -216,6 +218,7 @@ impl Settings {
             read_ahead_bytes: args.read_ahead_bytes.or(file.read_ahead_bytes).unwrap_or(16 << 20),
             catch_up_concurrency: args.catch_up_concurrency.or(file.catch_up_concurrency).unwrap_or(4).max(1),
             catch_up_bytes_per_sec: args.catch_up_bytes_per_sec.or(file.catch_up_bytes_per_sec).unwrap_or(0),
+            index_inline_ranges: args.index_inline_ranges.or(file.index_inline_ranges).unwrap_or(32),
         })
     }
 }

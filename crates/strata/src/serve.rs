@@ -206,6 +206,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     stream_config.read_ahead_bytes = settings.read_ahead_bytes;
     stream_config.catch_up_concurrency = settings.catch_up_concurrency;
     stream_config.catch_up_bytes_per_sec = settings.catch_up_bytes_per_sec;
+    stream_config.index_inline_ranges = settings.index_inline_ranges;
     // A cluster runs on the object WAL: a stream's next leader reads the
     // previous one's tail from the bucket (docs/cluster.md).
     let remote = object_url.starts_with("s3://") || in_cluster;
