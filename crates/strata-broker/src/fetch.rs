@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::BrokerId;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, NodeEndpoint, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
 
 use crate::broker::check_leader_epoch;
@@ -173,6 +174,26 @@ impl Broker {
                         pd.error_code = code(&e);
                         crate::error_codes::count("Fetch", pd.error_code);
                         pd.records = Some(Bytes::new());
+                        // KIP-951 (Fetch v16+): the current leader, so that the
+                        // consumer need not wait for a metadata refresh.
+                        let moved = [ResponseError::NotLeaderOrFollower, ResponseError::FencedLeaderEpoch]
+                            .iter()
+                            .any(|r| r.code() == pd.error_code);
+                        if version >= 16
+                            && moved
+                            && let Ok(t) = &topic
+                            && let Some((leader, epoch, info)) = self.current_leader(t, fp.partition)
+                        {
+                            pd.current_leader.leader_id = BrokerId(leader);
+                            pd.current_leader.leader_epoch = epoch;
+                            if !resp.node_endpoints.iter().any(|n| n.node_id.0 == leader) {
+                                let mut n = NodeEndpoint::default();
+                                n.node_id = BrokerId(leader);
+                                n.host = kafka_protocol::protocol::StrBytes::from_string(info.host);
+                                n.port = info.port;
+                                resp.node_endpoints.push(n);
+                            }
+                        }
                     }
                 }
                 tr.partitions.push(pd);

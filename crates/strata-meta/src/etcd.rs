@@ -66,6 +66,26 @@ fn is_lease_not_found(e: &etcd_client::Error) -> bool {
     e.to_string().contains("lease not found")
 }
 
+/// Keys per page of a listing.
+const LIST_PAGE: i64 = 1000;
+
+/// The largest etcd response this client decodes (etcd's own request limit is
+/// 1.5 MiB per value; a page of a thousand is far below this).
+const MAX_RESPONSE_BYTES: usize = 64 << 20;
+
+/// The end of the key range of everything starting with `prefix`, as etcd's
+/// `WithPrefix`: the prefix with its last byte below 0xff incremented.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
 impl EtcdStore {
     /// Connects to etcd at `endpoints` (`host:port`), keeping every key under
     /// `prefix` (a path such as `/strata/prod`; a trailing `/` is added).
@@ -189,12 +209,46 @@ impl MetaStore for EtcdStore {
         Ok(resp.kvs().first().and_then(|kv| self.entry(kv)))
     }
 
+    /// In pages of [`LIST_PAGE`] keys, every page read at the first one's
+    /// revision: one snapshot, however many keys (one response is bounded
+    /// by gRPC's message size).
     async fn list(&self, prefix: &str) -> Result<Vec<Entry>, MetaError> {
-        let options = GetOptions::new()
-            .with_prefix()
-            .with_sort(etcd_client::SortTarget::Key, etcd_client::SortOrder::Ascend);
-        let resp = self.client.kv_client().get(self.key(prefix), Some(options)).await.map_err(transient)?;
-        Ok(resp.kvs().iter().filter_map(|kv| self.entry(kv)).collect())
+        let start = self.key(prefix).into_bytes();
+        let end = prefix_end(&start);
+        let mut from = start;
+        let mut revision = 0i64;
+        let mut out = Vec::new();
+        loop {
+            let options = GetOptions::new()
+                .with_range(end.clone())
+                .with_limit(LIST_PAGE)
+                .with_revision(revision)
+                .with_sort(etcd_client::SortTarget::Key, etcd_client::SortOrder::Ascend);
+            let resp = self
+                .client
+                .kv_client()
+                .max_decoding_message_size(MAX_RESPONSE_BYTES)
+                .get(from.clone(), Some(options))
+                .await
+                .map_err(transient)?;
+            if revision == 0 {
+                revision = resp.header().map_or(0, |h| h.revision());
+            }
+            out.extend(resp.kvs().iter().filter_map(|kv| self.entry(kv)));
+            match resp.kvs().last() {
+                Some(kv) if resp.more() => {
+                    from = kv.key().to_vec();
+                    from.push(0);
+                }
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// etcd's `--max-txn-ops` (128) bounds compares as well as ops: one
+    /// compare is kept for the owner key.
+    fn max_txn_ops(&self) -> usize {
+        crate::MAX_TXN_OPS - 1
     }
 
     async fn txn(&self, conditions: Vec<Condition>, ops: Vec<Op>) -> Result<TxnOutcome, MetaError> {
@@ -205,8 +259,10 @@ impl MetaStore for EtcdStore {
             return Err(MetaError::OutcomeUnknown("an earlier commit's outcome is unknown".into()));
         }
         let max = self.max_txn_ops();
-        if ops.len() > max {
-            return Err(MetaError::TooLarge { ops: ops.len(), max });
+        // The owner key's compare rides along: conditions count against
+        // etcd's limit too, one fewer than it.
+        if ops.len() > max || conditions.len() > max {
+            return Err(MetaError::TooLarge { ops: ops.len().max(conditions.len()), max });
         }
         let compares: Vec<Compare> = conditions
             .iter()

@@ -97,3 +97,22 @@ async fn a_new_owner_of_a_prefix_fences_the_old() {
     other.put("k", Bytes::new()).await.expect("another prefix's owner is not fenced");
     assert!(other.list("").await.expect("list").iter().all(|e| e.key == "k"), "the owner key is not listed");
 }
+
+/// A listing larger than one page (and than gRPC's default 4 MiB message)
+/// comes back whole and in key order, and ends at its prefix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_of_many_pages_is_whole_and_one_snapshot() {
+    use strata_meta::Op;
+    let etcd = EtcdServer::start();
+    let store = ready_store(&etcd, "/strata-test/pages").await;
+    let value = Bytes::from(vec![b'v'; 2000]);
+    let keys: Vec<String> = (0..2500).map(|i| format!("big/{i:06}")).collect();
+    for chunk in keys.chunks(store.max_txn_ops()) {
+        let ops = chunk.iter().map(|k| Op::Put(k.clone(), value.clone())).collect();
+        store.txn(vec![], ops).await.expect("put");
+    }
+    store.put("bigger", Bytes::from_static(b"outside the prefix")).await.expect("put");
+    let listed = store.list("big/").await.expect("list");
+    assert_eq!(listed.iter().map(|e| e.key.clone()).collect::<Vec<_>>(), keys);
+    assert!(listed.iter().all(|e| e.value == value));
+}

@@ -89,6 +89,18 @@ impl StreamStore {
         self.config.index_inline_ranges.min(max / 2)
     }
 
+    /// Where one stream folds: between half the limit and the limit, spread
+    /// by its id, so that streams uploaded together (every busy stream gets
+    /// a range in every upload) do not all fold in the same upload.
+    fn fold_at(&self, id: StreamId) -> usize {
+        let limit = self.inline_limit();
+        if limit < 4 {
+            return limit;
+        }
+        let spread = (id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize % (limit / 2 + 1);
+        limit / 2 + spread
+    }
+
     /// Plans the index ops that remove the ranges of `stream` starting at
     /// `removed` and add `added`, leaving room for `extra` more ops of the
     /// caller in the same transaction. A fold writes its manifest here. The
@@ -102,16 +114,14 @@ impl StreamStore {
         extra: usize,
     ) -> Result<IndexEdit, StreamError> {
         let id = stream.id();
-        let limit = self.inline_limit();
-        let (ranges, inline_now, index_now, meta) = {
-            let inner = stream.lock();
-            let ranges: BTreeMap<i64, RangeEntry> =
-                inner.ranges.iter().map(|(s, r)| (*s, r.entry.clone())).collect();
-            (ranges, inner.inline.clone(), inner.index.clone(), inner.meta())
-        };
+        let limit = self.fold_at(id);
         let removed: BTreeSet<i64> = removed.iter().copied().collect();
+        let (inline_now, index_now, removes_folded) = {
+            let inner = stream.lock();
+            let folded = removed.iter().any(|s| inner.ranges.contains_key(s) && !inner.inline.contains(s));
+            (inner.inline.clone(), inner.index.clone(), folded)
+        };
         let added_starts: BTreeSet<i64> = added.iter().map(|r| r.start).collect();
-        let removes_folded = removed.iter().any(|s| ranges.contains_key(s) && !inline_now.contains(s));
         let mut inline_after: BTreeSet<i64> = inline_now.difference(&removed).copied().collect();
         inline_after.extend(added_starts.iter().copied());
         if !removes_folded && (limit == 0 || inline_after.len() <= limit) {
@@ -136,7 +146,10 @@ impl StreamStore {
             .collect();
         let (folded_inline, kept_inline) = untouched.split_at(untouched.len().min(budget));
         let kept: BTreeSet<i64> = kept_inline.iter().copied().collect();
-        let mut after = ranges;
+        let (mut after, meta): (BTreeMap<i64, RangeEntry>, StreamMeta) = {
+            let inner = stream.lock();
+            (inner.ranges.iter().map(|(s, r)| (*s, r.entry.clone())).collect(), inner.meta())
+        };
         for s in &removed {
             after.remove(s);
         }

@@ -454,3 +454,117 @@ fn python_clients_and_kafkas_reassign_tool_move_partitions_under_load() {
     assert!(last.starts_with("OK "), "unexpected last line {last:?}");
     println!("{stdout}");
 }
+
+/// Runs `cmd`, which must exit 0 with a last line starting `OK `.
+fn run_ok(mut cmd: std::process::Command, what: &str) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("run {what}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{what} failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let last = stdout.lines().last().unwrap_or_default();
+    assert!(last.starts_with("OK "), "{what}: unexpected last line {last:?}");
+    println!("{stdout}");
+}
+
+/// The Java client (an idempotent producer, a KIP-848 group, transactions:
+/// `tests/java/tools/ClusterClient.java`) and kcat (librdkafka 2.0.2: produce,
+/// consume, a classic group: `tests/e2e/kcat_client.sh`), each bootstrapped
+/// from a single broker of the three and routed by Metadata.
+#[test]
+fn the_java_client_and_kcat_work_through_the_cluster() {
+    let cluster = Cluster::start("jk");
+    run_ok(
+        common::java::java_program("ClusterClient.java", &[&cluster.brokers[0].addr, "3"]),
+        "ClusterClient.java",
+    );
+    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/e2e/kcat_client.sh");
+    let mut kcat = std::process::Command::new("bash");
+    kcat.arg(&script).arg("--bootstrap").arg(&cluster.brokers[2].addr);
+    run_ok(kcat, "kcat_client.sh");
+}
+
+/// KIP-951: a broker that does not lead a partition answers Produce (v10+)
+/// and Fetch (v16+) with NOT_LEADER_OR_FOLLOWER, the current leader and its
+/// epoch, and the leader's endpoint, so that clients re-route without a
+/// metadata refresh (hand-built requests: the hint is invisible to clients).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_does_not_lead_names_the_leader_in_produce_and_fetch() {
+    use bytes::Bytes;
+    use common::conn::Conn;
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{
+        ApiKey, BrokerId, FetchRequest, FetchResponse, MetadataRequest, MetadataResponse, ProduceRequest,
+        ProduceResponse, TopicName,
+    };
+    use kafka_protocol::protocol::StrBytes;
+
+    let cluster = Cluster::start("hint");
+    let name = topic("hint");
+    create_topic(&cluster.brokers[0].addr, &name, 1).await;
+    let leader = leaders(&cluster.brokers[0].addr, &name, 1)[&0];
+    let led_by = &cluster.brokers[(leader - 1) as usize];
+    let leader_port: i32 = led_by.addr.rsplit(':').next().and_then(|p| p.parse().ok()).expect("a port");
+    let other = cluster.brokers.iter().enumerate().find(|(i, _)| *i as i32 + 1 != leader).expect("another").1;
+    let mut conn = Conn::open(&other.addr);
+    let topic_name = TopicName(StrBytes::from_string(name.clone()));
+
+    let mut mt = MetadataRequestTopic::default();
+    mt.name = Some(topic_name.clone());
+    let mut mreq = MetadataRequest::default();
+    mreq.topics = Some(vec![mt]);
+    let md: MetadataResponse = conn.call(ApiKey::Metadata, 12, &mreq);
+    let t = &md.topics[0];
+    let (topic_id, epoch) = (t.topic_id, t.partitions[0].leader_epoch);
+    assert_eq!(t.partitions[0].leader_id.0, leader);
+
+    let records = common::batches::encode(&[common::batches::record(
+        0,
+        1_700_000_000_000,
+        None,
+        Some(Bytes::from_static(b"hint")),
+    )]);
+    let mut pd = PartitionProduceData::default();
+    pd.index = 0;
+    pd.records = Some(records);
+    let mut td = TopicProduceData::default();
+    td.name = topic_name.clone();
+    td.partition_data = vec![pd];
+    let mut preq = ProduceRequest::default();
+    preq.acks = -1;
+    preq.timeout_ms = 10_000;
+    preq.topic_data = vec![td];
+    let produced: ProduceResponse = conn.call(ApiKey::Produce, 11, &preq);
+    let p = &produced.responses[0].partition_responses[0];
+    assert_eq!(p.error_code, 6, "NOT_LEADER_OR_FOLLOWER from a broker that does not lead");
+    assert_eq!((p.current_leader.leader_id.0, p.current_leader.leader_epoch), (leader, epoch));
+    let n = produced.node_endpoints.iter().find(|n| n.node_id.0 == leader).expect("the leader's endpoint");
+    assert_eq!((n.host.as_str(), n.port), ("127.0.0.1", leader_port));
+
+    let mut fp = FetchPartition::default();
+    fp.partition = 0;
+    fp.fetch_offset = 0;
+    fp.partition_max_bytes = 1 << 20;
+    fp.current_leader_epoch = -1;
+    let mut ft = FetchTopic::default();
+    ft.topic_id = topic_id;
+    ft.partitions = vec![fp];
+    let mut freq = FetchRequest::default();
+    freq.replica_id = BrokerId(-1);
+    freq.max_wait_ms = 100;
+    freq.max_bytes = 1 << 20;
+    freq.topics = vec![ft];
+    let fetched: FetchResponse = conn.call(ApiKey::Fetch, 16, &freq);
+    let f = &fetched.responses[0].partitions[0];
+    assert_eq!(f.error_code, 6, "NOT_LEADER_OR_FOLLOWER on Fetch");
+    assert_eq!((f.current_leader.leader_id.0, f.current_leader.leader_epoch), (leader, epoch));
+    let n = fetched.node_endpoints.iter().find(|n| n.node_id.0 == leader).expect("the leader's endpoint");
+    assert_eq!((n.host.as_str(), n.port), ("127.0.0.1", leader_port));
+
+    // The leader itself takes both.
+    let mut conn = Conn::open(&led_by.addr);
+    let produced: ProduceResponse = conn.call(ApiKey::Produce, 11, &preq);
+    assert_eq!(produced.responses[0].partition_responses[0].error_code, 0);
+    let fetched: FetchResponse = conn.call(ApiKey::Fetch, 16, &freq);
+    assert_eq!(fetched.responses[0].partitions[0].error_code, 0);
+}

@@ -395,7 +395,12 @@ impl TxnMeta {
             (PrepareCommit | PrepareAbort, true, _) if self.state == target => {
                 Err(TxnError::ConcurrentTransactions)
             }
-            (PrepareCommit | PrepareAbort, false, _) => Err(TxnError::ProducerFenced),
+            // The bumped epoch, the previous transaction's markers still in
+            // flight: the client's next EndTxn. Kafka answers PRODUCER_FENCED
+            // (fatal), a window it rarely shows since its markers take a
+            // millisecond; across brokers they take tens, so this waits for
+            // them with a retriable error instead (docs/transactions.md).
+            (PrepareCommit | PrepareAbort, false, _) => Err(TxnError::ConcurrentTransactions),
             _ => Err(TxnError::InvalidTxnState),
         }
     }
@@ -527,7 +532,17 @@ mod tests {
         committed(&mut m, prepare);
         assert_eq!(m.end_v2(7, 0, true, 21, None), Err(TxnError::ConcurrentTransactions), "a retry");
         assert_eq!(m.end_v2(7, 0, false, 21, None), Err(TxnError::InvalidTxnState), "the other result");
-        assert_eq!(m.end_v2(7, 1, true, 21, None), Err(TxnError::ProducerFenced), "the new epoch, too early");
+        assert_eq!(
+            m.end_v2(7, 1, false, 21, None),
+            Err(TxnError::ConcurrentTransactions),
+            "the next transaction's end at the new epoch waits for the markers"
+        );
+        assert_eq!(
+            m.end_v2(6, 1, true, 21, None),
+            Err(TxnError::InvalidProducerIdMapping),
+            "another producer"
+        );
+        assert_eq!(m.end_v2(7, 2, true, 21, None), Err(TxnError::ProducerFenced), "an epoch never issued");
         let done = m.complete(22);
         committed(&mut m, done);
         assert_eq!((m.state, m.producer_epoch), (TxnState::CompleteCommit, 1));

@@ -61,7 +61,8 @@ fn spawn(
         .arg("--data-dir")
         .arg(data_dir)
         .args(extra)
-        .env("STRATA_LOG", "info")
+        // STRATA_TEST_LOG_LEVEL (a STRATA_LOG filter) for a closer look.
+        .env("STRATA_LOG", std::env::var("STRATA_TEST_LOG_LEVEL").unwrap_or_else(|_| "info".into()))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
