@@ -22,6 +22,15 @@ use crate::{Broker, BrokerError};
 /// How often the placement loop looks even without a watch event.
 const RECONCILE_EVERY: Duration = Duration::from_millis(1000);
 
+/// How a drain ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Drained {
+    /// Streams now led by other brokers.
+    pub moved: usize,
+    /// Streams still led here when the time was up.
+    pub left: usize,
+}
+
 /// What a broker of a cluster is given at start.
 #[derive(Debug, Clone, Copy)]
 pub struct Membership {
@@ -75,7 +84,7 @@ fn internal_partition(broker: &Broker, stream: u64) -> Option<(&'static str, usi
 
 impl Broker {
     /// Whether this broker is one of a cluster.
-    pub(crate) fn is_cluster(&self) -> bool {
+    pub fn is_cluster(&self) -> bool {
         self.cluster.is_some()
     }
 
@@ -184,6 +193,48 @@ impl Broker {
             }
         }
         Err(BrokerError::Cluster(strata_cluster::ClusterError::Contended))
+    }
+
+    /// A graceful stop (SIGTERM): moves every stream this broker leads to
+    /// the least-loaded other live brokers, by the same handover as a
+    /// reassignment (tail indexed, producer state snapshotted, next epoch),
+    /// so that coordinators move with their internal partitions, and waits
+    /// until placement names other leaders, up to `limit`. What is still
+    /// here then fails over once the session ends, as after a crash (the
+    /// tail read from this broker's WAL). One node has nothing to move.
+    pub async fn drain(&self, limit: Duration) -> Drained {
+        let Some(view) = &self.cluster else { return Drained::default() };
+        let me = self.config.node_id;
+        let deadline = tokio::time::Instant::now() + limit;
+        let led = || -> Vec<u64> {
+            let placements = view.placements.read().unwrap_or_else(|e| e.into_inner());
+            placements.iter().filter(|(_, (p, _))| p.leader == me).map(|(s, _)| *s).collect()
+        };
+        let mine = led();
+        let others: Vec<i32> = {
+            let brokers = view.brokers.read().unwrap_or_else(|e| e.into_inner());
+            brokers.keys().copied().filter(|b| *b != me).collect()
+        };
+        let mut counts: BTreeMap<i32, usize> = BTreeMap::new();
+        for (p, _) in view.placements.read().unwrap_or_else(|e| e.into_inner()).values() {
+            *counts.entry(p.leader).or_default() += 1;
+        }
+        for stream in &mine {
+            let Some(to) = placement::least_loaded(&others, &counts) else { break };
+            *counts.entry(to).or_default() += 1;
+            if let Err(e) = self.request_move(*stream, vec![to]).await {
+                tracing::warn!(stream, to, error = %e, "drain: cannot request the move");
+            }
+        }
+        loop {
+            let left = led().len();
+            if left == 0 || tokio::time::Instant::now() >= deadline {
+                let drained = Drained { moved: mine.len().saturating_sub(left), left };
+                tracing::info!(moved = drained.moved, left = drained.left, "drained");
+                return drained;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Cancels the move of `stream`: the target is cleared and the replicas

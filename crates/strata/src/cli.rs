@@ -181,4 +181,8 @@ pub struct ServeArgs {
     /// index manifest in the object store; 0 never folds [default: 32].
     #[arg(long, env = "STRATA_INDEX_INLINE_RANGES")]
     pub index_inline_ranges: Option<usize>,
+    /// On SIGTERM, a broker of a cluster moves its partitions to the others
+    /// for at most this long before it exits [default: 30000].
+    #[arg(long, env = "STRATA_DRAIN_TIMEOUT_MS")]
+    pub drain_timeout_ms: Option<u64>,
 }

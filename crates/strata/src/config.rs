@@ -52,6 +52,7 @@ struct FileConfig {
     catch_up_concurrency: Option<usize>,
     catch_up_bytes_per_sec: Option<u64>,
     index_inline_ranges: Option<usize>,
+    drain_timeout_ms: Option<u64>,
 }
 
 /// Everything `strata serve` runs with.
@@ -101,6 +102,7 @@ pub struct Settings {
     pub catch_up_concurrency: usize,
     pub catch_up_bytes_per_sec: u64,
     pub index_inline_ranges: usize,
+    pub drain_timeout_ms: u64,
 }
 
 impl Settings {
@@ -219,6 +221,7 @@ impl Settings {
             catch_up_concurrency: args.catch_up_concurrency.or(file.catch_up_concurrency).unwrap_or(4).max(1),
             catch_up_bytes_per_sec: args.catch_up_bytes_per_sec.or(file.catch_up_bytes_per_sec).unwrap_or(0),
             index_inline_ranges: args.index_inline_ranges.or(file.index_inline_ranges).unwrap_or(32),
+            drain_timeout_ms: args.drain_timeout_ms.or(file.drain_timeout_ms).unwrap_or(30_000),
         })
     }
 }

@@ -272,6 +272,17 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .await
         .context("starting the broker")?;
     let _ = serving_broker.set(Arc::clone(&broker));
+    // A stop signal first drains a broker of a cluster (its partitions and
+    // coordinators move to the others), serving all the while.
+    let draining = Arc::clone(&broker);
+    let drain_limit = Duration::from_millis(settings.drain_timeout_ms);
+    let shutdown = async move {
+        shutdown_signal().await;
+        if draining.is_cluster() {
+            tracing::info!("stop signal: draining");
+            draining.drain(drain_limit).await;
+        }
+    };
     let server = Server::bind(&bound.to_string(), broker, server_config)
         .await
         .with_context(|| format!("binding {bound}"))?;
@@ -304,7 +315,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         }
     };
     tokio::select! {
-        () = server.run(shutdown_signal()) => {}
+        () = server.run(shutdown) => {}
         e = lease_lost => {
             tracing::error!(error = %e, "this broker's registration lease is lost: exiting");
             std::process::exit(FENCED_EXIT_CODE);

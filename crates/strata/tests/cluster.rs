@@ -567,4 +567,134 @@ async fn a_broker_that_does_not_lead_names_the_leader_in_produce_and_fetch() {
     assert_eq!(produced.responses[0].partition_responses[0].error_code, 0);
     let fetched: FetchResponse = conn.call(ApiKey::Fetch, 16, &freq);
     assert_eq!(fetched.responses[0].partitions[0].error_code, 0);
+
+    // A move is an epoch boundary: the new leader serves the next epoch from
+    // offset 1, answers OffsetForLeaderEpoch with where each epoch ended,
+    // and fences a fetcher still at the old epoch.
+    let to = cluster.brokers.iter().position(|b| b.addr == other.addr).expect("the other") as i32 + 1;
+    strata_move(&cluster.brokers[0].addr, &name, 0, to);
+    wait_leader(&cluster.brokers[0].addr, &name, 0, to);
+    let mut conn = Conn::open(&other.addr);
+    let produced: ProduceResponse = conn.call(ApiKey::Produce, 11, &preq);
+    let p = &produced.responses[0].partition_responses[0];
+    assert_eq!((p.error_code, p.base_offset), (0, 1), "the new leader appends after the old one's data");
+    let md: MetadataResponse = conn.call(ApiKey::Metadata, 12, &mreq);
+    let new_epoch = md.topics[0].partitions[0].leader_epoch;
+    assert!(new_epoch > epoch, "the move raised the leader epoch ({epoch} -> {new_epoch})");
+    {
+        use kafka_protocol::messages::offset_for_leader_epoch_request::{
+            OffsetForLeaderPartition, OffsetForLeaderTopic,
+        };
+        use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
+        let mut t = OffsetForLeaderTopic::default();
+        t.topic = topic_name.clone();
+        t.partitions = [epoch, new_epoch]
+            .iter()
+            .map(|e| {
+                let mut p = OffsetForLeaderPartition::default();
+                p.partition = 0;
+                p.current_leader_epoch = -1;
+                p.leader_epoch = *e;
+                p
+            })
+            .collect();
+        let mut req = OffsetForLeaderEpochRequest::default();
+        req.replica_id = BrokerId(-1);
+        req.topics = vec![t];
+        let resp: OffsetForLeaderEpochResponse = conn.call(ApiKey::OffsetForLeaderEpoch, 4, &req);
+        let got: Vec<(i16, i32, i64)> =
+            resp.topics[0].partitions.iter().map(|p| (p.error_code, p.leader_epoch, p.end_offset)).collect();
+        assert_eq!(got, vec![(0, epoch, 1), (0, new_epoch, 2)]);
+    }
+    let mut stale = freq.clone();
+    stale.topics[0].partitions[0].current_leader_epoch = epoch;
+    let fetched: FetchResponse = conn.call(ApiKey::Fetch, 16, &stale);
+    assert_eq!(fetched.responses[0].partitions[0].error_code, 74, "FENCED_LEADER_EPOCH at the old epoch");
+    let mut current = freq.clone();
+    current.topics[0].partitions[0].current_leader_epoch = new_epoch;
+    let fetched: FetchResponse = conn.call(ApiKey::Fetch, 16, &current);
+    assert_eq!(fetched.responses[0].partitions[0].error_code, 0);
+}
+
+/// SIGTERM drains a broker: its partitions (and coordinators) move to the
+/// other two, by handovers, before it exits 0. All three are restarted in
+/// turn that way (same node id, same port) under an idempotent producer and
+/// a committing group: every message is stored exactly once and in order,
+/// and the group commits again after each restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_a_broker_and_a_rolling_restart_loses_nothing() {
+    let mut cluster = Cluster::start("drain");
+    let bootstrap = cluster.bootstrap();
+    let name = topic("drain");
+    create_topic(&cluster.brokers[0].addr, &name, 6).await;
+    leaders(&cluster.brokers[0].addr, &name, 6);
+
+    let group = topic("dg");
+    let running = Arc::new(AtomicBool::new(true));
+    let commits = Arc::new(AtomicU64::new(0));
+    let consumer = {
+        let (bootstrap, name, group) = (bootstrap.clone(), name.clone(), group.clone());
+        let (running, commits) = (Arc::clone(&running), Arc::clone(&commits));
+        std::thread::spawn(move || {
+            let c = group_consumer(&bootstrap, &group);
+            c.subscribe(&[&name]).expect("subscribe");
+            while running.load(Ordering::Acquire) {
+                let _ = c.poll(Duration::from_millis(100));
+                if c.assignment().expect("assignment").count() > 0
+                    && c.commit_consumer_state(CommitMode::Sync).is_ok()
+                {
+                    commits.fetch_add(1, Ordering::AcqRel);
+                }
+            }
+        })
+    };
+    let producing = {
+        let (bootstrap, name, running) = (bootstrap.clone(), name.clone(), Arc::clone(&running));
+        std::thread::spawn(move || {
+            let p = producer(&bootstrap);
+            let mut sent = 0u64;
+            while running.load(Ordering::Acquire) {
+                let v = sent.to_string();
+                let record = BaseRecord::<(), _>::to(&name).partition((sent % 6) as i32).payload(&v);
+                p.send(record).map_err(|(e, _)| e).expect("send");
+                sent += 1;
+                if sent.is_multiple_of(20) {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+            p.flush(Duration::from_secs(60)).expect("every message acknowledged");
+            sent
+        })
+    };
+    let committed = |commits: &AtomicU64, more: u64, what: &str| {
+        let target = commits.load(Ordering::Acquire) + more;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while commits.load(Ordering::Acquire) < target {
+            assert!(Instant::now() < deadline, "the group stopped committing {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    committed(&commits, 3, "before the restarts");
+    for i in 0..3 {
+        let node = i as i32 + 1;
+        let other = cluster.brokers[(i + 1) % 3].addr.clone();
+        let before = leaders(&other, &name, 6).values().filter(|l| **l == node).count();
+        cluster.brokers[i].signal("TERM");
+        let status =
+            cluster.brokers[i].wait_exit(Duration::from_secs(60)).expect("the broker exits after its drain");
+        assert!(status.success(), "broker {node} exited with {status}");
+        let drained = cluster.brokers[i].log_line("drained").expect("a drained line in the log");
+        assert_eq!(common::field(&drained, "left"), "0", "broker {node}: {drained}");
+        assert_eq!(common::field(&drained, "moved").parse::<usize>().ok().map(|m| m >= before), Some(true));
+        println!("broker {node} led {before} of the topic's partitions: {drained}");
+        // Nothing is led by the stopped broker.
+        let now = leaders(&other, &name, 6);
+        assert!(now.values().all(|l| *l != node), "broker {node} still leads: {now:?}");
+        cluster.brokers[i].restart_same_port();
+        committed(&commits, 3, &format!("after broker {node} restarted"));
+    }
+    running.store(false, Ordering::Release);
+    let sent = producing.join().expect("producer");
+    consumer.join().expect("consumer");
+    assert_exactly_once_in_order(&cluster.brokers[0].addr, &name, 6, sent);
 }
