@@ -7,7 +7,9 @@ kafka-python's alter_partition_reassignments moves partitions back and forth
 moves one more and --verify reports completion). Afterwards every
 idempotent message is stored exactly once and in order, every committed
 transaction is wholly visible at read_committed and no aborted one is, and
-a kafka-python consumer group reads and commits everything.
+a kafka-python consumer group reads and commits everything. Last, a
+kafka-python transactional producer commits one transaction and aborts
+another: read_committed sees exactly the committed one.
 """
 
 import argparse
@@ -199,6 +201,35 @@ def main():
         committed = sum(kc.committed(KTopicPartition("idem", p)) or 0 for p in range(PARTITIONS))
         CHECKS.check_eq(committed, sent[0], "offsets the kafka-python group committed")
         kc.close()
+
+        # kafka-python's transactional producer: one committed, one aborted.
+        cadmin.create_topics([NewTopic("kptxn", PARTITIONS, 1)])["kptxn"].result()
+        CHECKS.wait_for("kptxn leaders", lambda: all(v >= 0 for v in leaders(cadmin, "kptxn").values())
+                        and len(leaders(cadmin, "kptxn")) == PARTITIONS)
+        kp = KafkaProducer(bootstrap_servers=bs.split(","), transactional_id="cluster-kp-tx", acks="all")
+        kp.init_transactions()
+        for outcome_name in ("commit", "abort"):
+            kp.begin_transaction()
+            for i in range(30):
+                kp.send("kptxn", value=f"{outcome_name}-{i}".encode(), partition=i % PARTITIONS)
+            if outcome_name == "commit":
+                kp.commit_transaction()
+            else:
+                kp.flush()
+                kp.abort_transaction()
+        kp.close()
+        c = Consumer({"bootstrap.servers": bs, "group.id": "cluster-check-kptxn", "enable.auto.commit": False,
+                      "isolation.level": "read_committed"})
+        c.assign([TopicPartition("kptxn", p, 0) for p in range(PARTITIONS)])
+        want = sorted(f"commit-{i}" for i in range(30))
+        seen = []
+        deadline = time.monotonic() + 60
+        while len(seen) < len(want) and time.monotonic() < deadline:
+            seen.extend(m.value().decode() for m in c.consume(1000, 0.5) if not m.error())
+        time.sleep(1)
+        seen.extend(m.value().decode() for m in c.consume(1000, 1.0) if not m.error())
+        c.close()
+        CHECKS.check_eq(sorted(seen), want, "read_committed sees kafka-python's committed transaction only")
     except (Failure, KafkaException) as e:
         traceback.print_exc()
         print(f"FAIL {NAME}: {e}", flush=True)

@@ -581,31 +581,10 @@ async fn a_broker_that_does_not_lead_names_the_leader_in_produce_and_fetch() {
     let md: MetadataResponse = conn.call(ApiKey::Metadata, 12, &mreq);
     let new_epoch = md.topics[0].partitions[0].leader_epoch;
     assert!(new_epoch > epoch, "the move raised the leader epoch ({epoch} -> {new_epoch})");
-    {
-        use kafka_protocol::messages::offset_for_leader_epoch_request::{
-            OffsetForLeaderPartition, OffsetForLeaderTopic,
-        };
-        use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
-        let mut t = OffsetForLeaderTopic::default();
-        t.topic = topic_name.clone();
-        t.partitions = [epoch, new_epoch]
-            .iter()
-            .map(|e| {
-                let mut p = OffsetForLeaderPartition::default();
-                p.partition = 0;
-                p.current_leader_epoch = -1;
-                p.leader_epoch = *e;
-                p
-            })
-            .collect();
-        let mut req = OffsetForLeaderEpochRequest::default();
-        req.replica_id = BrokerId(-1);
-        req.topics = vec![t];
-        let resp: OffsetForLeaderEpochResponse = conn.call(ApiKey::OffsetForLeaderEpoch, 4, &req);
-        let got: Vec<(i16, i32, i64)> =
-            resp.topics[0].partitions.iter().map(|p| (p.error_code, p.leader_epoch, p.end_offset)).collect();
-        assert_eq!(got, vec![(0, epoch, 1), (0, new_epoch, 2)]);
-    }
+    assert_eq!(
+        common::conn::offset_for_leader_epoch(&other.addr, &name, &[epoch, new_epoch]),
+        vec![(0, epoch, 1), (0, new_epoch, 2)]
+    );
     let mut stale = freq.clone();
     stale.topics[0].partitions[0].current_leader_epoch = epoch;
     let fetched: FetchResponse = conn.call(ApiKey::Fetch, 16, &stale);

@@ -267,42 +267,6 @@ async fn delete_records_moves_the_low_watermark() {
     assert_eq!(watermarks(&broker.addr, &name, 0), (40, 100));
 }
 
-/// OffsetForLeaderEpoch has no librdkafka admin call; it is sent by hand.
-mod epochs {
-    use kafka_protocol::messages::offset_for_leader_epoch_request::{
-        OffsetForLeaderPartition, OffsetForLeaderTopic,
-    };
-    use kafka_protocol::messages::{
-        ApiKey, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, TopicName,
-    };
-    use kafka_protocol::protocol::StrBytes;
-
-    use crate::common::conn::Conn;
-
-    /// `(epoch, end offset)` for each asked epoch of partition 0.
-    pub fn ask(addr: &str, topic: &str, epochs: &[i32]) -> Vec<(i16, i32, i64)> {
-        let version = 4;
-        let key = ApiKey::OffsetForLeaderEpoch;
-        let mut t = OffsetForLeaderTopic::default();
-        t.topic = TopicName(StrBytes::from_string(topic.to_string()));
-        t.partitions = epochs
-            .iter()
-            .map(|e| {
-                let mut p = OffsetForLeaderPartition::default();
-                p.partition = 0;
-                p.current_leader_epoch = -1;
-                p.leader_epoch = *e;
-                p
-            })
-            .collect();
-        let mut req = OffsetForLeaderEpochRequest::default();
-        req.replica_id = (-1).into();
-        req.topics = vec![t];
-        let resp: OffsetForLeaderEpochResponse = Conn::open(addr).call(key, version, &req);
-        resp.topics[0].partitions.iter().map(|p| (p.error_code, p.leader_epoch, p.end_offset)).collect()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offset_for_leader_epoch_answers_across_restarts() {
     let mut broker = BrokerProcess::start_with(&["--upload-interval-ms", "100"]);
@@ -315,7 +279,7 @@ async fn offset_for_leader_epoch_answers_across_restarts() {
     tokio::task::spawn_blocking(move || produce(&addr, &n, 1, 20, 100)).await.expect("produce");
     broker.restart();
     // Epoch 0 covered [0, 30), epoch 1 [30, 50), epoch 2 is current and empty.
-    let got = epochs::ask(&broker.addr, &name, &[0, 1, 2, 5]);
+    let got = common::conn::offset_for_leader_epoch(&broker.addr, &name, &[0, 1, 2, 5]);
     assert_eq!(got, vec![(0, 0, 30), (0, 1, 50), (0, 2, 50), (0, 2, 50)]);
     let md =
         admin(&broker.addr).inner().fetch_metadata(Some(&name), Duration::from_secs(5)).expect("metadata");

@@ -96,3 +96,29 @@ impl Conn {
         Ok(resp)
     }
 }
+
+/// OffsetForLeaderEpoch (v4, no client sends it as a call of its own) for
+/// partition 0 of `topic`: `(error, epoch, end offset)` for each asked epoch.
+pub fn offset_for_leader_epoch(addr: &str, topic: &str, epochs: &[i32]) -> Vec<(i16, i32, i64)> {
+    use kafka_protocol::messages::offset_for_leader_epoch_request::{
+        OffsetForLeaderPartition, OffsetForLeaderTopic,
+    };
+    use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, TopicName};
+    let mut t = OffsetForLeaderTopic::default();
+    t.topic = TopicName(StrBytes::from_string(topic.to_string()));
+    t.partitions = epochs
+        .iter()
+        .map(|e| {
+            let mut p = OffsetForLeaderPartition::default();
+            p.partition = 0;
+            p.current_leader_epoch = -1;
+            p.leader_epoch = *e;
+            p
+        })
+        .collect();
+    let mut req = OffsetForLeaderEpochRequest::default();
+    req.replica_id = (-1).into();
+    req.topics = vec![t];
+    let resp: OffsetForLeaderEpochResponse = Conn::open(addr).call(ApiKey::OffsetForLeaderEpoch, 4, &req);
+    resp.topics[0].partitions.iter().map(|p| (p.error_code, p.leader_epoch, p.end_offset)).collect()
+}
