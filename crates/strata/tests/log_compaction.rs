@@ -186,7 +186,15 @@ async fn compaction_discards_the_data_of_aborted_transactions() {
     txn(5..10, "aborted", false);
     txn(0..5, "c2", true);
     let before = read_partition_to_end(&broker.addr, &name, "read_uncommitted");
-    assert_eq!(before.iter().filter(|(_, v)| v == "aborted").count(), 5, "the aborted records are stored");
+    // They were stored: seen, or (the cleaner, at segment.ms 100, may have
+    // discarded them already) their offsets taken: 15 records, 3 markers.
+    let aborted = before.iter().filter(|(_, v)| v == "aborted").count();
+    let (_, end) =
+        consumer(&broker.addr).fetch_watermarks(&name, 0, Duration::from_secs(10)).expect("watermarks");
+    assert!(
+        aborted == 5 || (aborted == 0 && end >= 18),
+        "the aborted records are stored: {aborted} seen, end {end}"
+    );
     // Later rounds roll the segments that hold them.
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut round = 3;
