@@ -77,6 +77,22 @@ def transactional_load(bootstrap, topic, stop, outcome):
     outcome.extend([committed, aborted])
 
 
+def read_committed(bootstrap, topic, want, timeout):
+    """Every value of `topic` at read_committed: until `want` arrived (or
+    `timeout` s passed), then whatever follows within a second."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"cluster-check-{topic}",
+                  "enable.auto.commit": False, "isolation.level": "read_committed"})
+    c.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
+    seen = []
+    deadline = time.monotonic() + timeout
+    while len(seen) < want and time.monotonic() < deadline:
+        seen.extend(m.value().decode() for m in c.consume(1000, 0.5) if not m.error())
+    time.sleep(1)
+    seen.extend(m.value().decode() for m in c.consume(1000, 1.0) if not m.error())
+    c.close()
+    return seen
+
+
 def move_back_and_forth(cadmin, kadmin, topics, brokers, moves):
     done = 0
     for round_ in range(moves):
@@ -175,17 +191,8 @@ def main():
         c.close()
 
         # Transactional: every committed one whole, no aborted one.
-        c = Consumer({"bootstrap.servers": bs, "group.id": "cluster-check-txn", "enable.auto.commit": False,
-                      "isolation.level": "read_committed"})
-        c.assign([TopicPartition("txn", p, 0) for p in range(PARTITIONS)])
         want = sorted(f"t{i}-{p}" for i in outcome[0] for p in range(PARTITIONS))
-        seen = []
-        deadline = time.monotonic() + 120
-        while len(seen) < len(want) and time.monotonic() < deadline:
-            seen.extend(m.value().decode() for m in c.consume(1000, 0.5) if not m.error())
-        time.sleep(1)
-        seen.extend(m.value().decode() for m in c.consume(1000, 1.0) if not m.error())
-        c.close()
+        seen = read_committed(bs, "txn", len(want), 120)
         CHECKS.check_eq(sorted(seen), want, "read_committed sees exactly the committed transactions")
 
         # A kafka-python consumer group reads everything and commits.
@@ -218,17 +225,8 @@ def main():
                 kp.flush()
                 kp.abort_transaction()
         kp.close()
-        c = Consumer({"bootstrap.servers": bs, "group.id": "cluster-check-kptxn", "enable.auto.commit": False,
-                      "isolation.level": "read_committed"})
-        c.assign([TopicPartition("kptxn", p, 0) for p in range(PARTITIONS)])
         want = sorted(f"commit-{i}" for i in range(30))
-        seen = []
-        deadline = time.monotonic() + 60
-        while len(seen) < len(want) and time.monotonic() < deadline:
-            seen.extend(m.value().decode() for m in c.consume(1000, 0.5) if not m.error())
-        time.sleep(1)
-        seen.extend(m.value().decode() for m in c.consume(1000, 1.0) if not m.error())
-        c.close()
+        seen = read_committed(bs, "kptxn", len(want), 60)
         CHECKS.check_eq(sorted(seen), want, "read_committed sees kafka-python's committed transaction only")
     except (Failure, KafkaException) as e:
         traceback.print_exc()

@@ -74,15 +74,13 @@ impl StreamStore {
     /// Ops that mark objects garbage when `objects` (one entry per dropped
     /// range) were their last references in this process.
     pub(crate) fn release_objects(&self, objects: &[String]) -> Vec<Op> {
+        self.shared.refs.last_references(objects).into_iter().map(|o| self.garbage_op(&o)).collect()
+    }
+
+    /// The op that marks `object` garbage after the grace period.
+    pub(crate) fn garbage_op(&self, object: &str) -> Op {
         let deadline = now_ms() + self.config.gc_grace.as_millis() as i64;
-        self.shared
-            .refs
-            .last_references(objects)
-            .into_iter()
-            .map(|o| {
-                Op::Put(format!("{}{o}", index::GC_PREFIX), index::encode(&GcEntry { deadline_ms: deadline }))
-            })
-            .collect()
+        Op::Put(format!("{}{object}", index::GC_PREFIX), index::encode(&GcEntry { deadline_ms: deadline }))
     }
 
     /// Applies, after their commit, the reference drops `release_objects` planned.

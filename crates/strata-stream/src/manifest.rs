@@ -34,9 +34,18 @@ use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutPayload};
 use strata_meta::{Op, Revision};
 
-use crate::index::{self, GcEntry, IndexManifest, IndexRef, RangeEntry, StreamMeta};
-use crate::store::{StreamStore, decode, now_ms};
+use crate::index::{self, IndexManifest, IndexRef, RangeEntry, StreamMeta};
+use crate::store::{StreamStore, decode};
 use crate::{Stream, StreamError, StreamId};
+
+/// Reads a manifest's ranges from the object store.
+pub(crate) async fn load_manifest(
+    objects: &dyn object_store::ObjectStore,
+    r: &IndexRef,
+) -> Result<Vec<RangeEntry>, StreamError> {
+    let body = objects.get(&Path::from(r.object.as_str())).await?.bytes().await?;
+    Ok(decode::<IndexManifest>(&r.object, &body)?.ranges)
+}
 
 /// How often a reader retries when folds keep changing the index under it.
 const READ_ATTEMPTS: usize = 8;
@@ -47,7 +56,7 @@ const READ_ATTEMPTS: usize = 8;
 #[derive(Debug)]
 pub(crate) struct IndexEdit {
     /// The metadata ops, to commit together.
-    pub ops: Vec<Op>,
+    ops: Vec<Op>,
     /// The stream's inline range starts once they landed.
     inline: BTreeSet<i64>,
     /// The stream's manifest once they landed.
@@ -60,6 +69,11 @@ impl IndexEdit {
     /// Whether the edit rewrites the stream's meta record (a fold).
     pub fn folds(&self) -> bool {
         self.written.is_some()
+    }
+
+    /// Takes the ops out, to commit them (the edit keeps what to apply).
+    pub fn take_ops(&mut self) -> Vec<Op> {
+        std::mem::take(&mut self.ops)
     }
 }
 
@@ -196,20 +210,12 @@ impl StreamStore {
         }
     }
 
-    /// The op that marks `object` garbage after the grace period.
-    pub(crate) fn garbage_op(&self, object: &str) -> Op {
-        let deadline = now_ms() + self.config.gc_grace.as_millis() as i64;
-        Op::Put(format!("{}{object}", index::GC_PREFIX), index::encode(&GcEntry { deadline_ms: deadline }))
-    }
-
     /// The ranges of a manifest (immutable, so cached by name).
     pub(crate) async fn read_manifest(&self, r: &IndexRef) -> Result<Arc<Vec<RangeEntry>>, StreamError> {
         if let Some(hit) = self.manifests.get(&r.object) {
             return Ok(hit);
         }
-        let body = self.shared.objects.get(&Path::from(r.object.as_str())).await?.bytes().await?;
-        let m: IndexManifest = decode(&r.object, &body)?;
-        let ranges = Arc::new(m.ranges);
+        let ranges = Arc::new(load_manifest(self.shared.objects.as_ref(), r).await?);
         self.manifests.insert(r.object.clone(), Arc::clone(&ranges));
         Ok(ranges)
     }

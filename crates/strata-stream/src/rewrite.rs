@@ -160,23 +160,16 @@ impl StreamStore {
         let starts: Vec<i64> = group.iter().map(|r| r.entry.start).collect();
         let garbage = self.release_objects(&old);
         let added: Vec<RangeEntry> = entry.iter().cloned().collect();
-        let edit = self.plan_index_edit(stream, &starts, &added, garbage.len()).await?;
-        let mut ops = edit.ops.clone();
+        let mut edit = self.plan_index_edit(stream, &starts, &added, garbage.len()).await?;
+        let mut ops = edit.take_ops();
         ops.extend(garbage);
-        let owner = stream.lock().owner_condition(id);
-        match self.commit(vec![owner], ops).await? {
-            strata_meta::TxnOutcome::Conflict => {
-                // Definitely not switched: another process took the stream over.
-                self.still_owned(stream).await?;
-                self.discard_index_edit(edit).await;
-                discard(&entry).await;
-                return Ok(false);
-            }
-            strata_meta::TxnOutcome::Committed(rev) => {
-                if edit.folds() {
-                    stream.lock().meta_rev = Some(rev);
-                }
-            }
+        // One transaction under the ownership condition (a fold rewrites the
+        // meta record: `commit_owned` moves the stream to its revision).
+        if !self.commit_owned(vec![(Arc::clone(stream), ops)]).await?.contains_key(&id) {
+            // Definitely not switched: another process took the stream over.
+            self.discard_index_edit(edit).await;
+            discard(&entry).await;
+            return Ok(false);
         }
         self.apply_index_edit(stream, edit);
         self.commit_release(&old);

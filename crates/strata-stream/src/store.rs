@@ -268,9 +268,8 @@ impl StreamStore {
             let read = futures::stream::iter(refs.into_iter().map(|(id, r)| {
                 let objects = Arc::clone(&objects);
                 async move {
-                    let body = objects.get(&Path::from(r.object.as_str())).await?.bytes().await?;
-                    let m: index::IndexManifest = decode(&r.object, &body)?;
-                    Ok::<_, StreamError>((id, r.object, m.ranges))
+                    let ranges = crate::manifest::load_manifest(objects.as_ref(), &r).await?;
+                    Ok::<_, StreamError>((id, r.object, ranges))
                 }
             }));
             let loaded: Vec<_> =
@@ -1058,23 +1057,24 @@ impl StreamStore {
         )]);
         let Some(rev) = moved.await?.get(&id).copied() else { return Err(StreamError::NotOwner(id)) };
         {
-            // The record says so now (and a fold below rewrites it from here).
+            // The record says so now (and a fold below rewrites it from
+            // here); `commit_owned` moved the stream to its revision.
             let mut inner = stream.lock();
-            inner.meta_rev = Some(rev);
+            debug_assert_eq!(inner.meta_rev, Some(rev));
             inner.start_offset = inner.start_offset.max(new_start);
         }
         let starts: Vec<i64> = dropped.iter().map(|(start, _)| *start).collect();
-        let edit = self.plan_index_edit(stream, &starts, &[], 0).await?;
+        let mut edit = self.plan_index_edit(stream, &starts, &[], 0).await?;
+        let ops = edit.take_ops();
         if edit.folds() {
             // A fold is one transaction.
-            let ops = edit.ops.clone();
             if !self.commit_owned(vec![(Arc::clone(stream), ops)]).await?.contains_key(&id) {
                 self.discard_index_edit(edit).await;
                 return Err(StreamError::NotOwner(id));
             }
         } else {
             // Deletes of ranges below the start stand alone.
-            self.commit_stream_ops(stream, edit.ops.clone()).await?;
+            self.commit_stream_ops(stream, ops).await?;
         }
         self.apply_index_edit(stream, edit);
         self.commit_stream_ops(stream, self.release_objects(&objects)).await?;
@@ -1162,8 +1162,8 @@ impl StreamStore {
             }));
             let planned: Vec<(Arc<Stream>, crate::manifest::IndexEdit)> =
                 futures::TryStreamExt::try_collect(futures::StreamExt::buffered(planned, 32)).await?;
-            for (s, edit) in planned {
-                work.push((Arc::clone(&s), edit.ops.clone()));
+            for (s, mut edit) in planned {
+                work.push((Arc::clone(&s), edit.take_ops()));
                 edits.insert(s.id(), edit);
             }
             if !work.is_empty() {

@@ -106,6 +106,34 @@ fn produce_numbers(bootstrap: &str, name: &str, partitions: u64, count: u64) {
     p.flush(Duration::from_secs(60)).expect("every message acknowledged");
 }
 
+/// An idempotent producer thread: "0", "1", ... round-robin over
+/// `partitions` while `running` holds (and until at least `min` are sent);
+/// returns how many it sent, every one acknowledged.
+fn steady_producer(
+    bootstrap: &str,
+    name: &str,
+    partitions: u64,
+    running: &Arc<AtomicBool>,
+    min: u64,
+) -> std::thread::JoinHandle<u64> {
+    let (bootstrap, name, running) = (bootstrap.to_string(), name.to_string(), Arc::clone(running));
+    std::thread::spawn(move || {
+        let p = producer(&bootstrap);
+        let mut sent = 0u64;
+        while running.load(Ordering::Acquire) || sent < min {
+            let v = sent.to_string();
+            let record = BaseRecord::<(), _>::to(&name).partition((sent % partitions) as i32).payload(&v);
+            p.send(record).map_err(|(e, _)| e).expect("send");
+            sent += 1;
+            if sent.is_multiple_of(20) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        p.flush(Duration::from_secs(60)).expect("every message acknowledged");
+        sent
+    })
+}
+
 fn group_consumer(bootstrap: &str, group: &str) -> BaseConsumer {
     ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
@@ -238,24 +266,7 @@ async fn partitions_and_a_coordinator_move_back_and_forth_under_load() {
     };
     // The producer, steady and idempotent, for as long as partitions move.
     let moving = Arc::new(AtomicBool::new(true));
-    let producing = {
-        let (bootstrap, name, moving) = (bootstrap.clone(), name.clone(), Arc::clone(&moving));
-        std::thread::spawn(move || {
-            let p = producer(&bootstrap);
-            let mut sent = 0u64;
-            while moving.load(Ordering::Acquire) || sent < 3000 {
-                let v = sent.to_string();
-                let record = BaseRecord::<(), _>::to(&name).partition((sent % 3) as i32).payload(&v);
-                p.send(record).map_err(|(e, _)| e).expect("send");
-                sent += 1;
-                if sent.is_multiple_of(20) {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            }
-            p.flush(Duration::from_secs(60)).expect("every message acknowledged");
-            sent
-        })
-    };
+    let producing = steady_producer(&bootstrap, &name, 3, &moving, 3000);
     // The group's coordinator partition, found by FindCoordinator.
     let offsets_partition = coordinator_partition(&group);
     let mut moves = 0;
@@ -627,24 +638,7 @@ async fn sigterm_drains_a_broker_and_a_rolling_restart_loses_nothing() {
             }
         })
     };
-    let producing = {
-        let (bootstrap, name, running) = (bootstrap.clone(), name.clone(), Arc::clone(&running));
-        std::thread::spawn(move || {
-            let p = producer(&bootstrap);
-            let mut sent = 0u64;
-            while running.load(Ordering::Acquire) {
-                let v = sent.to_string();
-                let record = BaseRecord::<(), _>::to(&name).partition((sent % 6) as i32).payload(&v);
-                p.send(record).map_err(|(e, _)| e).expect("send");
-                sent += 1;
-                if sent.is_multiple_of(20) {
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-            }
-            p.flush(Duration::from_secs(60)).expect("every message acknowledged");
-            sent
-        })
-    };
+    let producing = steady_producer(&bootstrap, &name, 6, &running, 0);
     let committed = |commits: &AtomicU64, more: u64, what: &str| {
         let target = commits.load(Ordering::Acquire) + more;
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -193,25 +193,55 @@ async fn strata_move_reassigns_through_the_kafka_api() {
 }
 
 /// The zombie case on etcd: A is paused (SIGSTOP) with a producer connected,
+/// Sends `from..from + count` in `rounds` parts, each given time to be
+/// uploaded (one range each: with a small `--index-inline-ranges`, folds).
+fn produce_in_rounds(addr: &str, topic: &str, from: u64, count: u64, rounds: u64) {
+    for r in 0..rounds {
+        produce(addr, topic, from + r * count / rounds, count / rounds);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// The folds of a broker's index into manifests so far.
+fn folds(broker: &BrokerProcess) -> f64 {
+    broker.metric("strata_index_folds_total").unwrap_or(0.0)
+}
+
 /// B joins, A's session expires and B takes its stream over and serves; A,
 /// resumed (SIGCONT), acknowledges none of the produces that reach it and
-/// exits as fenced, and B serves exactly what was acknowledged.
+/// exits as fenced, and B serves exactly what was acknowledged. Both fold
+/// their index into manifests all along (two inline ranges at most), so
+/// B's takeover reads A's manifest, and whatever A tries to commit after it
+/// resumed (an upload, a fold) is refused: C, taking over from B after a
+/// kill -9, finds exactly what was acknowledged in the index and B's WAL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_owner_on_etcd_acknowledges_nothing_once_resumed() {
     let etcd = EtcdServer::start();
     let objects = tempfile::tempdir().expect("object dir");
     let object_store = format!("file://{}", objects.path().display());
     let metadata = format!("etcd://{}/strata-test/zombie", etcd.endpoint);
-    let args =
-        ["--metadata", &metadata, "--object-store", &object_store, "--broker-session-timeout-ms", "2000"];
+    let args = [
+        "--metadata",
+        &metadata,
+        "--object-store",
+        &object_store,
+        "--broker-session-timeout-ms",
+        "2000",
+        "--index-inline-ranges",
+        "2",
+        "--upload-interval-ms",
+        "100",
+    ];
     let mut a = BrokerProcess::start_with(&args);
     let name = topic("etcd-zombie");
     create_topic(&a.addr, &name, 1).await;
-    produce(&a.addr, &name, 0, 300);
+    produce_in_rounds(&a.addr, &name, 0, 300, 6);
+    assert!(folds(&a) >= 1.0, "A folded its index");
     let zombie_producer = producer_with_timeout(&a.addr, 8000);
     a.signal("STOP");
-    let b = BrokerProcess::start_with(&args);
-    produce(&b.addr, &name, 300, 300);
+    let mut b = BrokerProcess::start_with(&args);
+    produce_in_rounds(&b.addr, &name, 300, 300, 6);
+    assert!(folds(&b) >= 1.0, "B folded its index");
     // Produces reach A once it runs again: none may be acknowledged.
     for i in 0..50 {
         let v = format!("zombie-{i}");
@@ -225,4 +255,10 @@ async fn a_paused_owner_on_etcd_acknowledges_nothing_once_resumed() {
     let status = a.wait_exit(Duration::from_secs(30));
     assert_eq!(status.and_then(|s| s.code()), Some(3), "exit status of a fenced process");
     assert_exactly_once_in_order(&b.addr, &name, 1, 600);
+    // What is stored, not what B holds in memory: B dies, C takes over.
+    b.kill9();
+    let c = BrokerProcess::start_with(&args);
+    // Served again once B's session expired (the produce retries until then).
+    produce(&c.addr, &name, 600, 1);
+    assert_exactly_once_in_order(&c.addr, &name, 1, 601);
 }
