@@ -9,6 +9,9 @@
 #                                              consumed, the same load on 1 and on
 #                                              3 brokers (MB: 1000), counted until
 #                                              the compaction it leaves is done
+#   scripts/bench-cluster.sh failover [KILLS]  time from a kill -9 of a partition's
+#                                              leader to the first produce served
+#                                              again, default settings (KILLS: 10)
 #
 # Release build; the clients are confluent-kafka (librdkafka 2.16) and
 # kafka-python 3.0 (its alter_partition_reassignments) from the setup venv.
@@ -99,5 +102,9 @@ case "$what" in
       for p in "${broker_pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
     done
     ;;
-  *) echo "usage: $0 moves [MOVES] | cost [MB]" >&2; exit 2 ;;
+  failover)
+    "$py" scripts/bench_cluster.py failover --kills "${2:-10}" --bin "$bin" \
+      --metadata "etcd://127.0.0.1:$etcd_port/failover" --objects "s3://bench/failover" --workdir "$work"
+    ;;
+  *) echo "usage: $0 moves [MOVES] | cost [MB] | failover [KILLS]" >&2; exit 2 ;;
 esac

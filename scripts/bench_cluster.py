@@ -9,10 +9,20 @@ leader, plus 200 ms); the same gap with no move is the baseline.
 
 load: produces MB megabytes (1 KiB messages, 8 partitions) and consumes them
 back, for the CPU-per-GB figure.
+
+failover: starts three brokers itself (default session settings) and, KILLS
+times, kills the leader of partition 0 with SIGKILL while an idempotent
+producer (acks=all) writes to every partition every 10 ms; a kill's figure
+is the time from the kill to the first acknowledgement on a partition the
+dead broker led. The dead broker is restarted with its node id afterwards.
 """
 
 import argparse
+import os
+import re
+import signal
 import statistics
+import subprocess
 import threading
 import time
 
@@ -131,15 +141,106 @@ def load(args):
     print(f"produced {count} messages in {produced:.1f} s, consumed them in {consumed:.1f} s")
 
 
+def start_broker(args, node):
+    log = open(os.path.join(args.workdir, f"failover-{node}.log"), "a")
+    env = dict(os.environ, STRATA_LOG="warn,strata=info")
+    proc = subprocess.Popen(
+        [args.bin, "serve", "--listen", args.listen[node], "--http", "none",
+         "--data-dir", os.path.join(args.workdir, f"failover-{node}"),
+         "--metadata", args.metadata, "--object-store", args.objects, "--node-id", str(node)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
+    for line in proc.stderr:
+        log.write(line)
+        m = re.search(r"kafka=([0-9.:]+)", line)
+        if m:
+            args.listen[node] = m.group(1)
+            break
+    else:
+        raise SystemExit(f"broker {node} exited: {proc.wait()}")
+    threading.Thread(target=lambda: [log.write(l) for l in proc.stderr], daemon=True).start()
+    return proc
+
+
+def failover(args):
+    args.listen = {n: "127.0.0.1:0" for n in (1, 2, 3)}
+    procs = {n: start_broker(args, n) for n in (1, 2, 3)}
+    bootstrap = ",".join(args.listen[n] for n in (1, 2, 3))
+    topic, parts = "failover", 3
+    try:
+        admin = create(bootstrap, topic, parts)
+        acks = {p: [] for p in range(parts)}
+        errors = []
+        stop = threading.Event()
+
+        def produce():
+            p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 0,
+                          "enable.idempotence": True, "message.timeout.ms": 120000})
+
+            def done(err, msg):
+                if err is None:
+                    acks[msg.partition()].append(time.monotonic())
+                else:
+                    errors.append(str(err))
+
+            while not stop.is_set():
+                for part in range(parts):
+                    p.produce(topic, value=b"x", partition=part, on_delivery=done)
+                p.poll(0.01)
+            p.flush(120)
+
+        t = threading.Thread(target=produce)
+        t.start()
+        time.sleep(2)
+        figures = []
+        for i in range(args.kills):
+            md = admin.list_topics(topic, timeout=10).topics[topic].partitions
+            victim = md[0].leader
+            led = [p for p, m in md.items() if m.leader == victim]
+            killed = time.monotonic()
+            procs[victim].send_signal(signal.SIGKILL)
+            procs[victim].wait()
+            while True:
+                after = [a for p in led for a in acks[p] if a > killed]
+                if after:
+                    figures.append((min(after) - killed) * 1000)
+                    break
+                if time.monotonic() - killed > 120:
+                    raise SystemExit(f"kill {i}: partitions {led} never served again")
+                time.sleep(0.01)
+            print(f"kill {i}: broker {victim} (partitions {led}): first produce after {figures[-1]:.0f} ms",
+                  flush=True)
+            # Restarted with its node id once its lease is gone (it is:
+            # its partitions failed over).
+            procs[victim] = start_broker(args, victim)
+            time.sleep(1)
+        stop.set()
+        t.join()
+        figures.sort()
+        p99 = figures[min(len(figures) - 1, int(round(0.99 * (len(figures) - 1))))]
+        print(f"kills={len(figures)} kill_to_first_produce_ms p50={statistics.median(figures):.0f} "
+              f"p99={p99:.0f} min={figures[0]:.0f} max={figures[-1]:.0f} failed_deliveries={len(errors)}")
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in procs.values():
+            proc.wait()
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["moves", "load"])
-    ap.add_argument("--bootstrap", required=True)
+    ap.add_argument("what", choices=["moves", "load", "failover"])
+    ap.add_argument("--bootstrap")
+    ap.add_argument("--kills", type=int, default=10)
+    ap.add_argument("--bin")
+    ap.add_argument("--metadata")
+    ap.add_argument("--objects")
+    ap.add_argument("--workdir")
     ap.add_argument("--moves", type=int, default=100)
     ap.add_argument("--mb", type=int, default=1000)
     ap.add_argument("--topic", default="load")
     args = ap.parse_args()
-    moves(args) if args.what == "moves" else load(args)
+    {"moves": moves, "load": load, "failover": failover}[args.what](args)
 
 
 if __name__ == "__main__":

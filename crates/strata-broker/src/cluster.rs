@@ -364,15 +364,22 @@ impl Broker {
         }
         let me = self.config.node_id;
         let served: std::collections::HashSet<u64> = self.streams.served_ids().into_iter().collect();
+        // Streams placed here and not served yet, by the WAL they recover
+        // from: a dead broker's streams are taken over together.
+        let mut to_serve: BTreeMap<Option<i32>, Vec<(u64, &Placement, Revision)>> = BTreeMap::new();
         for (stream, (p, rev)) in &placements {
-            if p.leader != me {
+            if p.leader == me && !served.contains(stream) {
+                to_serve.entry(p.recover_from).or_default().push((*stream, p, *rev));
+            }
+        }
+        for (from, group) in to_serve {
+            self.serve_streams(from, group).await;
+        }
+        for (stream, (p, rev)) in &placements {
+            if p.leader != me || !served.contains(stream) {
                 continue;
             }
-            if !served.contains(stream) {
-                if let Err(e) = self.serve_stream(*stream, p, *rev).await {
-                    tracing::warn!(stream, error = %e, "taking a placed stream failed");
-                }
-            } else if let Some(target) = p.target.filter(|t| *t != me)
+            if let Some(target) = p.target.filter(|t| *t != me)
                 && let Err(e) = self.hand_over(*stream, p, *rev, target).await
             {
                 tracing::warn!(stream, target, error = %e, "handing a stream over failed");
@@ -470,6 +477,43 @@ impl Broker {
     /// epoch (recovering a previous leader's WAL tail when it did not hand
     /// over), or, when the stream already reached that epoch (this broker
     /// restarted), at the next one, recorded in the placement first.
+    /// Serves streams placed here that recover from one WAL (`from`'s):
+    /// one takeover of them all, so that the WAL is read once; a stream
+    /// whose takeover needs more (this broker restarted) goes alone.
+    async fn serve_streams(self: &Arc<Self>, from: Option<i32>, group: Vec<(u64, &Placement, Revision)>) {
+        let mut alone = Vec::new();
+        if group.len() > 1 {
+            let claims: Vec<(u64, i32)> = group.iter().map(|(s, p, _)| (*s, p.epoch)).collect();
+            let prefix = from.map(wal_prefix);
+            let taken = self.streams.take_over_many(&claims, prefix.as_deref()).await;
+            for (stream, result) in taken {
+                match result {
+                    Ok(s) => self.serving(stream, &s).await,
+                    Err(StreamError::StaleEpoch { .. }) => {
+                        alone.extend(group.iter().filter(|(s, ..)| *s == stream).copied())
+                    }
+                    Err(StreamError::Closed(_)) => {}
+                    Err(e) => tracing::warn!(stream, error = %e, "taking a placed stream failed"),
+                }
+            }
+        } else {
+            alone = group;
+        }
+        for (stream, p, rev) in alone {
+            if let Err(e) = self.serve_stream(stream, p, rev).await {
+                tracing::warn!(stream, error = %e, "taking a placed stream failed");
+            }
+        }
+    }
+
+    /// What follows a stream's takeover: its producer state is read afresh
+    /// and an internal partition's coordinator shard is loaded.
+    async fn serving(self: &Arc<Self>, stream: u64, taken: &strata_stream::Stream) {
+        self.producers.drop_partition(stream);
+        tracing::info!(stream, epoch = taken.epoch(), "serving a placed stream");
+        self.load_internal(stream).await;
+    }
+
     async fn serve_stream(
         self: &Arc<Self>,
         stream: u64,
@@ -496,9 +540,7 @@ impl Broker {
             Err(StreamError::Closed(_)) => return Ok(()),
             Err(e) => return Err(e.into()),
         };
-        self.producers.drop_partition(stream);
-        tracing::info!(stream, epoch = taken.epoch(), "serving a placed stream");
-        self.load_internal(stream).await;
+        self.serving(stream, &taken).await;
         Ok(())
     }
 

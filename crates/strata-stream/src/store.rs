@@ -234,6 +234,20 @@ async fn apply_durable(
     }
 }
 
+/// A stream claimed by a takeover, not yet at its new epoch.
+struct Claimed {
+    id: StreamId,
+    epoch: i32,
+    /// The meta record as claimed (rewritten unchanged).
+    meta: StreamMeta,
+    /// The claim's revision: the condition of every later commit.
+    claimed: strata_meta::Revision,
+    /// Where the indexed data ends.
+    end: i64,
+    /// The index read after the claim, with whether each range is inline.
+    ranges: Vec<(RangeEntry, bool)>,
+}
+
 impl StreamStore {
     /// Opens the store: loads the object index from the metadata store, replays
     /// the WAL from the checkpoint and rebuilds every stream.
@@ -847,7 +861,109 @@ impl StreamStore {
         epoch: i32,
         from_wal: Option<&str>,
     ) -> Result<Arc<Stream>, StreamError> {
+        let mut taken = self.take_over_many(&[(id, epoch)], from_wal).await;
+        taken.pop().map_or(Err(StreamError::NotOwner(id)), |(_, r)| r)
+    }
+
+    /// [`StreamStore::take_over`] of several streams from one previous
+    /// owner: every claim first, then one read of its WAL for all of them
+    /// and one object of their tails (a dead broker's streams fail over
+    /// together; reading its WAL once per stream would take seconds each).
+    /// One result per stream, with its id (not in the order asked).
+    pub async fn take_over_many(
+        &self,
+        streams: &[(StreamId, i32)],
+        from_wal: Option<&str>,
+    ) -> Vec<(StreamId, Result<Arc<Stream>, StreamError>)> {
         let _guard = self.changes.lock().await;
+        let mut out = Vec::with_capacity(streams.len());
+        // 1-2. The claims, and the indexes read after them.
+        // (Concurrently: each is a few metadata round trips of its own.)
+        let claims =
+            futures::future::join_all(streams.iter().map(|&(id, epoch)| self.claim(id, epoch))).await;
+        let mut claimed = Vec::new();
+        for (&(id, _), c) in streams.iter().zip(claims) {
+            match c {
+                Ok(c) => claimed.push(c),
+                Err(e) => out.push((id, Err(e))),
+            }
+        }
+        // 3. The previous owner's WAL tail, by the replay rules.
+        let mut tails: HashMap<StreamId, Vec<(BatchInfo, Bytes)>> = HashMap::new();
+        if let Some(prefix) = from_wal
+            && !claimed.is_empty()
+        {
+            let names = WalNames::new(prefix);
+            let wanted: HashSet<StreamId> = claimed.iter().map(|c| c.id).collect();
+            let read = crate::wal::object::read_for_streams(
+                &self.shared.objects,
+                &self.shared.meta,
+                &names,
+                &wanted,
+            )
+            .await;
+            let records =
+                match read {
+                    Ok(r) => r,
+                    Err(e) => {
+                        // Claimed but not taken: the next attempt claims again.
+                        let why = e.to_string();
+                        out.extend(claimed.into_iter().map(|c| {
+                            (c.id, Err(StreamError::Unavailable(format!("reading {prefix}: {why}"))))
+                        }));
+                        return out;
+                    }
+                };
+            let mut ends: HashMap<StreamId, i64> = claimed.iter().map(|c| (c.id, c.end)).collect();
+            for r in records {
+                let info = r.info();
+                let stream = r.record.stream_id;
+                let Some(end) = ends.get_mut(&stream) else { continue };
+                // Offsets are final (rule 5): a batch whose offsets are
+                // already covered is never served twice.
+                if info.base_offset < *end {
+                    continue;
+                }
+                *end = info.end_offset();
+                tails.entry(stream).or_default().push((info, r.record.payload));
+            }
+        }
+        // 4. Those batches become one object, indexed under each claim.
+        let mut written: HashMap<StreamId, Vec<RangeEntry>> = HashMap::new();
+        let sections: Vec<(StreamId, Vec<(BatchInfo, Bytes)>)> = tails.into_iter().collect();
+        let recovered: HashMap<StreamId, usize> = sections.iter().map(|(id, b)| (*id, b.len())).collect();
+        let mut _unprotect = None;
+        if !sections.is_empty() {
+            match self.write_object(sections).await {
+                Ok((entries, guard)) => {
+                    _unprotect = Some(guard);
+                    for (id, r) in entries {
+                        written.entry(id).or_default().push(r);
+                    }
+                }
+                Err(e) => {
+                    let why = e.to_string();
+                    out.extend(claimed.into_iter().map(|c| {
+                        (c.id, Err(StreamError::Unavailable(format!("writing the recovered tails: {why}"))))
+                    }));
+                    return out;
+                }
+            }
+        }
+        // 5. Each stream's new epoch, from where its data ends.
+        let finishing = claimed.into_iter().map(|c| {
+            let (id, ranges) = (c.id, written.remove(&c.id).unwrap_or_default());
+            let n = recovered.get(&id).copied().unwrap_or(0);
+            async move { (id, self.finish_take_over(c, ranges, n).await) }
+        });
+        out.extend(futures::future::join_all(finishing.collect::<Vec<_>>()).await);
+        out
+    }
+
+    /// A takeover's claim: the stream's meta record rewritten (so that every
+    /// later index commit of the previous owner conflicts) and its index
+    /// read after it.
+    async fn claim(&self, id: StreamId, epoch: i32) -> Result<Claimed, StreamError> {
         if self.shared.meta.get(&index::deleted_key(id)).await?.is_some() {
             return Err(StreamError::Closed(id));
         }
@@ -855,7 +971,7 @@ impl StreamStore {
             return Err(StreamError::StaleEpoch { stream: id, asked: epoch, current: epoch });
         }
         let key = index::meta_key(id);
-        let (mut meta, rev) = match self.shared.meta.get(&key).await? {
+        let (meta, rev) = match self.shared.meta.get(&key).await? {
             Some(e) => (decode::<StreamMeta>(&e.key, &e.value)?, Some(e.mod_revision)),
             None => (StreamMeta::default(), None),
         };
@@ -863,8 +979,6 @@ impl StreamStore {
         if current.is_some_and(|c| c >= epoch) {
             return Err(StreamError::StaleEpoch { stream: id, asked: epoch, current: current.unwrap_or(0) });
         }
-        // 1. The claim: rewriting the record makes every later index commit
-        //    of the previous owner for this stream conflict.
         let claim = match rev {
             Some(r) => strata_meta::Condition::Version(key.clone(), r),
             None => strata_meta::Condition::Absent(key.clone()),
@@ -874,51 +988,34 @@ impl StreamStore {
         else {
             return Err(StreamError::NotOwner(id));
         };
-        let owner = strata_meta::Condition::Version(key.clone(), claimed);
-        // 2. The index, read after the claim: complete from here on.
         let stored = self.read_index(id).await?;
         if stored.rev != Some(claimed) {
             return Err(StreamError::NotOwner(id));
         }
-        let mut end = stored.end();
-        let mut ranges = stored.ranges;
-        // 3. The previous owner's WAL tail, by the replay rules.
-        let mut batches: Vec<(BatchInfo, Bytes)> = Vec::new();
-        if let Some(prefix) = from_wal {
-            let names = WalNames::new(prefix);
-            let wanted = HashSet::from([id]);
-            let records = crate::wal::object::read_for_streams(
-                &self.shared.objects,
-                &self.shared.meta,
-                &names,
-                &wanted,
-            )
-            .await?;
-            for r in records {
-                let info = r.info();
-                // Offsets are final (rule 5): a batch whose offsets are
-                // already covered is never served twice.
-                if info.base_offset < end {
-                    continue;
-                }
-                end = info.end_offset();
-                batches.push((info, r.record.payload));
-            }
-        }
-        // 4. Those batches become an object, indexed under the claim.
-        let recovered = batches.len();
-        if !batches.is_empty() {
-            let (written, _unprotect) = self.write_object(vec![(id, batches)]).await?;
-            let ops: Vec<Op> = written
-                .iter()
-                .map(|(_, r)| Op::Put(index::range_key(id, r.start), index::encode(r)))
-                .collect();
+        let end = stored.end();
+        Ok(Claimed { id, epoch, meta, claimed, end, ranges: stored.ranges })
+    }
+
+    /// Indexes a claimed stream's recovered tail (`recovered`, in objects
+    /// already written) and records its new epoch from where its data ends.
+    async fn finish_take_over(
+        &self,
+        c: Claimed,
+        recovered: Vec<RangeEntry>,
+        batches: usize,
+    ) -> Result<Arc<Stream>, StreamError> {
+        let Claimed { id, epoch, mut meta, claimed, mut end, mut ranges } = c;
+        let key = index::meta_key(id);
+        let owner = strata_meta::Condition::Version(key.clone(), claimed);
+        if !recovered.is_empty() {
+            let ops: Vec<Op> =
+                recovered.iter().map(|r| Op::Put(index::range_key(id, r.start), index::encode(r))).collect();
             if let TxnOutcome::Conflict = self.commit(vec![owner.clone()], ops).await? {
                 return Err(StreamError::NotOwner(id));
             }
-            ranges.extend(written.into_iter().map(|(_, r)| (r, true)));
+            end = end.max(recovered.iter().map(|r| r.end).max().unwrap_or(end));
+            ranges.extend(recovered.into_iter().map(|r| (r, true)));
         }
-        // 5. The new epoch, from where the data ends.
         meta.epochs.push((epoch, end));
         let TxnOutcome::Committed(rev) =
             self.commit(vec![owner], vec![Op::Put(key, index::encode(&meta))]).await?
@@ -933,7 +1030,7 @@ impl StreamStore {
         if let Some(old) = self.lock_streams().insert(id, Arc::clone(&stream)) {
             self.forget(&old);
         }
-        tracing::info!(stream = id, epoch, end, recovered, "stream taken over");
+        tracing::info!(stream = id, epoch, end, recovered = batches, "stream taken over");
         Ok(stream)
     }
 

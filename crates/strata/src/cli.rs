@@ -101,7 +101,7 @@ pub struct ServeArgs {
     #[arg(long, env = "STRATA_TRANSACTION_VERSION", value_parser = clap::value_parser!(i16).range(1..=2))]
     pub transaction_version: Option<i16>,
     /// Kafka's broker.session.timeout.ms: with etcd metadata, the life of this
-    /// broker's registration lease, renewed every quarter of it [default: 9000].
+    /// broker's registration lease, renewed every quarter of it [default: 6000].
     #[arg(long, env = "STRATA_BROKER_SESSION_TIMEOUT_MS")]
     pub broker_session_timeout_ms: Option<u64>,
     /// Kafka's transactional.id.expiration.ms [default: 604800000, 7 days].

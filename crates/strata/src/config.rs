@@ -164,7 +164,7 @@ impl Settings {
             broker_session_timeout_ms: args
                 .broker_session_timeout_ms
                 .or(file.broker_session_timeout_ms)
-                .unwrap_or(9000),
+                .unwrap_or(6000),
             transactional_id_expiration_ms: args
                 .transactional_id_expiration_ms
                 .or(file.transactional_id_expiration_ms)

@@ -317,22 +317,17 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     tokio::select! {
         () = server.run(shutdown) => {}
         e = lease_lost => {
-            tracing::error!(error = %e, "this broker's registration lease is lost: exiting");
-            std::process::exit(FENCED_EXIT_CODE);
+            // Another broker may hold this id's streams by now; the store
+            // refuses every append (its lease clock is lost), so the linger
+            // answers what clients sent with errors (docs/failover.md).
+            tracing::error!(error = %e, "this broker's registration lease is lost");
+            linger_and_exit("the registration lease is lost").await
         }
         why = stopped => {
             // docs/ownership.md, rule 8: acknowledge nothing more and exit, so
             // that an orchestrator restarts the process from the bucket.
-            // A short linger answers what clients already sent with
-            // NOT_LEADER_OR_FOLLOWER (appends are refused) before the
-            // listeners close with the process.
-            tokio::time::sleep(FENCED_LINGER).await;
-            tracing::error!(
-                ?why,
-                refused_records = strata_broker::refused_fenced_records(),
-                "this process no longer owns its prefix (or cannot trust its view): exiting"
-            );
-            std::process::exit(FENCED_EXIT_CODE);
+            tracing::error!(?why, "this process no longer owns its prefix (or cannot trust its view)");
+            linger_and_exit("fenced").await
         }
     }
     tracing::info!("shutting down");
@@ -349,6 +344,15 @@ pub const FENCED_EXIT_CODE: i32 = 3;
 
 /// How long a stopped process keeps refusing requests before it exits.
 const FENCED_LINGER: Duration = Duration::from_millis(500);
+
+/// Exits with [`FENCED_EXIT_CODE`] after [`FENCED_LINGER`]: the linger
+/// answers what clients already sent with NOT_LEADER_OR_FOLLOWER (appends
+/// are refused) before the listeners close with the process.
+async fn linger_and_exit(why: &str) -> ! {
+    tokio::time::sleep(FENCED_LINGER).await;
+    tracing::error!(why, refused_records = strata_broker::refused_fenced_records(), "exiting");
+    std::process::exit(FENCED_EXIT_CODE)
+}
 
 /// Takes the exclusive lock of `<data-dir>/LOCK` for the life of the process.
 fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {

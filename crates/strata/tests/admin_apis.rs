@@ -8,6 +8,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::batches::produce_request;
 use common::conn::Conn;
 use common::{BrokerProcess, topic};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
@@ -16,12 +17,11 @@ use kafka_protocol::messages::describe_topic_partitions_request::{Cursor, TopicR
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiKey, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
     DescribeClusterRequest, DescribeClusterResponse, DescribeTopicPartitionsRequest,
     DescribeTopicPartitionsResponse, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse,
-    MetadataRequest, MetadataResponse, ProduceRequest, TopicName,
+    MetadataRequest, MetadataResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -168,20 +168,6 @@ fn batch(n: i64, ts: impl Fn(i64) -> i64) -> Bytes {
     let records: Vec<_> =
         (0..n).map(|i| common::batches::record(i, ts(i), None, Some(Bytes::from(format!("v{i}"))))).collect();
     common::batches::encode(&records)
-}
-
-fn produce_request(topic: &str, acks: i16, records: Bytes) -> ProduceRequest {
-    let mut pd = PartitionProduceData::default();
-    pd.index = 0;
-    pd.records = Some(records);
-    let mut td = TopicProduceData::default();
-    td.name = name(topic);
-    td.partition_data = vec![pd];
-    let mut req = ProduceRequest::default();
-    req.acks = acks;
-    req.timeout_ms = 5000;
-    req.topic_data = vec![td];
-    req
 }
 
 fn list_offset(conn: &mut Conn, topic: &str, timestamp: i64) -> (i16, i64, i64) {

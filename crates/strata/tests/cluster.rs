@@ -9,173 +9,20 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use common::cluster::{
+    Cluster, committed_values, coordinator_partition, group_consumer, leaders, produce_numbers,
+    start_brokers, steady_producer, strata_move, transactional, wait_leader,
+};
 use common::kafka::{admin, assert_exactly_once_in_order, create_topic};
-use common::s3::S3Server;
-use common::{BrokerProcess, topic};
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use common::topic;
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::{Message, Offset, TopicPartitionList};
-use strata_meta::testing::EtcdServer;
-
-/// Three brokers of one cluster: node ids 1, 2, 3.
-struct Cluster {
-    brokers: Vec<BrokerProcess>,
-    _s3: S3Server,
-    _etcd: EtcdServer,
-}
-
-impl Cluster {
-    fn start(prefix: &str) -> Self {
-        let etcd = EtcdServer::start();
-        let s3 = S3Server::start("cluster");
-        let brokers = start_brokers(&etcd, &s3, prefix);
-        Cluster { brokers, _s3: s3, _etcd: etcd }
-    }
-
-    fn bootstrap(&self) -> String {
-        self.brokers.iter().map(|b| b.addr.clone()).collect::<Vec<_>>().join(",")
-    }
-}
-
-fn start_brokers(etcd: &EtcdServer, s3: &S3Server, prefix: &str) -> Vec<BrokerProcess> {
-    let metadata = format!("etcd://{}/{prefix}", etcd.endpoint);
-    let objects = format!("s3://cluster/{prefix}");
-    (1..=3)
-        .map(|id| {
-            let id = id.to_string();
-            let flags = [
-                "--metadata",
-                &metadata,
-                "--object-store",
-                &objects,
-                "--node-id",
-                &id,
-                "--wal-flush-ms",
-                "5",
-            ];
-            BrokerProcess::start_with_env(&flags, &s3.env())
-        })
-        .collect()
-}
-
-/// Partition leaders of `name`, by partition, once every partition has one.
-fn leaders(addr: &str, name: &str, partitions: usize) -> BTreeMap<i32, i32> {
-    let client = admin(addr);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let md = client.inner().fetch_metadata(Some(name), Duration::from_secs(10)).expect("metadata");
-        let found: BTreeMap<i32, i32> = md
-            .topics()
-            .iter()
-            .flat_map(|t| t.partitions().iter().map(|p| (p.id(), p.leader())))
-            .filter(|(_, l)| *l >= 0)
-            .collect();
-        if found.len() == partitions {
-            return found;
-        }
-        assert!(Instant::now() < deadline, "partitions of {name} without a leader: {found:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn producer(bootstrap: &str) -> ThreadedProducer<DefaultProducerContext> {
-    ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .set("message.timeout.ms", "60000")
-        .create()
-        .expect("producer")
-}
-
-/// Sends `0..count` (message `i` to partition `i % partitions`) and waits
-/// until every one is acknowledged.
-fn produce_numbers(bootstrap: &str, name: &str, partitions: u64, count: u64) {
-    let p = producer(bootstrap);
-    for i in 0..count {
-        let v = i.to_string();
-        let record = BaseRecord::<(), _>::to(name).partition((i % partitions) as i32).payload(&v);
-        p.send(record).map_err(|(e, _)| e).expect("send");
-    }
-    p.flush(Duration::from_secs(60)).expect("every message acknowledged");
-}
-
-/// An idempotent producer thread: "0", "1", ... round-robin over
-/// `partitions` while `running` holds (and until at least `min` are sent);
-/// returns how many it sent, every one acknowledged.
-fn steady_producer(
-    bootstrap: &str,
-    name: &str,
-    partitions: u64,
-    running: &Arc<AtomicBool>,
-    min: u64,
-) -> std::thread::JoinHandle<u64> {
-    let (bootstrap, name, running) = (bootstrap.to_string(), name.to_string(), Arc::clone(running));
-    std::thread::spawn(move || {
-        let p = producer(&bootstrap);
-        let mut sent = 0u64;
-        while running.load(Ordering::Acquire) || sent < min {
-            let v = sent.to_string();
-            let record = BaseRecord::<(), _>::to(&name).partition((sent % partitions) as i32).payload(&v);
-            p.send(record).map_err(|(e, _)| e).expect("send");
-            sent += 1;
-            if sent.is_multiple_of(20) {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        }
-        p.flush(Duration::from_secs(60)).expect("every message acknowledged");
-        sent
-    })
-}
-
-fn group_consumer(bootstrap: &str, group: &str) -> BaseConsumer {
-    ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .expect("consumer")
-}
-
-/// Moves partition `partition` of `name` to broker `to` with `strata move`
-/// (AlterPartitionReassignments, then ListPartitionReassignments until done).
-fn strata_move(bootstrap: &str, name: &str, partition: i32, to: i32) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(["move", "--bootstrap", bootstrap, "--topic", name, "--partition"])
-        .arg(partition.to_string())
-        .arg("--to")
-        .arg(to.to_string())
-        .output()
-        .expect("run strata move");
-    assert!(out.status.success(), "strata move failed: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-/// Waits until Metadata names `to` as the leader of `name`-`partition`.
-fn wait_leader(addr: &str, name: &str, partition: i32, to: i32) {
-    let client = admin(addr);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let md = client.inner().fetch_metadata(Some(name), Duration::from_secs(10)).expect("metadata");
-        let leader = md
-            .topics()
-            .iter()
-            .flat_map(|t| t.partitions().iter())
-            .find(|p| p.id() == partition)
-            .map(|p| p.leader());
-        if leader == Some(to) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{name}-{partition} never moved to {to} (leader {leader:?})");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use rdkafka::{Offset, TopicPartitionList};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_brokers_serve_one_prefix_to_real_clients() {
@@ -296,19 +143,13 @@ async fn partitions_and_a_coordinator_move_back_and_forth_under_load() {
     assert_exactly_once_in_order(&admin_addr, &name, 3, sent);
 }
 
-/// The partition of `__consumer_offsets` that holds `group` (Kafka's rule:
-/// the Java hash of the id modulo 50).
-fn coordinator_partition(group: &str) -> i32 {
-    strata_broker::groups::partition_for(group, strata_broker::groups::OFFSETS_PARTITIONS)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_clusters_on_one_etcd_and_bucket_do_not_see_each_other() {
     let cluster = Cluster::start("iso-a");
     let name = topic("mine");
     create_topic(&cluster.brokers[0].addr, &name, 3).await;
     produce_numbers(&cluster.brokers[0].addr, &name, 3, 300);
-    let other = start_brokers(&cluster._etcd, &cluster._s3, "iso-b");
+    let other = start_brokers(&cluster.etcd, &cluster.s3, "iso-b");
     let md = admin(&other[0].addr).inner().fetch_metadata(None, Duration::from_secs(10)).expect("metadata");
     let topics: Vec<String> = md.topics().iter().map(|t| t.name().to_string()).collect();
     assert!(!topics.contains(&name), "cluster b sees cluster a's topic: {topics:?}");
@@ -318,52 +159,6 @@ async fn two_clusters_on_one_etcd_and_bucket_do_not_see_each_other() {
     let mine: Vec<String> = other.iter().map(|b| b.addr.clone()).collect();
     assert!(md.brokers().iter().all(|b| mine.contains(&format!("{}:{}", b.host(), b.port()))));
     assert_exactly_once_in_order(&cluster.brokers[1].addr, &name, 3, 300);
-}
-
-fn transactional(bootstrap: &str, id: &str) -> ThreadedProducer<DefaultProducerContext> {
-    let p: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("transactional.id", id)
-        .set("message.timeout.ms", "60000")
-        .create()
-        .expect("transactional producer");
-    p.init_transactions(Duration::from_secs(30)).expect("init_transactions");
-    p
-}
-
-/// `name`'s values by partition at `read_committed`: read until `want`
-/// values arrived (or a deadline passed), then one second more for any
-/// value that should not be there.
-fn committed_values(addr: &str, name: &str, partitions: i32, want: usize) -> BTreeMap<i32, Vec<String>> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", addr)
-        .set("group.id", "cluster-read-committed")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition_offset(name, p, Offset::Beginning).expect("tpl");
-    }
-    c.assign(&tpl).expect("assign");
-    let mut out: BTreeMap<i32, Vec<String>> = BTreeMap::new();
-    let mut got = 0;
-    let mut deadline = Instant::now() + Duration::from_secs(60);
-    let mut settling = false;
-    while Instant::now() < deadline {
-        if got >= want && !settling {
-            settling = true;
-            deadline = Instant::now() + Duration::from_secs(1);
-        }
-        if let Some(m) = c.poll(Duration::from_millis(100)) {
-            let m = m.expect("consume");
-            let v = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
-            out.entry(m.partition()).or_default().push(v);
-            got += 1;
-        }
-    }
-    out
 }
 
 /// Transactions span partitions led by different brokers (markers go by
@@ -503,10 +298,9 @@ async fn a_broker_that_does_not_lead_names_the_leader_in_produce_and_fetch() {
     use common::conn::Conn;
     use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
     use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
     use kafka_protocol::messages::{
-        ApiKey, BrokerId, FetchRequest, FetchResponse, MetadataRequest, MetadataResponse, ProduceRequest,
-        ProduceResponse, TopicName,
+        ApiKey, BrokerId, FetchRequest, FetchResponse, MetadataRequest, MetadataResponse, ProduceResponse,
+        TopicName,
     };
     use kafka_protocol::protocol::StrBytes;
 
@@ -535,16 +329,7 @@ async fn a_broker_that_does_not_lead_names_the_leader_in_produce_and_fetch() {
         None,
         Some(Bytes::from_static(b"hint")),
     )]);
-    let mut pd = PartitionProduceData::default();
-    pd.index = 0;
-    pd.records = Some(records);
-    let mut td = TopicProduceData::default();
-    td.name = topic_name.clone();
-    td.partition_data = vec![pd];
-    let mut preq = ProduceRequest::default();
-    preq.acks = -1;
-    preq.timeout_ms = 10_000;
-    preq.topic_data = vec![td];
+    let preq = common::batches::produce_request(&name, -1, records);
     let produced: ProduceResponse = conn.call(ApiKey::Produce, 11, &preq);
     let p = &produced.responses[0].partition_responses[0];
     assert_eq!(p.error_code, 6, "NOT_LEADER_OR_FOLLOWER from a broker that does not lead");

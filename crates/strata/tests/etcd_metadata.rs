@@ -208,14 +208,20 @@ fn folds(broker: &BrokerProcess) -> f64 {
 }
 
 /// B joins, A's session expires and B takes its stream over and serves; A,
-/// resumed (SIGCONT), acknowledges none of the produces that reach it and
-/// exits as fenced, and B serves exactly what was acknowledged. Both fold
-/// their index into manifests all along (two inline ranges at most), so
-/// B's takeover reads A's manifest, and whatever A tries to commit after it
-/// resumed (an upload, a fold) is refused: C, taking over from B after a
-/// kill -9, finds exactly what was acknowledged in the index and B's WAL.
+/// resumed (SIGCONT) with an idempotent producer and 1,000 pipelined raw
+/// Produce requests waiting for it, acknowledges none of them (each is
+/// answered with an error before it exits as fenced), and B serves exactly
+/// what was acknowledged. Both fold their index into manifests all along
+/// (two inline ranges at most), so B's takeover reads A's manifest, and
+/// whatever A tries to commit after it resumed (an upload, a fold) is
+/// refused. A, restarted with the same node id, serves again once the
+/// partition moves to it; after a kill -9 of A, its successor finds exactly
+/// what was acknowledged in the index and A's WAL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_owner_on_etcd_acknowledges_nothing_once_resumed() {
+    use common::conn::Conn;
+    use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse, ProduceResponse};
+
     let etcd = EtcdServer::start();
     let objects = tempfile::tempdir().expect("object dir");
     let object_store = format!("file://{}", objects.path().display());
@@ -232,14 +238,26 @@ async fn a_paused_owner_on_etcd_acknowledges_nothing_once_resumed() {
         "--upload-interval-ms",
         "100",
     ];
-    let mut a = BrokerProcess::start_with(&args);
+    let with_id = |id: &'static str| [&args[..], &["--node-id", id]].concat();
+    let mut a = BrokerProcess::start_with(&with_id("1"));
     let name = topic("etcd-zombie");
     create_topic(&a.addr, &name, 1).await;
     produce_in_rounds(&a.addr, &name, 0, 300, 6);
     assert!(folds(&a) >= 1.0, "A folded its index");
     let zombie_producer = producer_with_timeout(&a.addr, 8000);
+    // Raw connections to A, open before the pause: what the test writes on
+    // them while A is stopped waits in the socket for A to resume.
+    const RAW: usize = 1000;
+    const CONNS: usize = 4;
+    let mut conns: Vec<Conn> = (0..CONNS)
+        .map(|_| {
+            let mut c = Conn::open(&a.addr);
+            let _: MetadataResponse = c.call(ApiKey::Metadata, 12, &MetadataRequest::default());
+            c
+        })
+        .collect();
     a.signal("STOP");
-    let mut b = BrokerProcess::start_with(&args);
+    let b = BrokerProcess::start_with(&with_id("2"));
     produce_in_rounds(&b.addr, &name, 300, 300, 6);
     assert!(folds(&b) >= 1.0, "B folded its index");
     // Produces reach A once it runs again: none may be acknowledged.
@@ -247,18 +265,51 @@ async fn a_paused_owner_on_etcd_acknowledges_nothing_once_resumed() {
         let v = format!("zombie-{i}");
         let _ = zombie_producer.send(BaseRecord::<(), _>::to(&name).partition(0).payload(&v));
     }
+    for i in 0..RAW {
+        let records = common::batches::encode(&[common::batches::record(
+            0,
+            1_700_000_000_000,
+            None,
+            Some(bytes::Bytes::from(format!("raw-zombie-{i}"))),
+        )]);
+        let req = common::batches::produce_request(&name, -1, records);
+        conns[i % CONNS].send(ApiKey::Produce, 9, &req).expect("a produce written while A is stopped");
+    }
     a.signal("CONT");
+    // Every raw produce is answered, with an error.
+    let mut codes: std::collections::BTreeMap<i16, usize> = Default::default();
+    for (n, conn) in conns.iter_mut().enumerate() {
+        for k in 0..RAW / CONNS {
+            let (_, resp): (i32, ProduceResponse) = conn
+                .receive(ApiKey::Produce, 9)
+                .unwrap_or_else(|e| panic!("raw produce {k} on connection {n} got no answer: {e}"));
+            *codes.entry(resp.responses[0].partition_responses[0].error_code).or_default() += 1;
+        }
+    }
+    println!("the resumed owner's answers to {RAW} raw produces, by error code: {codes:?}");
+    assert_eq!(codes.get(&0), None, "the resumed owner acknowledged raw produces: {codes:?}");
     // Each ends in a failed delivery: none was acknowledged.
     zombie_producer.flush(Duration::from_secs(30)).expect("every zombie produce ended");
     let failed = zombie_producer.context().0.load(std::sync::atomic::Ordering::Acquire);
     assert_eq!(failed, 50, "the resumed owner acknowledged {} produces", 50 - failed);
     let status = a.wait_exit(Duration::from_secs(30));
     assert_eq!(status.and_then(|s| s.code()), Some(3), "exit status of a fenced process");
+    // (Its count of records refused as fenced excludes those it refused as
+    // not the leader, once its view caught up.)
+    println!("{}", a.log_line("refused_records=").expect("the exit line"));
     assert_exactly_once_in_order(&b.addr, &name, 1, 600);
-    // What is stored, not what B holds in memory: B dies, C takes over.
-    b.kill9();
-    let c = BrokerProcess::start_with(&args);
-    // Served again once B's session expired (the produce retries until then).
-    produce(&c.addr, &name, 600, 1);
-    assert_exactly_once_in_order(&c.addr, &name, 1, 601);
+    // Restarted with the same node id (its lease is gone), A serves again.
+    a.restart();
+    common::cluster::wait_listed(&b.addr, 1, true);
+    common::cluster::strata_move(&b.addr, &name, 0, 1);
+    common::cluster::wait_leader(&b.addr, &name, 0, 1);
+    produce(&a.addr, &name, 600, 1);
+    assert_exactly_once_in_order(&a.addr, &name, 1, 601);
+    // What is stored, not what A holds in memory: A dies, C joins, and the
+    // stream fails over (to B or C) with A's WAL tail.
+    a.kill9();
+    let c = BrokerProcess::start_with(&with_id("3"));
+    // Served again once A's session expired (the produce retries until then).
+    produce(&c.addr, &name, 601, 1);
+    assert_exactly_once_in_order(&c.addr, &name, 1, 602);
 }

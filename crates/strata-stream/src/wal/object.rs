@@ -250,23 +250,35 @@ pub(crate) async fn read_for_streams(
     };
     let objects = list_objects(store, names).await?;
     let barriers = read_barriers(meta, names).await?;
+    // Fetched READ_AHEAD at a time (a loaded WAL holds hundreds of small
+    // objects: one at a time, a takeover waits seconds), decoded in order.
+    let wanted: Vec<_> = objects
+        .iter()
+        .filter(|(seq, written_by)| *seq >= checkpoint.segment && replayable(&barriers, *seq, *written_by))
+        .map(|&(seq, written_by)| {
+            let (store, path) = (Arc::clone(store), names.object(seq, written_by));
+            async move {
+                match store.get(&path).await {
+                    Ok(got) => Ok(Some((seq, path, got.bytes().await?))),
+                    Err(object_store::Error::NotFound { .. }) => Ok(None),
+                    Err(e) => Err(StreamError::from(e)),
+                }
+            }
+        })
+        .collect();
+    let mut fetched = futures::StreamExt::buffered(futures::stream::iter(wanted), READ_AHEAD);
     let mut out = Vec::new();
-    for &(seq, written_by) in objects.iter().filter(|(seq, _)| *seq >= checkpoint.segment) {
-        if !replayable(&barriers, seq, written_by) {
-            continue;
-        }
-        let path = names.object(seq, written_by);
-        let data = match store.get(&path).await {
-            Ok(got) => got.bytes().await?,
-            Err(object_store::Error::NotFound { .. }) => continue,
-            Err(e) => return Err(e.into()),
-        };
+    while let Some(got) = futures::StreamExt::next(&mut fetched).await {
+        let Some((seq, path, data)) = got? else { continue };
         let mut records = Vec::new();
         decode_object(&path, seq, &data, &mut records)?;
         out.extend(records.into_iter().filter(|r| streams.contains(&r.record.stream_id)));
     }
     Ok(out)
 }
+
+/// How many WAL objects [`read_for_streams`] fetches at once.
+const READ_AHEAD: usize = 16;
 
 use super::ACK_DEADLINE;
 

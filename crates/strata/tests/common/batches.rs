@@ -2,6 +2,9 @@
 //! requests the test encodes itself.
 
 use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{ProduceRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
 
 /// A plain (non-transactional, non-idempotent) record at `offset` in its batch.
@@ -34,4 +37,19 @@ pub fn encode(records: &[Record]) -> Bytes {
     )
     .expect("encode");
     buf.freeze()
+}
+
+/// A Produce request of `records` to partition 0 of `topic`, by name.
+pub fn produce_request(topic: &str, acks: i16, records: Bytes) -> ProduceRequest {
+    let mut pd = PartitionProduceData::default();
+    pd.index = 0;
+    pd.records = Some(records);
+    let mut td = TopicProduceData::default();
+    td.name = TopicName(StrBytes::from_string(topic.to_string()));
+    td.partition_data = vec![pd];
+    let mut req = ProduceRequest::default();
+    req.acks = acks;
+    req.timeout_ms = 5000;
+    req.topic_data = vec![td];
+    req
 }

@@ -19,18 +19,7 @@ pub struct Conn {
 impl Conn {
     /// Sends a request that gets no response (Produce with acks=0).
     pub fn send_only<Req: Encodable>(&mut self, key: ApiKey, version: i16, req: &Req) {
-        let mut header = RequestHeader::default();
-        header.request_api_key = key as i16;
-        header.request_api_version = version;
-        header.correlation_id = self.next_id;
-        self.next_id += 1;
-        let mut body = BytesMut::new();
-        header.encode(&mut body, key.request_header_version(version)).expect("header");
-        req.encode(&mut body, version).expect("body");
-        let mut frame = BytesMut::new();
-        frame.put_i32(body.len() as i32);
-        frame.extend_from_slice(&body);
-        self.stream.write_all(&frame).expect("write");
+        self.send(key, version, req).expect("write");
     }
 
     pub fn open(addr: &str) -> Self {
@@ -65,6 +54,30 @@ impl Conn {
         codec_version: i16,
         req: &Req,
     ) -> Result<Resp, String> {
+        let id = self.send_as(key, version, codec_version, req)?;
+        let (answered, resp) = self.receive_as(key, version, codec_version)?;
+        assert_eq!(answered, id);
+        Ok(resp)
+    }
+
+    /// Sends `req` without waiting for its answer (pipelining); its
+    /// correlation id. Read the answers, in order, with [`Conn::receive`].
+    pub fn send<Req: Encodable>(&mut self, key: ApiKey, version: i16, req: &Req) -> Result<i32, String> {
+        self.send_as(key, version, version, req)
+    }
+
+    /// The next answer on the connection, as `(correlation id, answer)`.
+    pub fn receive<Resp: Decodable>(&mut self, key: ApiKey, version: i16) -> Result<(i32, Resp), String> {
+        self.receive_as(key, version, version)
+    }
+
+    fn send_as<Req: Encodable>(
+        &mut self,
+        key: ApiKey,
+        version: i16,
+        codec_version: i16,
+        req: &Req,
+    ) -> Result<i32, String> {
         let id = self.next_id;
         self.next_id += 1;
         let mut header = RequestHeader::default();
@@ -79,6 +92,15 @@ impl Conn {
         frame.put_i32(body.len() as i32);
         frame.extend_from_slice(&body);
         self.stream.write_all(&frame).map_err(|e| format!("write: {e}"))?;
+        Ok(id)
+    }
+
+    fn receive_as<Resp: Decodable>(
+        &mut self,
+        key: ApiKey,
+        version: i16,
+        codec_version: i16,
+    ) -> Result<(i32, Resp), String> {
         let mut len = [0u8; 4];
         self.stream.read_exact(&mut len).map_err(|e| format!("connection closed: {e}"))?;
         let mut buf = vec![0u8; i32::from_be_bytes(len) as usize];
@@ -86,14 +108,13 @@ impl Conn {
         let mut buf = Bytes::from(buf);
         let rh = ResponseHeader::decode(&mut buf, key.response_header_version(codec_version))
             .map_err(|e| format!("response header: {e}"))?;
-        assert_eq!(rh.correlation_id, id);
         // KIP-511: an ApiVersions at a version the broker does not know is
         // answered at v0.
         let decode_version =
             if key == ApiKey::ApiVersions && version != codec_version { 0 } else { codec_version };
         let resp = Resp::decode(&mut buf, decode_version).map_err(|e| format!("response: {e}"))?;
         assert!(!buf.has_remaining(), "trailing bytes in {key:?} response");
-        Ok(resp)
+        Ok((rh.correlation_id, resp))
     }
 }
 

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod batches;
+pub mod cluster;
 pub mod conn;
 pub mod java;
 pub mod kafka;

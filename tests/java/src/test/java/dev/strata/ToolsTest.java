@@ -104,8 +104,15 @@ class ToolsTest {
           "--alter", "--add-config", "retention.ms=5000,max.message.bytes=100000").out();
       List<String> facts = new ArrayList<>();
       facts.add(altered.replace(t, "T").strip());
-      facts.add(ok(cfg, "--bootstrap-server", bs, "--entity-type", "topics", "--entity-name", t, "--describe")
-          .out().replace(t, "T").strip());
+      // Kafka's describe answers from the broker's metadata cache, which may
+      // lag the alter by a moment: wait until it shows, then delete.
+      String described;
+      long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+      do {
+        described = ok(cfg, "--bootstrap-server", bs, "--entity-type", "topics", "--entity-name", t, "--describe")
+            .out();
+      } while (!described.contains("max.message.bytes=100000") && System.nanoTime() < deadline);
+      facts.add(described.replace(t, "T").strip());
       ok(cfg, "--bootstrap-server", bs, "--entity-type", "topics", "--entity-name", t, "--alter",
           "--delete-config", "max.message.bytes");
       facts.add(ok(cfg, "--bootstrap-server", bs, "--entity-type", "topics", "--entity-name", t, "--describe")
