@@ -506,10 +506,11 @@ impl Broker {
         }
     }
 
-    /// What follows a stream's takeover: its producer state is read afresh
-    /// and an internal partition's coordinator shard is loaded.
+    /// What follows a stream's takeover: an internal partition's
+    /// coordinator shard is loaded. (Its producer state loads afresh on first
+    /// use, being keyed by the new leader epoch; dropping it here would race
+    /// with the appends the stream already takes.)
     async fn serving(self: &Arc<Self>, stream: u64, taken: &strata_stream::Stream) {
-        self.producers.drop_partition(stream);
         tracing::info!(stream, epoch = taken.epoch(), "serving a placed stream");
         self.load_internal(stream).await;
     }

@@ -329,6 +329,8 @@ pub(crate) struct PartitionState {
     pub producers: Mutex<PartitionProducers>,
     loaded: OnceCell<()>,
     dirty: AtomicBool,
+    /// The stream's leader epoch this state was loaded for.
+    epoch: i32,
 }
 
 impl PartitionState {
@@ -436,11 +438,25 @@ impl Producers {
 
     /// The loaded producer state of a partition's stream.
     pub async fn partition(&self, stream: &Stream) -> Result<Arc<PartitionState>, BrokerError> {
+        let epoch = stream.epoch();
+        let fresh = || Arc::new(PartitionState { epoch, ..Default::default() });
         let state = {
             let mut map = self.partitions.lock().unwrap_or_else(|e| e.into_inner());
             // Offsets are final (a failed WAL write is retried, never
-            // rewound), so what this state recorded stays true.
-            Arc::clone(map.entry(stream.id()).or_default())
+            // rewound), so what this state recorded stays true within one
+            // leader epoch. A takeover at a newer epoch loads afresh (what
+            // the previous leader wrote is in the stream by then), and
+            // nothing drops the state while the stream takes appends.
+            let entry = map.entry(stream.id()).or_insert_with(fresh);
+            if entry.epoch < epoch {
+                *entry = fresh();
+            }
+            if entry.epoch > epoch {
+                // A stale stream handle: its appends are refused anyway.
+                fresh()
+            } else {
+                Arc::clone(entry)
+            }
         };
         state.loaded.get_or_try_init(|| self.load(stream, &state)).await?;
         Ok(state)
