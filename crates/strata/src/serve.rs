@@ -178,12 +178,16 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
                 EtcdStore::connect_member(&endpoints, &prefix, timeout, reg.incarnation, Arc::clone(&clock))
                     .await
                     .with_context(|| format!("opening the metadata store {url}"))?;
-            registration = Some((members, reg, ttl, clock));
+            // Kept alive from now on, not from when the broker listens: a
+            // start that takes longer than the session (a loaded machine,
+            // a long WAL replay) must not lose the lease meanwhile.
+            let keeper = tokio::spawn(membership::keep_registered(Arc::clone(&members), reg, ttl / 4, clock));
+            registration = Some((members, reg, keeper));
             Arc::new(meta)
         }
     };
     let in_cluster = registration.is_some();
-    let node_id = registration.as_ref().map_or(settings.node_id.unwrap_or(0), |(_, r, _, _)| r.node_id);
+    let node_id = registration.as_ref().map_or(settings.node_id.unwrap_or(0), |(_, r, _)| r.node_id);
     let proposed_id = settings.cluster_id.clone().unwrap_or_else(|| {
         // Kafka's form: URL-safe base64 of a random UUID, without padding.
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes())
@@ -267,7 +271,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         Duration::from_millis(settings.retention_check_interval_ms.max(10));
     broker_config.log_cleaner_backoff = Duration::from_millis(settings.log_cleaner_backoff_ms.max(10));
     let membership =
-        registration.as_ref().map(|(_, r, _, _)| strata_broker::cluster::Membership { lease: r.lease });
+        registration.as_ref().map(|(_, r, _)| strata_broker::cluster::Membership { lease: r.lease });
     let broker = Broker::start(broker_config, Arc::clone(&catalog), Arc::clone(&streams), meta, membership)
         .await
         .context("starting the broker")?;
@@ -305,12 +309,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     // With etcd, the registration's lease is kept alive; once it is lost
     // (this process paused or cut off past the session timeout) another
     // broker may hold the id, so this one stops (issue 14 builds on it).
-    let revoke = registration.as_ref().map(|(members, reg, _, _)| (Arc::clone(members), reg.lease));
+    let revoke = registration.as_ref().map(|(members, reg, _)| (Arc::clone(members), reg.lease));
     let lease_lost = async move {
         match registration {
-            Some((members, reg, ttl, clock)) => {
-                membership::keep_registered(members, reg, ttl / 4, clock).await
-            }
+            Some((_, _, keeper)) => keeper.await.unwrap_or_else(|e| {
+                strata_meta::MetaError::Unavailable(format!("the lease keeper failed: {e}"))
+            }),
             None => std::future::pending().await,
         }
     };

@@ -10,13 +10,13 @@
 mod common;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::cluster::{
-    Cluster, committed_values, coordinator_partition, group_consumer, leaders, produce_numbers,
-    start_brokers, steady_producer, strata_move, transactional, wait_leader,
+    Cluster, ErrorLog, committed_values, coordinator_partition, group_consumer, leaders, produce_numbers,
+    start_brokers, steady_producer, steady_producer_logged, strata_move, transactional, wait_leader,
 };
 use common::kafka::{admin, assert_exactly_once_in_order, create_topic};
 use common::topic;
@@ -395,7 +395,8 @@ async fn a_broker_that_does_not_lead_names_the_leader_in_produce_and_fetch() {
 /// other two, by handovers, before it exits 0. All three are restarted in
 /// turn that way (same node id, same port) under an idempotent producer and
 /// a committing group: every message is stored exactly once and in order,
-/// and the group commits again after each restart.
+/// every error the clients report is one Kafka marks retriable, and the
+/// group's committed offsets advance within every 10 s window.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_a_broker_and_a_rolling_restart_loses_nothing() {
     let mut cluster = Cluster::start("drain");
@@ -407,23 +408,45 @@ async fn sigterm_drains_a_broker_and_a_rolling_restart_loses_nothing() {
     let group = topic("dg");
     let running = Arc::new(AtomicBool::new(true));
     let commits = Arc::new(AtomicU64::new(0));
+    // Every error either client reports, and the group's committed offsets
+    // (their sum) over time.
+    let errors = Arc::new(ErrorLog::default());
+    let progress: Arc<Mutex<Vec<(Instant, i64)>>> = Arc::default();
     let consumer = {
         let (bootstrap, name, group) = (bootstrap.clone(), name.clone(), group.clone());
         let (running, commits) = (Arc::clone(&running), Arc::clone(&commits));
+        let (errors, progress) = (Arc::clone(&errors), Arc::clone(&progress));
         std::thread::spawn(move || {
             let c = group_consumer(&bootstrap, &group);
             c.subscribe(&[&name]).expect("subscribe");
+            let code = |e: &rdkafka::error::KafkaError| {
+                e.rdkafka_error_code().unwrap_or(rdkafka::types::RDKafkaErrorCode::Unknown)
+            };
             while running.load(Ordering::Acquire) {
-                let _ = c.poll(Duration::from_millis(100));
-                if c.assignment().expect("assignment").count() > 0
-                    && c.commit_consumer_state(CommitMode::Sync).is_ok()
-                {
-                    commits.fetch_add(1, Ordering::AcqRel);
+                if let Some(Err(e)) = c.poll(Duration::from_millis(100)) {
+                    errors.note(code(&e), format!("poll: {e}"));
+                }
+                if c.assignment().expect("assignment").count() == 0 {
+                    continue;
+                }
+                let at = c.position().expect("position");
+                match c.commit(&at, CommitMode::Sync) {
+                    Ok(()) => {
+                        commits.fetch_add(1, Ordering::AcqRel);
+                        let sum =
+                            at.elements().iter().filter_map(|e| e.offset().to_raw()).filter(|o| *o > 0).sum();
+                        progress.lock().unwrap_or_else(|e| e.into_inner()).push((Instant::now(), sum));
+                    }
+                    // Nothing read yet: nothing to commit.
+                    Err(rdkafka::error::KafkaError::ConsumerCommit(
+                        rdkafka::types::RDKafkaErrorCode::NoOffset,
+                    )) => {}
+                    Err(e) => errors.note(code(&e), format!("commit: {e}")),
                 }
             }
         })
     };
-    let producing = steady_producer(&bootstrap, &name, 6, &running, 0);
+    let producing = steady_producer_logged(&bootstrap, &name, 6, &running, 0, &errors);
     let committed = |commits: &AtomicU64, more: u64, what: &str| {
         let target = commits.load(Ordering::Acquire) + more;
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -464,4 +487,20 @@ async fn sigterm_drains_a_broker_and_a_rolling_restart_loses_nothing() {
     let sent = producing.join().expect("producer");
     consumer.join().expect("consumer");
     assert_exactly_once_in_order(&cluster.brokers[0].addr, &name, 6, sent);
+    // Clients saw only errors Kafka marks retriable.
+    let noted = errors.0.lock().unwrap_or_else(|e| e.into_inner()).len();
+    let fatal = errors.not_retriable();
+    println!("client errors during the rolling restart: {noted}, not retriable: {fatal:?}");
+    assert!(fatal.is_empty(), "errors Kafka does not mark retriable: {fatal:?}");
+    // The committed offsets advanced within every 10 s window.
+    let progress = progress.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let (first, last) = (progress[0].0, progress[progress.len() - 1].0);
+    let mut t = first;
+    while t + Duration::from_secs(10) <= last {
+        let base = progress.iter().filter(|(at, _)| *at <= t).map(|(_, s)| *s).max().unwrap_or(0);
+        let advanced =
+            progress.iter().any(|(at, s)| *at > t && *at <= t + Duration::from_secs(10) && *s > base);
+        assert!(advanced, "the committed offsets did not advance within 10 s of {:?}", t - first);
+        t += Duration::from_millis(500);
+    }
 }

@@ -3,13 +3,16 @@
 //! `failover.rs`).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::DeliveryResult;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use strata_meta::testing::EtcdServer;
 
@@ -110,9 +113,94 @@ pub fn steady_producer(
     running: &Arc<AtomicBool>,
     min: u64,
 ) -> std::thread::JoinHandle<u64> {
+    steady_producer_logged(bootstrap, name, partitions, running, min, &Arc::default())
+}
+
+/// The errors a client reported: error code and what it said.
+#[derive(Default)]
+pub struct ErrorLog(pub Mutex<Vec<(RDKafkaErrorCode, String)>>);
+
+impl ErrorLog {
+    /// Notes one error.
+    pub fn note(&self, code: RDKafkaErrorCode, what: String) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push((code, what));
+    }
+
+    /// The errors noted that Kafka does not mark retriable.
+    pub fn not_retriable(&self) -> Vec<(RDKafkaErrorCode, String)> {
+        let all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        all.iter().filter(|(code, _)| !kafka_retriable(*code)).cloned().collect()
+    }
+}
+
+/// Whether Kafka marks an error retriable: a broker error whose Java
+/// exception is a `RetriableException`, or a client-side connection or
+/// timeout error (the Java client's NetworkException and TimeoutException).
+pub fn kafka_retriable(code: RDKafkaErrorCode) -> bool {
+    use RDKafkaErrorCode::*;
+    matches!(
+        code,
+        UnknownTopicOrPartition
+            | LeaderNotAvailable
+            | NotLeaderForPartition
+            | RequestTimedOut
+            | NetworkException
+            | CoordinatorLoadInProgress
+            | CoordinatorNotAvailable
+            | NotCoordinator
+            | NotEnoughReplicas
+            | NotEnoughReplicasAfterAppend
+            | ConcurrentTransactions
+            | KafkaStorageError
+            | FencedLeaderEpoch
+            | UnknownLeaderEpoch
+            | OffsetNotAvailable
+            | BrokerTransportFailure
+            | AllBrokersDown
+            | OperationTimedOut
+            | MessageTimedOut
+            | Resolve
+    )
+}
+
+/// A producer context that notes every error the client reports.
+pub struct Logged(pub Arc<ErrorLog>);
+
+impl rdkafka::ClientContext for Logged {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let code = error.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Unknown);
+        self.0.note(code, format!("{error}: {reason}"));
+    }
+}
+
+impl ProducerContext for Logged {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            let code = e.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Unknown);
+            self.0.note(code, format!("delivery: {e}"));
+        }
+    }
+}
+
+/// [`steady_producer`], noting every error its client reports in `log`.
+pub fn steady_producer_logged(
+    bootstrap: &str,
+    name: &str,
+    partitions: u64,
+    running: &Arc<AtomicBool>,
+    min: u64,
+    log: &Arc<ErrorLog>,
+) -> std::thread::JoinHandle<u64> {
     let (bootstrap, name, running) = (bootstrap.to_string(), name.to_string(), Arc::clone(running));
+    let p: ThreadedProducer<Logged> = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "60000")
+        .create_with_context(Logged(Arc::clone(log)))
+        .expect("producer");
     std::thread::spawn(move || {
-        let p = producer(&bootstrap);
         let mut sent = 0u64;
         while running.load(Ordering::Acquire) || sent < min {
             let v = sent.to_string();
