@@ -13,6 +13,8 @@
 #                                              leader to the first produce served
 #                                              again, default settings (KILLS: 10)
 #
+# STRATA_BENCH_LOG sets the brokers' log filter (e.g. add
+# strata_stream::compaction=debug); STRATA_BENCH_KEEP_LOGS=DIR keeps the logs.
 # Release build; the clients are confluent-kafka (librdkafka 2.16) and
 # kafka-python 3.0 (its alter_partition_reassignments) from the setup venv.
 set -euo pipefail
@@ -58,7 +60,7 @@ start_brokers() {
   local prefix="$1" n="$2" addrs=()
   broker_pids=()
   for id in $(seq 1 "$n"); do
-    STRATA_LOG=warn,strata=info "$bin" serve --listen 127.0.0.1:0 --http none --data-dir "$work/$prefix-$id" \
+    STRATA_LOG="${STRATA_BENCH_LOG:-warn,strata=info}" "$bin" serve --listen 127.0.0.1:0 --http none --data-dir "$work/$prefix-$id" \
       --metadata "etcd://127.0.0.1:$etcd_port/$prefix" --object-store "s3://bench/$prefix" --node-id "$id" \
       --group-initial-rebalance-delay-ms 0 >"$work/$prefix-$id.log" 2>&1 &
     pids+=($!); broker_pids+=($!)

@@ -34,7 +34,7 @@ from kafka.structs import TopicPartition as KTopicPartition
 
 def create(bootstrap, topic, partitions):
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result()
+    admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(timeout=60)
     deadline = time.time() + 30
     while time.time() < deadline:
         md = admin.list_topics(topic, timeout=10).topics[topic]

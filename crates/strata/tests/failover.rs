@@ -73,6 +73,28 @@ impl Deliveries {
         (0..PARTITIONS).all(|p| acked.iter().any(|(q, _, at)| *q == p && *at > t))
     }
 
+    /// Asserts that every acknowledged value is stored in `name` (read
+    /// through `reader`), at least once.
+    fn assert_stored(&self, reader: &str, name: &str, sent: u64) {
+        let acked: Vec<(i32, String)> = {
+            let acked = self.acked.lock().unwrap_or_else(|e| e.into_inner());
+            acked.iter().map(|(p, v, _)| (*p, v.clone())).collect()
+        };
+        let stored = read_values(reader, name, PARTITIONS, acked.len(), "read_uncommitted");
+        let stored: BTreeSet<(i32, String)> =
+            stored.into_iter().flat_map(|(p, vs)| vs.into_iter().map(move |v| (p, v))).collect();
+        let lost: Vec<&(i32, String)> = acked.iter().filter(|a| !stored.contains(a)).collect();
+        let failed = self.failed.load(Ordering::Acquire);
+        assert!(
+            lost.is_empty(),
+            "{} of {} acknowledged messages lost ({sent} sent, {failed} failed): {:?}",
+            lost.len(),
+            acked.len(),
+            &lost[..lost.len().min(10)]
+        );
+        println!("{name}: {sent} sent, {} acknowledged and stored, {failed} failed", acked.len());
+    }
+
     /// The first acknowledgement after `t` on one of `partitions`.
     fn first_after(&self, t: Instant, partitions: &BTreeSet<i32>) -> Option<Duration> {
         let acked = self.acked.lock().unwrap_or_else(|e| e.into_inner());
@@ -290,26 +312,7 @@ async fn kill_9_under_load_loses_nothing_acknowledged_and_coordinators_carry_on(
     assert_exactly_once_in_order(&reader, &idem, PARTITIONS, idem_sent);
 
     // Plain: every acknowledged message is stored (a retry may store one twice).
-    let acked: Vec<(i32, String)> = {
-        let acked = plain_acks.acked.lock().unwrap_or_else(|e| e.into_inner());
-        acked.iter().map(|(p, v, _)| (*p, v.clone())).collect()
-    };
-    let stored = read_values(&reader, &plain, PARTITIONS, acked.len(), "read_uncommitted");
-    let stored: BTreeSet<(i32, String)> =
-        stored.into_iter().flat_map(|(p, vs)| vs.into_iter().map(move |v| (p, v))).collect();
-    let lost: Vec<&(i32, String)> = acked.iter().filter(|a| !stored.contains(a)).collect();
-    assert!(
-        lost.is_empty(),
-        "{} of {} acknowledged plain messages lost: {:?}",
-        lost.len(),
-        acked.len(),
-        &lost[..lost.len().min(10)]
-    );
-    println!(
-        "plain: {plain_sent} sent, {} acknowledged, {} failed",
-        acked.len(),
-        plain_acks.failed.load(Ordering::Acquire)
-    );
+    plain_acks.assert_stored(&reader, &plain, plain_sent);
 
     // Transactional: each committed transaction whole and once, no aborted one.
     let committed: BTreeSet<u64> =
@@ -451,17 +454,29 @@ async fn slow_fifty_kills_and_pauses_of_random_brokers_lose_nothing() {
     );
     assert_eq!(false_failovers, 0, "live brokers lost their lease");
     assert_eq!(idem_acks.failed.load(Ordering::Acquire), 0, "idempotent deliveries failed");
+    let twice = stored_twice(&reader, &idem, idem_sent);
+    assert!(twice.is_empty(), "idempotent values stored twice, (partition, offset, value): {twice:?}");
     assert_exactly_once_in_order(&reader, &idem, PARTITIONS, idem_sent);
-    let acked: Vec<(i32, String)> = plain_acks
-        .acked
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .map(|(p, v, _)| (*p, v.clone()))
-        .collect();
-    let stored = read_values(&reader, &plain, PARTITIONS, acked.len(), "read_uncommitted");
-    let stored: BTreeSet<(i32, String)> =
-        stored.into_iter().flat_map(|(p, vs)| vs.into_iter().map(move |v| (p, v))).collect();
-    let lost = acked.iter().filter(|a| !stored.contains(a)).count();
-    assert_eq!(lost, 0, "{lost} of {} acknowledged plain messages lost ({plain_sent} sent)", acked.len());
+    plain_acks.assert_stored(&reader, &plain, plain_sent);
+}
+
+/// Every record of `name` whose value an earlier record already holds, as
+/// (partition, offset, value); reads every record below the high
+/// watermarks (at least `sent`).
+fn stored_twice(addr: &str, name: &str, sent: u64) -> Vec<(i32, i64, String)> {
+    let (c, total) = common::kafka::assign_all(addr, name, PARTITIONS);
+    let count = sent.max(total as u64);
+    let mut seen: BTreeMap<String, (i32, i64)> = BTreeMap::new();
+    let mut twice = Vec::new();
+    let (mut got, deadline) = (0u64, Instant::now() + Duration::from_secs(120));
+    while got < count && Instant::now() < deadline {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            got += 1;
+            let v = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
+            if let Some(first) = seen.insert(v.clone(), (m.partition(), m.offset())) {
+                twice.push((m.partition(), m.offset(), format!("{v} (first at {first:?})")));
+            }
+        }
+    }
+    twice
 }
