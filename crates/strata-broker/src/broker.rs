@@ -159,8 +159,8 @@ impl Broker {
             loop {
                 tokio::time::sleep(every).await;
                 let Some(b) = weak.upgrade() else { return };
-                let offsets = |id: u64| b.stream_by_id(id).map(|s| s.offsets());
-                if let Err(e) = b.producers.snapshot(&offsets).await {
+                let served = |id: u64| b.stream_by_id(id);
+                if let Err(e) = b.producers.snapshot(&served).await {
                     tracing::warn!(error = %e, "producer state snapshot failed");
                 }
             }

@@ -526,12 +526,12 @@ impl Broker {
             Ok(s) => s,
             Err(StreamError::StaleEpoch { current, .. }) => {
                 // This broker led the stream at `current` before its restart:
-                // its own WAL may hold the tail.
-                let next = Placement {
-                    epoch: current + 1,
-                    recover_from: Some(p.recover_from.unwrap_or(self.config.node_id)),
-                    ..p.clone()
-                };
+                // its own WAL holds the tail. (Not `p.recover_from`: the
+                // previous leader's tail was indexed when this broker took
+                // the stream at `current`; its later appends are in its own
+                // WAL only.)
+                let next =
+                    Placement { epoch: current + 1, recover_from: Some(self.config.node_id), ..p.clone() };
                 if placement::write(self.meta.as_ref(), stream, &next, Some(rev), vec![]).await?.is_none() {
                     return Ok(());
                 }

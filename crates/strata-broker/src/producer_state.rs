@@ -342,6 +342,10 @@ impl PartitionState {
     }
 }
 
+/// Producer snapshots per metadata transaction (a condition and a put
+/// each, within etcd's 128 operations).
+const SNAPSHOTS_PER_COMMIT: usize = 50;
+
 fn snapshot_key(stream: u64) -> String {
     format!("p/{stream:020}")
 }
@@ -550,40 +554,75 @@ impl Producers {
         Ok(())
     }
 
-    /// Snapshots every changed partition (only its durable batches);
-    /// `offsets` gives a served stream's `(start, durable end)` and `None`
-    /// for one no longer served here, which is skipped.
+    /// Snapshots every changed partition (only its durable batches) of the
+    /// streams `served` still gives; each snapshot is conditional on this
+    /// broker still owning the stream, so that one that lost it (a paused
+    /// zombie) cannot overwrite its successor's producer state.
     pub async fn snapshot(
         &self,
-        offsets: &(dyn Fn(u64) -> Option<(i64, i64)> + Sync),
+        served: &(dyn Fn(u64) -> Option<Arc<Stream>> + Sync),
     ) -> Result<usize, BrokerError> {
         let states: Vec<(u64, Arc<PartitionState>)> = {
             let map = self.partitions.lock().unwrap_or_else(|e| e.into_inner());
             map.iter().map(|(k, v)| (*k, Arc::clone(v))).collect()
         };
-        let mut ops = Vec::new();
+        let mut pending = Vec::new();
         for (id, state) in states {
             if !state.dirty.swap(false, Ordering::AcqRel) {
                 continue;
             }
-            let Some(range) = offsets(id) else { continue };
-            ops.push(Op::Put(snapshot_key(id), encode_snapshot(&state, range)));
+            let Some(stream) = served(id) else { continue };
+            if stream.epoch() != state.epoch {
+                continue;
+            }
+            let op = Op::Put(snapshot_key(id), encode_snapshot(&state, stream.offsets()));
+            pending.push((state, stream.owner_condition(), op));
         }
-        let n = ops.len();
-        if n > 0 {
-            self.meta.txn(vec![], ops).await.map_err(strata_cluster::ClusterError::from)?;
+        let mut written = 0;
+        for chunk in pending.chunks(SNAPSHOTS_PER_COMMIT) {
+            let conditions = chunk.iter().map(|(_, c, _)| c.clone()).collect();
+            let ops = chunk.iter().map(|(_, _, op)| op.clone()).collect();
+            match self.meta.txn(conditions, ops).await {
+                Ok(TxnOutcome::Committed(_)) => written += chunk.len(),
+                // One of them is no longer ours (or its meta record moved
+                // on meanwhile): one at a time.
+                Ok(TxnOutcome::Conflict) => {
+                    for (state, condition, op) in chunk {
+                        match self.meta.txn(vec![condition.clone()], vec![op.clone()]).await {
+                            Ok(TxnOutcome::Committed(_)) => written += 1,
+                            Ok(TxnOutcome::Conflict) => state.mark_dirty(),
+                            Err(e) => {
+                                state.mark_dirty();
+                                return Err(strata_cluster::ClusterError::from(e).into());
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    for (state, ..) in &pending {
+                        state.mark_dirty();
+                    }
+                    return Err(strata_cluster::ClusterError::from(e).into());
+                }
+            }
         }
-        Ok(n)
+        Ok(written)
     }
 
     /// Snapshots one partition now (its stream is being handed over, its
     /// appends settled), whether changed or not; nothing when never loaded.
+    /// Conditional on this broker still owning the stream.
     pub async fn snapshot_stream(&self, stream: &Stream) -> Result<(), BrokerError> {
         let state = self.partitions.lock().unwrap_or_else(|e| e.into_inner()).get(&stream.id()).cloned();
         let Some(state) = state.filter(|s| s.loaded.get().is_some()) else { return Ok(()) };
         let op = Op::Put(snapshot_key(stream.id()), encode_snapshot(&state, stream.offsets()));
-        self.meta.txn(vec![], vec![op]).await.map_err(strata_cluster::ClusterError::from)?;
-        Ok(())
+        match self.meta.txn(vec![stream.owner_condition()], vec![op]).await {
+            Ok(TxnOutcome::Committed(_)) => Ok(()),
+            Ok(TxnOutcome::Conflict) => {
+                Err(BrokerError::Storage(strata_stream::StreamError::NotOwner(stream.id())))
+            }
+            Err(e) => Err(strata_cluster::ClusterError::from(e).into()),
+        }
     }
 
     /// Forgets a partition's loaded state (its stream moved away, or has

@@ -252,7 +252,9 @@ impl MetaStore for EtcdStore {
     }
 
     async fn txn(&self, conditions: Vec<Condition>, ops: Vec<Op>) -> Result<TxnOutcome, MetaError> {
-        if self.fenced.load(Ordering::Acquire) {
+        // A member whose session lease is lost commits nothing more (it may
+        // have just woken from a pause that outlived its session).
+        if MetaStore::is_fenced(self) {
             return Err(MetaError::Fenced(self.prefix.clone()));
         }
         if self.unknown.load(Ordering::Acquire) {

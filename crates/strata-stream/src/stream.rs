@@ -314,6 +314,13 @@ impl Stream {
         self.lock().epoch()
     }
 
+    /// The condition of a commit made as this stream's owner: its meta
+    /// record is as this owner last wrote it. It fails once another owner
+    /// claimed the stream (docs/ownership.md).
+    pub fn owner_condition(&self) -> strata_meta::Condition {
+        self.lock().owner_condition(self.id)
+    }
+
     /// For `epoch`, the largest known epoch at or below it and the offset where
     /// that epoch ended (the start of the next one, or the end of the stream).
     /// `None` when `epoch` is older than every known epoch.

@@ -283,7 +283,7 @@ async fn scenario_with_wal(
                 "the resumed owner exited {exited_after:?} after SIGCONT (paused {:?})",
                 resumed_at - paused_at
             );
-            let line = a.log_line("no longer owns its prefix").expect("the exit log line");
+            let line = a.log_line("refused_records=").expect("the exit log line");
             let refused: u64 = field(&line, "refused_records").parse().expect("refused_records");
             println!("records the resumed owner refused: {refused}");
             if kill == Kill::None {
