@@ -291,25 +291,43 @@ async fn a_paused_owner_on_etcd_acknowledges_nothing_once_resumed() {
     // Each ends in a failed delivery: none was acknowledged.
     zombie_producer.flush(Duration::from_secs(30)).expect("every zombie produce ended");
     let failed = zombie_producer.context().0.load(std::sync::atomic::Ordering::Acquire);
-    assert_eq!(failed, 50, "the resumed owner acknowledged {} produces", 50 - failed);
+    // The resumed owner's refusals name the current leader (KIP-951), so
+    // the client may deliver some of them there: each of those is stored
+    // once, by B, which the checks below count.
+    let delivered = 50 - failed as usize;
+    println!("zombie produces delivered by the current leader after A refused them: {delivered}");
     let status = a.wait_exit(Duration::from_secs(30));
     assert_eq!(status.and_then(|s| s.code()), Some(3), "exit status of a fenced process");
     // (Its count of records refused as fenced excludes those it refused as
     // not the leader, once its view caught up.)
     println!("{}", a.log_line("refused_records=").expect("the exit line"));
-    assert_exactly_once_in_order(&b.addr, &name, 1, 600);
+    stored_once(&b.addr, &name, 600, delivered);
     // Restarted with the same node id (its lease is gone), A serves again.
     a.restart();
     common::cluster::wait_listed(&b.addr, 1, true);
     common::cluster::strata_move(&b.addr, &name, 0, 1);
     common::cluster::wait_leader(&b.addr, &name, 0, 1);
     produce(&a.addr, &name, 600, 1);
-    assert_exactly_once_in_order(&a.addr, &name, 1, 601);
+    stored_once(&a.addr, &name, 601, delivered);
     // What is stored, not what A holds in memory: A dies, C joins, and the
     // stream fails over (to B or C) with A's WAL tail.
     a.kill9();
     let c = BrokerProcess::start_with(&with_id("3"));
     // Served again once A's session expired (the produce retries until then).
     produce(&c.addr, &name, 601, 1);
-    assert_exactly_once_in_order(&c.addr, &name, 1, 602);
+    stored_once(&c.addr, &name, 602, delivered);
+}
+
+/// Partition 0 of `name` holds "0".."numbers" in order, each once, and
+/// exactly `zombies` distinct "zombie-<i>" values, each once.
+fn stored_once(addr: &str, name: &str, numbers: u64, zombies: usize) {
+    let values: Vec<String> = common::kafka::read_partition_to_end(addr, name, "read_uncommitted")
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    let (z, n): (Vec<&String>, Vec<&String>) = values.iter().partition(|v| v.starts_with("zombie-"));
+    let want: Vec<String> = (0..numbers).map(|i| i.to_string()).collect();
+    assert!(n.iter().map(|v| v.as_str()).eq(want.iter().map(|v| v.as_str())), "numbers stored: {n:?}");
+    let distinct: std::collections::BTreeSet<&String> = z.iter().copied().collect();
+    assert_eq!((z.len(), distinct.len()), (zombies, zombies), "zombie values stored: {z:?}");
 }
