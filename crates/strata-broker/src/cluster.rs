@@ -473,10 +473,6 @@ impl Broker {
         Ok(wrote)
     }
 
-    /// Starts serving a stream placed here: takes it over at the placed
-    /// epoch (recovering a previous leader's WAL tail when it did not hand
-    /// over), or, when the stream already reached that epoch (this broker
-    /// restarted), at the next one, recorded in the placement first.
     /// Serves streams placed here that recover from one WAL (`from`'s):
     /// one takeover of them all, so that the WAL is read once; a stream
     /// whose takeover needs more (this broker restarted) goes alone.
@@ -515,6 +511,10 @@ impl Broker {
         self.load_internal(stream).await;
     }
 
+    /// Starts serving a stream placed here: takes it over at the placed
+    /// epoch (recovering a previous leader's WAL tail when it did not hand
+    /// over), or, when the stream already reached that epoch (this broker
+    /// restarted), at the next one, recorded in the placement first.
     async fn serve_stream(
         self: &Arc<Self>,
         stream: u64,
