@@ -22,6 +22,10 @@ use crate::{Broker, BrokerError};
 /// How often the placement loop looks even without a watch event.
 const RECONCILE_EVERY: Duration = Duration::from_millis(1000);
 
+/// How long a produce waits for a stream placed here whose takeover is
+/// still under way, before it answers NOT_LEADER_OR_FOLLOWER.
+const TAKEOVER_WAIT: Duration = Duration::from_secs(3);
+
 /// How a drain ended.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Drained {
@@ -47,6 +51,9 @@ pub(crate) struct ClusterView {
     placements: RwLock<HashMap<u64, (Placement, Revision)>>,
     controller: Mutex<Option<Controller>>,
     wake: tokio::sync::Notify,
+    /// Woken when this broker starts serving a stream, and after every
+    /// placement pass: produces waiting for a takeover look again.
+    served: tokio::sync::Notify,
 }
 
 impl ClusterView {
@@ -57,6 +64,7 @@ impl ClusterView {
             placements: RwLock::new(HashMap::new()),
             controller: Mutex::new(None),
             wake: tokio::sync::Notify::new(),
+            served: tokio::sync::Notify::new(),
         }
     }
 
@@ -86,6 +94,44 @@ impl Broker {
     /// Whether this broker is one of a cluster.
     pub fn is_cluster(&self) -> bool {
         self.cluster.is_some()
+    }
+
+    /// [`Broker::lead`] for an append: a stream placed here whose takeover
+    /// is under way (the previous leader's WAL tail being recovered) is
+    /// waited for, up to [`TAKEOVER_WAIT`], instead of refused. A client
+    /// pipelines several batches of a partition; had the first been refused
+    /// NOT_LEADER_OR_FOLLOWER and the next, sent right after, found the
+    /// takeover done, the next would be refused OUT_OF_ORDER_SEQUENCE_NUMBER
+    /// (its predecessor never recorded), and librdkafka answers that by
+    /// bumping its epoch and renumbering every unacknowledged batch: a batch
+    /// a dead or fenced leader had already made durable is then stored twice.
+    /// Requests of a connection are handled in order, so waiting here keeps
+    /// the batches in order.
+    pub(crate) async fn lead_for_append(
+        &self,
+        topic: &strata_cluster::TopicRecord,
+        index: i32,
+    ) -> Result<Arc<strata_stream::Stream>, BrokerError> {
+        let Some(view) = &self.cluster else { return self.lead(topic, index) };
+        let deadline = tokio::time::Instant::now() + TAKEOVER_WAIT;
+        loop {
+            let served = view.served.notified();
+            tokio::pin!(served);
+            served.as_mut().enable();
+            let err = match self.lead(topic, index) {
+                Ok(stream) => return Ok(stream),
+                Err(e) => e,
+            };
+            let placed_here = topic
+                .partition_streams
+                .get(usize::try_from(index).unwrap_or(usize::MAX))
+                .and_then(|id| view.placement(*id))
+                .is_some_and(|(p, _)| p.leader == self.config.node_id);
+            if !placed_here || tokio::time::Instant::now() >= deadline {
+                return Err(err);
+            }
+            let _ = tokio::time::timeout_at(deadline, served).await;
+        }
     }
 
     /// The leader of `stream` and its leader epoch; `None` while no live
@@ -335,6 +381,7 @@ impl Broker {
                     tracing::warn!(error = %e, "cluster reconcile failed");
                 }
                 let Some(view) = b.cluster.as_ref() else { return };
+                view.served.notify_waiters();
                 let woken = view.wake.notified();
                 let b = Arc::downgrade(&b);
                 let _ = tokio::time::timeout(RECONCILE_EVERY, woken).await;
@@ -508,6 +555,9 @@ impl Broker {
     /// with the appends the stream already takes.)
     async fn serving(self: &Arc<Self>, stream: u64, taken: &strata_stream::Stream) {
         tracing::info!(stream, epoch = taken.epoch(), "serving a placed stream");
+        if let Some(view) = &self.cluster {
+            view.served.notify_waiters();
+        }
         self.load_internal(stream).await;
     }
 

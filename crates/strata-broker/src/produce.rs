@@ -124,7 +124,7 @@ impl Broker {
         transactional_id: Option<&str>,
         version: i16,
     ) -> Result<Accepted, BrokerError> {
-        let stream = self.lead(topic, partition)?;
+        let stream = self.lead_for_append(topic, partition).await?;
         let data = data.ok_or_else(|| BrokerError::InvalidRecord("null records".into()))?;
         if data.len() as i64 > cfg.max_message_bytes {
             return Err(BrokerError::MessageTooLarge { size: data.len(), max: cfg.max_message_bytes });
@@ -217,6 +217,14 @@ impl Broker {
             }
         }
         let mut producers = state.lock();
+        // Kafka refuses a batch for leadership or storage before it looks at
+        // sequences. A batch whose append was refused is not recorded, so
+        // checking the next one's sequence first would answer it
+        // OUT_OF_ORDER_SEQUENCE_NUMBER: librdkafka then bumps its epoch and
+        // renumbers every unacknowledged batch, and one that a fenced broker
+        // refused after its WAL write had landed (the new leader serves it)
+        // is stored twice.
+        stream.check_appendable()?;
         match producers.check(pid, epoch, first, last, transactional)? {
             SeqCheck::Duplicate(dup) => {
                 let wait = match producers.completions.get(&(pid, first)) {
@@ -371,7 +379,18 @@ impl Broker {
                         if is_fenced(&e) {
                             count_refused(records_in(pd.records.as_ref()));
                         }
-                        tracing::debug!(partition = pd.index, error = %e, "produce rejected");
+                        if matches!(
+                            e,
+                            BrokerError::OutOfOrderSequence(_)
+                                | BrokerError::UnknownProducerId(_)
+                                | BrokerError::InvalidProducerEpoch(_)
+                        ) {
+                            // Rare, and what makes a client renumber its
+                            // batches: worth a line at info.
+                            tracing::info!(partition = pd.index, error = %e, "idempotent batch refused");
+                        } else {
+                            tracing::debug!(partition = pd.index, error = %e, "produce rejected");
+                        }
                         pr.error_code = code(&e);
                         crate::error_codes::count("Produce", pr.error_code);
                         pr.error_message = Some(message(&e));

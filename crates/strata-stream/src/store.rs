@@ -915,9 +915,19 @@ impl StreamStore {
                     }
                 };
             let mut ends: HashMap<StreamId, i64> = claimed.iter().map(|c| (c.id, c.end)).collect();
+            // Only the last leader's batches: its WAL may also hold batches
+            // it wrote in an earlier leadership of the stream, after it
+            // had lost it (a zombie's write that landed past the new owner's
+            // read). Those were never acknowledged, and their offsets were
+            // given again by the owners after it.
+            let last_epoch: HashMap<StreamId, Option<i32>> =
+                claimed.iter().map(|c| (c.id, c.meta.epochs.last().map(|(e, _)| *e))).collect();
             for r in records {
                 let info = r.info();
                 let stream = r.record.stream_id;
+                if last_epoch.get(&stream).copied().flatten().is_some_and(|e| e != info.meta.leader_epoch) {
+                    continue;
+                }
                 let Some(end) = ends.get_mut(&stream) else { continue };
                 // Offsets are final (rule 5): a batch whose offsets are
                 // already covered is never served twice.
@@ -1979,6 +1989,53 @@ mod tests {
             store.collect_garbage().await.expect("gc");
             assert!(!exists(&env.objects, &current.object).await);
             assert_eq!(texts(&b, 0).await, b_all);
+        }
+
+        /// A zombie's write that lands in its WAL after the new owner read
+        /// it is never recovered later, even when the stream comes back to
+        /// the zombie's WAL prefix (its node restarted and leads it again)
+        /// and is taken over from that WAL once more: the recovery takes
+        /// only the last leader's epoch, so the offsets the new leaders gave
+        /// again keep their own batches.
+        #[tokio::test]
+        async fn a_zombie_write_in_a_wal_is_not_recovered_when_the_stream_comes_back() {
+            let env = Env::new();
+            let meta: Arc<dyn MetaStore> =
+                Arc::new(EmbeddedStore::open(Arc::clone(&env.objects), "meta").await.expect("meta"));
+            let open = |prefix: &'static str| {
+                let (objects, meta) = (Arc::clone(&env.objects), Arc::clone(&meta));
+                let mut cfg = StreamStoreConfig::new(env.dir.path().join(prefix));
+                cfg.wal_prefix = prefix.into();
+                cfg.own_all_at_open = false;
+                cfg.wal = WalKind::Object(crate::ObjectWalConfig {
+                    flush_delay: Duration::ZERO,
+                    flush_bytes: 1 << 20,
+                });
+                async move { StreamStore::open(cfg, objects, meta).await.expect("open") }
+            };
+            let (one, two, three) = (open("wal-1").await, open("wal-2").await, open("wal-3").await);
+            let a = one.take_over(7, 0, None).await.expect("take over");
+            for i in 0..3 {
+                append(&a, i).await;
+            }
+            // Two takes it over from one's WAL; one, not knowing yet, writes
+            // once more (never acknowledged in a cluster: its lease is gone).
+            let b = two.take_over(7, 1, Some("wal-1")).await.expect("second takes over");
+            let end = b.offsets().1;
+            let late = a.append(1, 0, |_, _| Bytes::from("zombie")).expect("zombie append");
+            let _ = late.durable().await;
+            let _ = one.upload_once().await; // conflicts: one learns it lost 7
+            // Back to one (its node again), which writes at the same offset.
+            two.release(7, Handover::Indexed).await.expect("release");
+            let c = one.take_over(7, 2, None).await.expect("back to one");
+            assert_eq!(c.offsets().1, end);
+            append(&c, 9).await;
+            let want = texts(&c, 0).await;
+            // One dies; three recovers its tail from one's WAL.
+            let d = three.take_over(7, 3, Some("wal-1")).await.expect("third takes over");
+            let got = texts(&d, 0).await;
+            assert!(!got.iter().any(|t| t == "zombie"), "the zombie's batch was recovered: {got:?}");
+            assert_eq!(got, want);
         }
 
         #[tokio::test]

@@ -356,6 +356,24 @@ impl Stream {
         Ok((appended, Completion { rx }))
     }
 
+    /// Whether an append would be taken now: the error it would get if not
+    /// (closed, no longer owned, the WAL fenced, failed or stalled). A caller
+    /// that checks something of its own before appending (the producer
+    /// sequence) asks first, so that a refused append is not followed by a
+    /// misleading answer from that check for the next batch.
+    pub fn check_appendable(&self) -> Result<(), StreamError> {
+        {
+            let inner = self.lock();
+            if inner.closed {
+                return Err(StreamError::Closed(self.id));
+            }
+            if !inner.accepting {
+                return Err(StreamError::NotOwner(self.id));
+            }
+        }
+        self.shared.wal.check_health()
+    }
+
     fn append_inner(
         self: &Arc<Self>,
         record_count: u32,

@@ -45,6 +45,20 @@ impl rdkafka::ClientContext for Recorder {
     fn error(&self, error: KafkaError, reason: &str) {
         println!("producer error: {error}: {reason}");
     }
+    /// Warnings, and what the idempotent producer says of its epoch and
+    /// sequences (`debug=eos`): an epoch bump re-sends in-flight batches
+    /// under new sequences, so it is the first thing to look at when a
+    /// value is stored twice.
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        let eos = ["poch", "rain", "bump", "equence", "ersisted", "error", "PID", "seq"]
+            .iter()
+            .any(|w| message.contains(w))
+            && !message.contains("Connect to")
+            && fac != "PRODUCE";
+        if (level as i32) <= (rdkafka::config::RDKafkaLogLevel::Warning as i32) || eos {
+            println!("producer log {fac}: {message}");
+        }
+    }
 }
 
 impl ProducerContext for Recorder {
@@ -111,14 +125,18 @@ fn load(
     running: &Arc<AtomicBool>,
 ) -> (Arc<Deliveries>, std::thread::JoinHandle<u64>) {
     let deliveries = Arc::new(Deliveries::default());
-    let p: ThreadedProducer<Recorder> = ClientConfig::new()
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", bootstrap)
         .set("acks", "all")
         .set("enable.idempotence", idempotent.to_string())
         .set("linger.ms", "5")
-        .set("message.timeout.ms", "120000")
-        .create_with_context(Recorder(Arc::clone(&deliveries)))
-        .expect("producer");
+        .set("message.timeout.ms", "120000");
+    if idempotent {
+        config.set("debug", "eos").set_log_level(rdkafka::config::RDKafkaLogLevel::Debug);
+    }
+    let p: ThreadedProducer<Recorder> =
+        config.create_with_context(Recorder(Arc::clone(&deliveries))).expect("producer");
     let (name, running) = (name.to_string(), Arc::clone(running));
     let thread = std::thread::spawn(move || {
         let mut sent = 0u64;
@@ -455,9 +473,71 @@ async fn slow_fifty_kills_and_pauses_of_random_brokers_lose_nothing() {
     assert_eq!(false_failovers, 0, "live brokers lost their lease");
     assert_eq!(idem_acks.failed.load(Ordering::Acquire), 0, "idempotent deliveries failed");
     let twice = stored_twice(&reader, &idem, idem_sent);
+    for (partition, offset, _) in &twice {
+        // Who wrote each copy: the batches around it, as stored.
+        let addrs: Vec<String> = cluster.brokers.iter().map(|b| b.addr.clone()).collect();
+        for h in batch_headers(&addrs, &idem, *partition, (offset - 8).max(0), offset + 4) {
+            println!("partition {partition}: {h}");
+        }
+    }
     assert!(twice.is_empty(), "idempotent values stored twice, (partition, offset, value): {twice:?}");
     assert_exactly_once_in_order(&reader, &idem, PARTITIONS, idem_sent);
     plain_acks.assert_stored(&reader, &plain, plain_sent);
+}
+
+/// The headers of the stored batches of `name`'s `partition` overlapping
+/// `[from, to)`, read by a raw Fetch from whichever of `addrs` leads it:
+/// offsets, partition leader epoch and the producer's id, epoch and
+/// sequence (who wrote each batch, for a duplicate's diagnosis).
+fn batch_headers(addrs: &[String], name: &str, partition: i32, from: i64, to: i64) -> Vec<String> {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    for addr in addrs {
+        let mut p = FetchPartition::default();
+        p.partition = partition;
+        p.fetch_offset = from;
+        p.partition_max_bytes = 1 << 20;
+        p.current_leader_epoch = -1;
+        let mut t = FetchTopic::default();
+        t.topic = TopicName(StrBytes::from_string(name.to_string()));
+        t.partitions = vec![p];
+        let mut req = FetchRequest::default();
+        req.replica_id = (-1).into();
+        req.max_wait_ms = 100;
+        req.max_bytes = 1 << 20;
+        req.topics = vec![t];
+        let mut conn = common::conn::Conn::open(addr);
+        let Ok(resp) = conn.try_call::<_, FetchResponse>(ApiKey::Fetch, 11, &req) else { continue };
+        let Some(part) = resp.responses.first().and_then(|r| r.partitions.first()) else { continue };
+        if part.error_code != 0 {
+            continue;
+        }
+        let mut out = Vec::new();
+        let mut b: &[u8] = part.records.as_deref().unwrap_or_default();
+        // Kafka's v2 batch header: fixed offsets from the batch's start.
+        let be =
+            |s: &[u8], at: usize, n: usize| s[at..at + n].iter().fold(0i64, |a, x| a << 8 | i64::from(*x));
+        while b.len() >= 61 {
+            let base = be(b, 0, 8);
+            let len = be(b, 8, 4) as usize;
+            let last_delta = be(b, 23, 4);
+            if base >= to {
+                break;
+            }
+            out.push(format!(
+                "batch {base}..={} leader_epoch {} producer {} epoch {} seq {}",
+                base + last_delta,
+                be(b, 12, 4) as i32,
+                be(b, 43, 8),
+                be(b, 51, 2) as i16,
+                be(b, 53, 4) as i32,
+            ));
+            b = b.get(12 + len..).unwrap_or_default();
+        }
+        return out;
+    }
+    vec![format!("no broker served {name}-{partition}")]
 }
 
 /// Every record of `name` whose value an earlier record already holds, as

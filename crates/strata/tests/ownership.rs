@@ -429,3 +429,67 @@ fn a_second_process_on_the_same_data_dir_refuses_to_start() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("in use by another strata process"), "unclear error: {stderr}");
 }
+
+/// A fenced process answers every idempotent batch it can no longer append
+/// NOT_LEADER_OR_FOLLOWER, never OUT_OF_ORDER_SEQUENCE_NUMBER: a refused
+/// batch is not recorded, so a sequence check before the leadership check
+/// would call the next batch out of order. librdkafka answers that with an
+/// epoch bump that renumbers every unacknowledged batch, and a batch whose
+/// WAL write had landed before the fence (the new owner serves it) was
+/// stored twice (the failover soak found it). Raw requests, so that the
+/// test sees each answer: one batch acknowledged, then B takes the prefix
+/// over, then three batches in a row to A.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_owner_answers_later_idempotent_batches_not_leader_never_out_of_order() {
+    use bytes::Bytes;
+    use common::batches::{encode, produce_request, record};
+    use common::conn::Conn;
+    use kafka_protocol::messages::{ApiKey, InitProducerIdRequest, InitProducerIdResponse, ProduceResponse};
+
+    let s3 = S3Server::start("strata-bucket");
+    let envs = s3.env();
+    // No background writes of A's own: it learns of the fence from a produce.
+    let flags = [
+        "--object-store",
+        "s3://strata-bucket/fenced-seq",
+        "--upload-interval-ms",
+        "600000",
+        "--compaction-interval-ms",
+        "0",
+    ];
+    let a = BrokerProcess::start_with_env(&flags, &envs);
+    let name = topic("fenced-seq");
+    create_topic(&a.addr, &name, 1).await;
+    let mut conn = Conn::open(&a.addr);
+    let mut init = InitProducerIdRequest::default();
+    init.transactional_id = None;
+    init.transaction_timeout_ms = 60_000;
+    init.producer_id = (-1).into();
+    init.producer_epoch = -1;
+    let ids: InitProducerIdResponse = conn.call(ApiKey::InitProducerId, 4, &init);
+    assert_eq!(ids.error_code, 0);
+    let batch = |seq: i32| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let mut r = record(0, now, None, Some(Bytes::from(format!("v{seq}"))));
+        (r.producer_id, r.producer_epoch, r.sequence) = (ids.producer_id.0, ids.producer_epoch, seq);
+        produce_request(&name, -1, encode(&[r]))
+    };
+    let answer = |r: &ProduceResponse| r.responses[0].partition_responses[0].error_code;
+    let first: ProduceResponse = conn.call(ApiKey::Produce, 9, &batch(0));
+    assert_eq!(answer(&first), 0, "the first batch is acknowledged");
+
+    let _b = BrokerProcess::start_with_env(&flags, &envs);
+    let mut codes = Vec::new();
+    for seq in 1..=3 {
+        let r: ProduceResponse = conn.call(ApiKey::Produce, 9, &batch(seq));
+        codes.push(answer(&r));
+    }
+    println!("answers of the fenced owner to sequences 1..=3: {codes:?}");
+    assert!(
+        codes.iter().all(|c| *c == 6),
+        "every batch after the fence is NOT_LEADER_OR_FOLLOWER (6), none OUT_OF_ORDER_SEQUENCE_NUMBER (45): {codes:?}"
+    );
+}

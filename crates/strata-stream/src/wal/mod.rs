@@ -351,6 +351,11 @@ impl Wal {
         Ok(())
     }
 
+    /// The error an append would get now, if any.
+    pub(crate) fn check_health(&self) -> Result<(), StreamError> {
+        self.health.check()
+    }
+
     /// Makes the WAL refuse every further append (the broker was fenced).
     pub(crate) fn refuse(&self) {
         self.health.set_fenced();
