@@ -9,6 +9,8 @@
 #                                              consumed, the same load on 1 and on
 #                                              3 brokers (MB: 1000), counted until
 #                                              the compaction it leaves is done
+#   scripts/bench-cluster.sh idle [SECONDS]     brokers' CPU per second with nothing to
+#                                              do, 1 and 3 brokers (SECONDS: 60)
 #   scripts/bench-cluster.sh failover [KILLS]  time from a kill -9 of a partition's
 #                                              leader to the first produce served
 #                                              again, default settings (KILLS: 10)
@@ -104,9 +106,25 @@ case "$what" in
       for p in "${broker_pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
     done
     ;;
+  idle)
+    # What brokers cost doing nothing: a small load (the topic, the group
+    # coordinator's partitions), then, past one compaction interval, the
+    # brokers' CPU over SECONDS.
+    secs="${2:-60}"
+    for n in 1 3; do
+      start_brokers "idle$n" "$n"
+      "$py" scripts/bench_cluster.py load --bootstrap "$bootstrap" --mb 10 --topic "idle$n" >/dev/null
+      sleep 40
+      before="$(cpu_of "${broker_pids[@]}")"
+      sleep "$secs"
+      after="$(cpu_of "${broker_pids[@]}")"
+      echo "$n $before $after $secs" | awk '{printf "brokers=%d idle_broker_cpu_seconds_per_second=%.4f (over %d s)\n", $1, ($3-$2)/$4, $4}'
+      for p in "${broker_pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+    done
+    ;;
   failover)
     "$py" scripts/bench_cluster.py failover --kills "${2:-10}" --bin "$bin" \
       --metadata "etcd://127.0.0.1:$etcd_port/failover" --objects "s3://bench/failover" --workdir "$work"
     ;;
-  *) echo "usage: $0 moves [MOVES] | cost [MB] | failover [KILLS]" >&2; exit 2 ;;
+  *) echo "usage: $0 moves [MOVES] | cost [MB] | idle [SECONDS] | failover [KILLS]" >&2; exit 2 ;;
 esac
