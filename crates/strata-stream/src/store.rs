@@ -1384,6 +1384,26 @@ mod tests {
             tweak(&mut cfg);
             StreamStore::open(cfg, Arc::clone(&self.objects), meta).await.expect("open")
         }
+
+        /// One metadata store for several stream stores (a cluster's).
+        async fn shared_meta(&self) -> Arc<dyn MetaStore> {
+            Arc::new(EmbeddedStore::open(Arc::clone(&self.objects), "meta").await.expect("meta"))
+        }
+
+        /// A store of a cluster's member: its own WAL prefix on the shared
+        /// bucket and `meta`, streams owned only once taken over.
+        async fn member(
+            &self,
+            meta: &Arc<dyn MetaStore>,
+            prefix: &str,
+            tweak: impl Fn(&mut StreamStoreConfig),
+        ) -> Arc<StreamStore> {
+            let mut cfg = StreamStoreConfig::new(self.dir.path().join(prefix));
+            cfg.wal_prefix = prefix.into();
+            cfg.own_all_at_open = false;
+            tweak(&mut cfg);
+            StreamStore::open(cfg, Arc::clone(&self.objects), Arc::clone(meta)).await.expect("open")
+        }
     }
 
     async fn append(s: &Arc<Stream>, i: u32) -> i64 {
@@ -2000,18 +2020,14 @@ mod tests {
         #[tokio::test]
         async fn a_zombie_write_in_a_wal_is_not_recovered_when_the_stream_comes_back() {
             let env = Env::new();
-            let meta: Arc<dyn MetaStore> =
-                Arc::new(EmbeddedStore::open(Arc::clone(&env.objects), "meta").await.expect("meta"));
+            let meta = env.shared_meta().await;
             let open = |prefix: &'static str| {
-                let (objects, meta) = (Arc::clone(&env.objects), Arc::clone(&meta));
-                let mut cfg = StreamStoreConfig::new(env.dir.path().join(prefix));
-                cfg.wal_prefix = prefix.into();
-                cfg.own_all_at_open = false;
-                cfg.wal = WalKind::Object(crate::ObjectWalConfig {
-                    flush_delay: Duration::ZERO,
-                    flush_bytes: 1 << 20,
-                });
-                async move { StreamStore::open(cfg, objects, meta).await.expect("open") }
+                env.member(&meta, prefix, |cfg| {
+                    cfg.wal = WalKind::Object(crate::ObjectWalConfig {
+                        flush_delay: Duration::ZERO,
+                        flush_bytes: 1 << 20,
+                    })
+                })
             };
             let (one, two, three) = (open("wal-1").await, open("wal-2").await, open("wal-3").await);
             let a = one.take_over(7, 0, None).await.expect("take over");
@@ -2041,16 +2057,12 @@ mod tests {
         #[tokio::test]
         async fn a_new_owner_reads_a_folded_index_and_its_old_owner_commits_no_fold() {
             let env = Env::new();
-            let meta: Arc<dyn MetaStore> =
-                Arc::new(EmbeddedStore::open(Arc::clone(&env.objects), "meta").await.expect("meta"));
+            let meta = env.shared_meta().await;
             let open = |prefix: &'static str| {
-                let (objects, meta) = (Arc::clone(&env.objects), Arc::clone(&meta));
-                let mut cfg = StreamStoreConfig::new(env.dir.path().join(prefix));
-                cfg.wal_prefix = prefix.into();
-                cfg.own_all_at_open = false;
-                cfg.gc_grace = Duration::ZERO;
-                folding(&mut cfg);
-                async move { StreamStore::open(cfg, objects, meta).await.expect("open") }
+                env.member(&meta, prefix, |cfg| {
+                    cfg.gc_grace = Duration::ZERO;
+                    folding(cfg);
+                })
             };
             let (one, two) = (open("wal-1").await, open("wal-2").await);
             let a = one.take_over(7, 0, None).await.expect("take over");
