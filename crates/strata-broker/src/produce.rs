@@ -217,15 +217,23 @@ impl Broker {
             }
         }
         let mut producers = state.lock();
-        // Kafka refuses a batch for leadership or storage before it looks at
-        // sequences. A batch whose append was refused is not recorded, so
-        // checking the next one's sequence first would answer it
-        // OUT_OF_ORDER_SEQUENCE_NUMBER: librdkafka then bumps its epoch and
-        // renumbers every unacknowledged batch, and one that a fenced broker
-        // refused after its WAL write had landed (the new leader serves it)
-        // is stored twice.
-        stream.check_appendable()?;
-        match producers.check(pid, epoch, first, last, transactional)? {
+        // A batch whose append was refused is not recorded, so the next one's
+        // sequence check would answer it OUT_OF_ORDER_SEQUENCE_NUMBER:
+        // librdkafka then bumps its epoch and renumbers every unacknowledged
+        // batch, and one that a fenced broker refused after its WAL write had
+        // landed (the new leader serves it) is stored twice. So a sequence
+        // error gives way to the refusal an append would get now (as Kafka
+        // refuses for leadership or storage before it looks at sequences). A
+        // duplicate is still answered from its original: it appends nothing.
+        let checked = producers.check(pid, epoch, first, last, transactional).map_err(|e| {
+            match (&e, stream.check_appendable()) {
+                (BrokerError::OutOfOrderSequence(_) | BrokerError::UnknownProducerId(_), Err(refused)) => {
+                    BrokerError::Storage(refused)
+                }
+                _ => e,
+            }
+        })?;
+        match checked {
             SeqCheck::Duplicate(dup) => {
                 let wait = match producers.completions.get(&(pid, first)) {
                     Some(original) => Wait::Original(original.clone()),
