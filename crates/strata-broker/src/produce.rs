@@ -387,18 +387,10 @@ impl Broker {
                         if is_fenced(&e) {
                             count_refused(records_in(pd.records.as_ref()));
                         }
-                        if matches!(
-                            e,
-                            BrokerError::OutOfOrderSequence(_)
-                                | BrokerError::UnknownProducerId(_)
-                                | BrokerError::InvalidProducerEpoch(_)
-                        ) {
-                            // Rare, and what makes a client renumber its
-                            // batches: worth a line at info.
-                            tracing::info!(partition = pd.index, error = %e, "idempotent batch refused");
-                        } else {
-                            tracing::debug!(partition = pd.index, error = %e, "produce rejected");
-                        }
+                        // (Counted by code in `strata_request_errors_total`; a client
+                        // that renumbers its batches after such an answer is
+                        // best diagnosed from its own log.)
+                        tracing::debug!(partition = pd.index, error = %e, "produce rejected");
                         pr.error_code = code(&e);
                         crate::error_codes::count("Produce", pr.error_code);
                         pr.error_message = Some(message(&e));
