@@ -112,7 +112,9 @@ impl Broker {
         topic: &strata_cluster::TopicRecord,
         index: i32,
     ) -> Result<Arc<strata_stream::Stream>, BrokerError> {
-        let Some(view) = &self.cluster else { return self.lead(topic, index) };
+        // The common case, without registering for a wake-up.
+        let first = self.lead(topic, index);
+        let (Some(view), Err(_)) = (&self.cluster, &first) else { return first };
         let deadline = tokio::time::Instant::now() + TAKEOVER_WAIT;
         loop {
             let served = view.served.notified();

@@ -914,21 +914,21 @@ impl StreamStore {
                         return out;
                     }
                 };
-            let mut ends: HashMap<StreamId, i64> = claimed.iter().map(|c| (c.id, c.end)).collect();
-            // Only the last leader's batches: its WAL may also hold batches
-            // it wrote in an earlier leadership of the stream, after it
-            // had lost it (a zombie's write that landed past the new owner's
+            // Each stream's indexed end and its last leader epoch. Only that
+            // leader's batches are recovered: its WAL may also hold batches
+            // it wrote in an earlier leadership of the stream, after it had
+            // lost it (a zombie's write that landed past the new owner's
             // read). Those were never acknowledged, and their offsets were
             // given again by the owners after it.
-            let last_epoch: HashMap<StreamId, Option<i32>> =
-                claimed.iter().map(|c| (c.id, c.meta.epochs.last().map(|(e, _)| *e))).collect();
+            let mut ends: HashMap<StreamId, (i64, Option<i32>)> =
+                claimed.iter().map(|c| (c.id, (c.end, c.meta.epochs.last().map(|(e, _)| *e)))).collect();
             for r in records {
                 let info = r.info();
                 let stream = r.record.stream_id;
-                if last_epoch.get(&stream).copied().flatten().is_some_and(|e| e != info.meta.leader_epoch) {
+                let Some((end, last_epoch)) = ends.get_mut(&stream) else { continue };
+                if last_epoch.is_some_and(|e| e != info.meta.leader_epoch) {
                     continue;
                 }
-                let Some(end) = ends.get_mut(&stream) else { continue };
                 // Offsets are final (rule 5): a batch whose offsets are
                 // already covered is never served twice.
                 if info.base_offset < *end {

@@ -130,6 +130,18 @@ impl Inner {
     }
 
     /// The condition every index commit of the stream carries.
+    /// The refusal an append gets from the stream itself: closed, or no
+    /// longer taking appends here.
+    fn check_open(&self, id: StreamId) -> Result<(), StreamError> {
+        if self.closed {
+            return Err(StreamError::Closed(id));
+        }
+        if !self.accepting {
+            return Err(StreamError::NotOwner(id));
+        }
+        Ok(())
+    }
+
     pub fn owner_condition(&self, id: StreamId) -> strata_meta::Condition {
         let key = crate::index::meta_key(id);
         match self.meta_rev {
@@ -362,15 +374,7 @@ impl Stream {
     /// sequence) asks first, so that a refused append is not followed by a
     /// misleading answer from that check for the next batch.
     pub fn check_appendable(&self) -> Result<(), StreamError> {
-        {
-            let inner = self.lock();
-            if inner.closed {
-                return Err(StreamError::Closed(self.id));
-            }
-            if !inner.accepting {
-                return Err(StreamError::NotOwner(self.id));
-            }
-        }
+        self.lock().check_open(self.id)?;
         self.shared.wal.check_health()
     }
 
@@ -382,12 +386,7 @@ impl Stream {
         outcome: Option<tokio::sync::watch::Sender<Option<Result<(), crate::wal::AckError>>>>,
     ) -> Result<Appended, StreamError> {
         let mut inner = self.lock();
-        if inner.closed {
-            return Err(StreamError::Closed(self.id));
-        }
-        if !inner.accepting {
-            return Err(StreamError::NotOwner(self.id));
-        }
+        inner.check_open(self.id)?;
         let base_offset = inner.next_offset;
         let epoch = inner.epoch();
         let payload = build(base_offset, epoch);
